@@ -1,0 +1,41 @@
+# One venv (.venv) for everything. `install` is stamped on pyproject.toml, so a second
+# `make test` or `make smoke-test` installs nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install test test-slow smoke-test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU wheel first where the machine has it, so pip never pulls a multi-GB CUDA build;
+	# elsewhere the normal torch.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+test-slow: install
+	$(PY) -m pytest -q -m slow tests
+
+smoke-test: install
+	$(PY) -m hilserl_ray.train --config configs/sim_pick_cube.yaml --dry-run
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

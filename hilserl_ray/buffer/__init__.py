@@ -1,0 +1,1 @@
+"""Replay buffers: preallocated uint8 numpy storage, chunked ingest, RLPD online/offline mixing."""

@@ -1,0 +1,301 @@
+"""The whole run's configuration: typed pydantic models, the single source of truth.
+
+Every block forbids unknown keys, so a typo is an error (with a suggestion, see `configio`).
+Rules that involve more than one field live in `TrainConfig`'s validator, so a config that
+would fail minutes into a run (or move a robot wrongly) is rejected before Ray starts.
+Rules that need files on disk (dataset length, calibration contents) are in `preflight`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+SIM_CAMERAS = ("gripper_cam", "front")
+
+
+class Strict(BaseModel):
+    """Base for every block: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------- env
+class CameraConfig(Strict):
+    """A camera as the robot delivers it, before the pipeline crops/resizes it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="feature key: observation.images.<name>")
+    width: PositiveInt = 640
+    height: PositiveInt = 480
+    fps: PositiveFloat = 30.0
+    device: int | str | None = Field(
+        None, description="real robot only: OpenCV index or a stable path such as /dev/v4l/by-id/..."
+    )
+
+
+class EnvConfig(Strict):
+    task: Literal["reach", "pick_cube"] = "pick_cube"
+    fps: PositiveFloat = Field(10.0, description="control rate of the policy, Hz")
+    max_episode_steps: PositiveInt = 100
+    dense_reward: bool = Field(False, description="add a shaped distance reward to the sparse success")
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    physics_substeps: PositiveInt | None = Field(None, description="sim only; default from the model's timestep")
+    reset_noise: Annotated[float, Field(ge=0)] = Field(0.02, description="sim: radians of joint noise at reset")
+
+
+# ------------------------------------------------------------------------------------ robot
+class RobotConfig(Strict):
+    type: Literal["sim", "so101"] = "sim"
+    mjcf: Path | None = Field(
+        None,
+        description="MJCF used for kinematics (and the sim). Default: the project's primitive SO-101. "
+        "Any model with the same joint names and a 'gripperframe' site works.",
+    )
+    port: str | None = Field(None, description="real robot: serial port of the follower bus")
+    calibration: Path | None = Field(None, description="real robot: LeRobot-format calibration JSON")
+    motor_ids: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    max_relative_target_deg: PositiveFloat = Field(10.0, description="largest joint move per step, degrees")
+    reset_pose_deg: list[float] = Field(
+        default_factory=lambda: [0.0, -20.0, 30.0, 70.0, 0.0, 30.0],
+        description="joint pose (degrees, gripper 0..100 on the real arm) the reset ramps to",
+    )
+    reset_seconds: PositiveFloat = 2.0
+    watchdog_seconds: PositiveFloat = Field(1.0, description="hold, then torque off, if no command arrives")
+
+
+# --------------------------------------------------------------------------------- pipeline
+class EEActionConfig(Strict):
+    """End-effector delta control: (dx, dy, dz[, gripper]) in [-1, 1] solved by IK."""
+
+    enabled: bool = True
+    step_size_m: PositiveFloat = Field(0.02, description="metres per unit action per step")
+    max_step_m: PositiveFloat = Field(0.03, description="largest EE jump per step")
+    workspace_low: tuple[float, float, float] = (0.10, -0.25, 0.01)
+    workspace_high: tuple[float, float, float] = (0.42, 0.25, 0.30)
+
+
+class GripperConfig(Strict):
+    discrete: bool = Field(True, description="close/stay/open as a separate discrete action (HIL-SERL)")
+    penalty: float = Field(-0.02, le=0, description="reward added when the gripper flips state")
+    step_deg: PositiveFloat = Field(30.0, description="continuous mode: degrees per unit action")
+
+
+class ProprioConfig(Strict):
+    """Full proprioception from joint positions via MuJoCo FK: 6 + 6 + 3 + 3 = 18."""
+
+    joint_velocity: bool = True
+    ee_pose: bool = True
+
+
+class ImageConfig(Strict):
+    """Crop (optional, per camera) and resize (always). Independent steps."""
+
+    size: tuple[PositiveInt, PositiveInt] = Field((128, 128), description="(height, width) after resize")
+    crop: dict[str, tuple[int, int, int, int]] = Field(
+        default_factory=dict, description="camera -> (top, left, height, width) in the raw image"
+    )
+
+
+class OracleConfig(Strict):
+    """The scripted 'human': an IK expert that takes over by a rule, so HIL runs without a person."""
+
+    episode_probability: Annotated[float, Field(ge=0, le=1)] = 0.3
+    stuck_steps: PositiveInt | None = Field(20, description="take over after N steps without progress")
+    noise: Annotated[float, Field(ge=0)] = 0.1
+    decay_episodes: int | None = Field(
+        None, ge=1, description="scale the takeover probability down linearly over N episodes"
+    )
+
+
+class InterventionConfig(Strict):
+    source: Literal["none", "oracle", "keyboard", "gamepad", "leader"] = "none"
+    oracle: OracleConfig = Field(default_factory=OracleConfig)
+    leader_port: str | None = None
+    leader_calibration: Path | None = None
+    leader_divergence_deg: PositiveFloat = Field(15.0, description="leader: auto-engage when arms diverge")
+
+
+class PipelineConfig(Strict):
+    """The one observation/action pipeline: it defines every feature name and shape."""
+
+    ee_action: EEActionConfig = Field(default_factory=EEActionConfig)
+    gripper: GripperConfig = Field(default_factory=GripperConfig)
+    proprio: ProprioConfig = Field(default_factory=ProprioConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    intervention: InterventionConfig = Field(default_factory=InterventionConfig)
+
+
+# ----------------------------------------------------------------------------------- policy
+class PolicyConfig(Strict):
+    """SAC as in HIL-SERL/RLPD. Defaults follow the published HIL-SERL settings."""
+
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    batch_size: PositiveInt = 256
+    utd_ratio: PositiveInt = Field(2, description="critic updates per actor update")
+    discount: Annotated[float, Field(gt=0, le=1)] = 0.97
+    tau: Annotated[float, Field(gt=0, le=1)] = 0.005
+    actor_lr: PositiveFloat = 3e-4
+    critic_lr: PositiveFloat = 3e-4
+    temperature_lr: PositiveFloat = 3e-4
+    temperature_init: PositiveFloat = 1e-2
+    target_entropy: float | None = Field(None, description="default -|A|/2")
+    num_critics: PositiveInt = 2
+    num_subsample_critics: PositiveInt | None = Field(None, description="REDQ: min over this many")
+    hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [256, 256])
+    latent_dim: PositiveInt = 256
+    encoder: Literal["conv", "pretrained"] = "conv"
+    encoder_weights: Path | None = Field(None, description="local weights for the frozen pretrained encoder")
+    image_head: Literal["spatial_embedding", "spatial_softmax"] = "spatial_embedding"
+    drq_pad: Annotated[int, Field(ge=0)] = 4
+    grad_clip: PositiveFloat = 40.0
+    compile: bool = False
+    bf16: bool = False
+
+
+# ---------------------------------------------------------------------------- data, buffers
+class BufferConfig(Strict):
+    online_capacity: PositiveInt = 100_000
+    offline_capacity: PositiveInt | Literal["auto"] = Field("auto", description="'auto' sizes to the dataset")
+    online_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.5, description="RLPD: online share of a batch")
+
+
+class DatasetConfig(Strict):
+    """An offline LeRobot v2.1/v3.0 dataset in a local directory (demos, interventions)."""
+
+    path: Path | None = None
+    missing_reward: Literal["zero", "success_last_frame"] = "success_last_frame"
+    rename: dict[str, str] = Field(default_factory=dict, description="dataset key -> pipeline feature name")
+    cache: bool = True
+
+
+# ---------------------------------------------------------------------------------- runtime
+class LearnerConfig(Strict):
+    num_gpus: Annotated[float, Field(ge=0)] = 0
+    training_starts: Annotated[int, Field(ge=0)] = Field(500, description="online transitions before updates")
+    weights_every: PositiveInt = Field(20, description="publish weights every N updates")
+    max_pending_chunks: PositiveInt = 8
+
+
+class ActorsConfig(Strict):
+    num_robot_actors: PositiveInt = 1
+    chunk_size: PositiveInt = Field(64, description="transitions per call to the learner")
+    max_restarts: int = Field(3, ge=-1)
+
+
+class CheckpointConfig(Strict):
+    every_updates: PositiveInt = 1000
+    keep_last: PositiveInt = 3
+    save_buffers: bool = True
+
+
+class LoggingConfig(Strict):
+    every_seconds: PositiveFloat = 10.0
+    tensorboard: bool = True
+    progress_bar: bool = True
+    sounds: bool = False
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="None: RAY_ADDRESS / job context, else a local Ray")
+    num_cpus: PositiveInt | None = None
+    robot_label: dict[str, str] = Field(default_factory=lambda: {"robot": "so101"})
+    robot_resource: str = "so101"
+    dashboard_host: str = "127.0.0.1"
+    include_dashboard: bool = False
+
+
+class TrainConfig(Strict):
+    """One run. `output_dir` receives config.yaml, metrics, checkpoints and caches."""
+
+    name: str = "run"
+    output_dir: Path = Path("outputs/run")
+    seed: int = 0
+    total_env_steps: PositiveInt = 20_000
+    shutdown_timeout_s: PositiveFloat = 30.0
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    robot: RobotConfig = Field(default_factory=RobotConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    actors: ActorsConfig = Field(default_factory=ActorsConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TrainConfig:
+        problems: list[tuple[str, object, str]] = []
+        cams = {c.name: c for c in self.env.cameras}
+        if len(cams) != len(self.env.cameras):
+            problems.append(("env.cameras", [c.name for c in self.env.cameras], "camera names must be unique"))
+        if self.robot.type == "sim":
+            for name in cams:
+                if name not in SIM_CAMERAS:
+                    problems.append(
+                        ("env.cameras", name, f"the sim has cameras {list(SIM_CAMERAS)}; rename or remove it")
+                    )
+        else:
+            if not self.robot.port:
+                problems.append(("robot.port", None, "a real robot needs its serial port, e.g. /dev/ttyACM0"))
+            if self.robot.calibration is None:
+                problems.append(
+                    ("robot.calibration", None, "a real robot needs a calibration JSON (python -m hilserl_ray.calibrate)")
+                )
+            for c in self.env.cameras:
+                if c.device is None:
+                    problems.append(
+                        (f"env.cameras.{c.name}.device", None, "a real camera needs a device (python -m hilserl_ray.find_cameras)")
+                    )
+            if self.actors.num_robot_actors != 1:
+                problems.append(("actors.num_robot_actors", self.actors.num_robot_actors, "a real arm has one actor: 1"))
+        if len(self.robot.motor_ids) != len(JOINT_NAMES):
+            problems.append(("robot.motor_ids", self.robot.motor_ids, f"one id per joint: {len(JOINT_NAMES)} ids"))
+        if len(self.robot.reset_pose_deg) != len(JOINT_NAMES):
+            problems.append(("robot.reset_pose_deg", self.robot.reset_pose_deg, f"{len(JOINT_NAMES)} values"))
+        for cam, box in self.pipeline.image.crop.items():
+            if cam not in cams:
+                problems.append((f"pipeline.image.crop.{cam}", box, f"no such camera; cameras are {list(cams)}"))
+                continue
+            top, left, h, w = box
+            c = cams[cam]
+            if top < 0 or left < 0 or h <= 0 or w <= 0 or top + h > c.height or left + w > c.width:
+                problems.append(
+                    (f"pipeline.image.crop.{cam}", box, f"(top, left, height, width) inside the {c.height}x{c.width} image")
+                )
+        lo, hi = self.pipeline.ee_action.workspace_low, self.pipeline.ee_action.workspace_high
+        if any(a >= b for a, b in zip(lo, hi, strict=True)):
+            problems.append(("pipeline.ee_action.workspace_high", hi, f"each bound > workspace_low {lo}"))
+        it = self.pipeline.intervention
+        if it.source == "leader" and not it.leader_port:
+            problems.append(("pipeline.intervention.leader_port", None, "the leader arm's serial port"))
+        if it.source == "oracle" and self.robot.type != "sim":
+            problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
+        p = self.policy
+        if p.num_subsample_critics is not None and p.num_subsample_critics > p.num_critics:
+            problems.append(("policy.num_subsample_critics", p.num_subsample_critics, f"<= policy.num_critics ({p.num_critics})"))
+        if p.encoder == "pretrained" and p.encoder_weights is None:
+            problems.append(("policy.encoder_weights", None, "a local weights file (nothing is downloaded)"))
+        if self.buffer.online_ratio < 1 and self.dataset.path is None and it.source == "none":
+            problems.append(
+                ("buffer.online_ratio", self.buffer.online_ratio,
+                 "1.0 when there is no dataset and no intervention source (the offline buffer would stay empty)")
+            )
+        if problems:
+            raise ConfigProblems(problems)
+        return self
+
+
+class ConfigProblems(ValueError):
+    """Cross-field problems, each (dotted path, value, what is allowed). Formatted by configio."""
+
+    def __init__(self, problems: list[tuple[str, object, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: got {v!r}; {m}" for p, v, m in problems))

@@ -1,0 +1,205 @@
+"""Loading a `TrainConfig`: YAML + dotted command-line overrides, and readable errors.
+
+Every problem is collected and reported at once as `path: got X; allowed Y`, with the closest
+valid key for typos. `ConfigError` carries those lines; the CLI prints them and exits 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hilserl_ray.config import ConfigProblems, TrainConfig
+
+
+class ConfigError(Exception):
+    """One or more configuration problems, each a line naming the field."""
+
+    def __init__(self, source: str, lines: list[str]):
+        self.source = source
+        self.lines = lines
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        n = len(self.lines)
+        head = f"{n} problem{'s' if n != 1 else ''} in the configuration ({self.source}):"
+        return "\n".join([head, *(f"  - {line}" for line in self.lines)])
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--policy.batch_size=128` or `--policy.batch_size 128` -> {"policy.batch_size": 128}."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--") or len(a) <= 2:
+            raise ConfigError("command line", [f"'{a}': expected --dotted.key=value (e.g. --policy.batch_size=128)"])
+        key, eq, raw = a[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError("command line", [f"--{key}: no value given (use --{key}=VALUE)"])
+            i += 1
+            raw = args[i]
+        out[key] = yaml.safe_load(raw) if raw != "" else ""
+        i += 1
+    return out
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    for dotted, value in overrides.items():
+        node: Any = data
+        parts = dotted.split(".")
+        for j, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = node[_list_index(node, part, parts[: j + 1])]
+                continue
+            if not isinstance(node.get(part), dict | list):
+                node[part] = {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_list_index(node, last, parts)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def _list_index(node: list, part: str, path: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError("command line", [f"{'.'.join(path)}: a list index 0..{len(node) - 1} was expected"])
+    return int(part)
+
+
+def load_yaml(path: Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.exists():
+        raise ConfigError(str(path), ["the config file does not exist"])
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), [f"not valid YAML: {e}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [f"the top level must be a mapping, got {type(data).__name__}"])
+    return data
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+    data = load_yaml(Path(path)) if path is not None else {}
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    data = apply_overrides(data, overrides or {})
+    return validate(data, source=str(path) if path else "defaults")
+
+
+def validate(data: dict, source: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        lines = format_errors(e)
+        # pydantic skips the cross-field rules when a field is bad. To report every problem at
+        # once, drop the bad values (their defaults stand in) and collect the cross-field ones too.
+        pruned = copy.deepcopy(data)
+        for err in e.errors():
+            _drop(pruned, list(err["loc"]))
+        try:
+            TrainConfig.model_validate(pruned)
+        except ValidationError as e2:
+            lines += [line for line in format_errors(e2) if line not in lines]
+        raise ConfigError(source, lines) from None
+
+
+def _drop(data: Any, loc: list) -> None:
+    node = data
+    for part in loc[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(loc[-1], None)
+
+
+def format_errors(e: ValidationError) -> list[str]:
+    lines = []
+    for err in e.errors():
+        loc = [str(p) for p in err["loc"]]
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, ConfigProblems):
+            prefix = ".".join(loc)
+            for path, value, allowed in ctx_error.problems:
+                full = f"{prefix}.{path}" if prefix else path
+                lines.append(f"{full}: got {value!r}; {allowed}")
+            continue
+        path = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key{_suggest(loc)}")
+        elif err["type"] == "missing":
+            lines.append(f"{path}: required, but missing")
+        else:
+            lines.append(f"{path}: got {err.get('input')!r}; {err['msg'][0].lower() + err['msg'][1:]}")
+    return lines
+
+
+def _suggest(loc: list[str]) -> str:
+    fields = _fields_at(TrainConfig, loc[:-1])
+    if not fields:
+        return ""
+    close = difflib.get_close_matches(loc[-1], fields, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint} valid keys here: {', '.join(sorted(fields))}"
+
+
+def _fields_at(model: type, loc: list[str]) -> list[str]:
+    """The field names of the model found by walking `loc` (through lists, dicts, optionals)."""
+    tp: Any = model
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part not in tp.model_fields:
+                return []
+            tp = tp.model_fields[part].annotation
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return []
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] / X | None / Annotated[X, ...] -> X (the first model-like member)."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            tp = models[0] if models else args[0]
+        else:
+            return tp
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def write_config(cfg: TrainConfig, path: Path) -> None:
+    """Write atomically: a crash mid-write never leaves a half config.yaml behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        f.write(to_yaml(cfg))
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Real SO-101: Feetech bus, calibration, cameras, teleoperation devices."""

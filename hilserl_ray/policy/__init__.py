@@ -1,0 +1,1 @@
+"""The HIL-SERL SAC agent: encoders, actor, critic ensemble, discrete gripper critic."""

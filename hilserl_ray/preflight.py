@@ -1,0 +1,58 @@
+"""Start-up checks that need the disk: run after the config validates, before Ray starts.
+
+Each check returns (dotted path, value, what is needed) problems, reported all at once like
+config errors, so a run never dies minutes in on a missing file or a mismatched dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.configio import ConfigError
+
+Problem = tuple[str, object, str]
+
+
+def check_files(cfg: TrainConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    if cfg.robot.mjcf is not None and not Path(cfg.robot.mjcf).is_file():
+        problems.append(("robot.mjcf", str(cfg.robot.mjcf), "an existing MJCF file"))
+    if cfg.robot.type != "sim" and cfg.robot.calibration is not None and not Path(cfg.robot.calibration).is_file():
+        problems.append(
+            ("robot.calibration", str(cfg.robot.calibration), "an existing calibration JSON (python -m hilserl_ray.calibrate)")
+        )
+    if cfg.policy.encoder_weights is not None and not Path(cfg.policy.encoder_weights).is_file():
+        problems.append(("policy.encoder_weights", str(cfg.policy.encoder_weights), "an existing local weights file"))
+    return problems
+
+
+def check_dataset(cfg: TrainConfig) -> list[Problem]:
+    """Dataset present, long enough to fit the offline buffer, and carrying every pipeline feature."""
+    if cfg.dataset.path is None:
+        return []
+    root = Path(cfg.dataset.path)
+    info_path = root / "meta" / "info.json"
+    if not info_path.is_file():
+        return [("dataset.path", str(root), "a LeRobot dataset directory containing meta/info.json")]
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as e:
+        return [("dataset.path", str(info_path), f"valid JSON ({e})")]
+    problems: list[Problem] = []
+    frames = int(info.get("total_frames", 0))
+    cap = cfg.buffer.offline_capacity
+    if isinstance(cap, int) and cap < frames:
+        problems.append(("buffer.offline_capacity", cap, f">= the dataset's {frames} frames, or 'auto'"))
+    try:
+        from hilserl_ray.data.mapping import feature_problems
+    except ImportError:  # the data package provides the feature check
+        return problems
+    return problems + feature_problems(info, cfg)
+
+
+def preflight(cfg: TrainConfig, source: str = "config") -> None:
+    problems = check_files(cfg) + check_dataset(cfg)
+    if problems:
+        raise ConfigError(source, [f"{p}: got {v!r}; {m}" for p, v, m in problems])

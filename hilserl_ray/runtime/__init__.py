@@ -1,0 +1,1 @@
+"""The Ray runtime: learner actor, robot actors, driver loop, checkpoints, metrics."""
