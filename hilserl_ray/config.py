@@ -45,8 +45,12 @@ class EnvConfig(Strict):
     max_episode_steps: PositiveInt = 100
     dense_reward: bool = Field(False, description="add a shaped distance reward to the sparse success")
     cameras: list[CameraConfig] = Field(default_factory=list)
-    physics_substeps: PositiveInt | None = Field(None, description="sim only; default from the model's timestep")
-    reset_noise: Annotated[float, Field(ge=0)] = Field(0.02, description="sim: radians of joint noise at reset")
+    physics_substeps: PositiveInt | None = Field(
+        None, description="sim only; default from the model's timestep"
+    )
+    reset_noise: Annotated[float, Field(ge=0)] = Field(
+        0.02, description="sim: radians of joint noise at reset"
+    )
 
 
 # ------------------------------------------------------------------------------------ robot
@@ -162,7 +166,9 @@ class PolicyConfig(Strict):
 class BufferConfig(Strict):
     online_capacity: PositiveInt = 100_000
     offline_capacity: PositiveInt | Literal["auto"] = Field("auto", description="'auto' sizes to the dataset")
-    online_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.5, description="RLPD: online share of a batch")
+    online_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="RLPD: online share of a batch"
+    )
 
 
 class DatasetConfig(Strict):
@@ -235,7 +241,9 @@ class TrainConfig(Strict):
         problems: list[tuple[str, object, str]] = []
         cams = {c.name: c for c in self.env.cameras}
         if len(cams) != len(self.env.cameras):
-            problems.append(("env.cameras", [c.name for c in self.env.cameras], "camera names must be unique"))
+            problems.append(
+                ("env.cameras", [c.name for c in self.env.cameras], "camera names must be unique")
+            )
         if self.robot.type == "sim":
             for name in cams:
                 if name not in SIM_CAMERAS:
@@ -247,28 +255,46 @@ class TrainConfig(Strict):
                 problems.append(("robot.port", None, "a real robot needs its serial port, e.g. /dev/ttyACM0"))
             if self.robot.calibration is None:
                 problems.append(
-                    ("robot.calibration", None, "a real robot needs a calibration JSON (python -m hilserl_ray.calibrate)")
+                    (
+                        "robot.calibration",
+                        None,
+                        "a real robot needs a calibration JSON (python -m hilserl_ray.calibrate)",
+                    )
                 )
             for c in self.env.cameras:
                 if c.device is None:
                     problems.append(
-                        (f"env.cameras.{c.name}.device", None, "a real camera needs a device (python -m hilserl_ray.find_cameras)")
+                        (
+                            f"env.cameras.{c.name}.device",
+                            None,
+                            "a real camera needs a device (python -m hilserl_ray.find_cameras)",
+                        )
                     )
             if self.actors.num_robot_actors != 1:
-                problems.append(("actors.num_robot_actors", self.actors.num_robot_actors, "a real arm has one actor: 1"))
+                problems.append(
+                    ("actors.num_robot_actors", self.actors.num_robot_actors, "a real arm has one actor: 1")
+                )
         if len(self.robot.motor_ids) != len(JOINT_NAMES):
-            problems.append(("robot.motor_ids", self.robot.motor_ids, f"one id per joint: {len(JOINT_NAMES)} ids"))
+            problems.append(
+                ("robot.motor_ids", self.robot.motor_ids, f"one id per joint: {len(JOINT_NAMES)} ids")
+            )
         if len(self.robot.reset_pose_deg) != len(JOINT_NAMES):
             problems.append(("robot.reset_pose_deg", self.robot.reset_pose_deg, f"{len(JOINT_NAMES)} values"))
         for cam, box in self.pipeline.image.crop.items():
             if cam not in cams:
-                problems.append((f"pipeline.image.crop.{cam}", box, f"no such camera; cameras are {list(cams)}"))
+                problems.append(
+                    (f"pipeline.image.crop.{cam}", box, f"no such camera; cameras are {list(cams)}")
+                )
                 continue
             top, left, h, w = box
             c = cams[cam]
             if top < 0 or left < 0 or h <= 0 or w <= 0 or top + h > c.height or left + w > c.width:
                 problems.append(
-                    (f"pipeline.image.crop.{cam}", box, f"(top, left, height, width) inside the {c.height}x{c.width} image")
+                    (
+                        f"pipeline.image.crop.{cam}",
+                        box,
+                        f"(top, left, height, width) inside the {c.height}x{c.width} image",
+                    )
                 )
         lo, hi = self.pipeline.ee_action.workspace_low, self.pipeline.ee_action.workspace_high
         if any(a >= b for a, b in zip(lo, hi, strict=True)):
@@ -280,13 +306,22 @@ class TrainConfig(Strict):
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
         p = self.policy
         if p.num_subsample_critics is not None and p.num_subsample_critics > p.num_critics:
-            problems.append(("policy.num_subsample_critics", p.num_subsample_critics, f"<= policy.num_critics ({p.num_critics})"))
+            problems.append(
+                (
+                    "policy.num_subsample_critics",
+                    p.num_subsample_critics,
+                    f"<= policy.num_critics ({p.num_critics})",
+                )
+            )
         if p.encoder == "pretrained" and p.encoder_weights is None:
             problems.append(("policy.encoder_weights", None, "a local weights file (nothing is downloaded)"))
         if self.buffer.online_ratio < 1 and self.dataset.path is None and it.source == "none":
             problems.append(
-                ("buffer.online_ratio", self.buffer.online_ratio,
-                 "1.0 when there is no dataset and no intervention source (the offline buffer would stay empty)")
+                (
+                    "buffer.online_ratio",
+                    self.buffer.online_ratio,
+                    "1.0 when there is no dataset and no intervention source (the offline buffer would stay empty)",
+                )
             )
         if problems:
             raise ConfigProblems(problems)

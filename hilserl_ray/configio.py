@@ -42,7 +42,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     while i < len(args):
         a = args[i]
         if not a.startswith("--") or len(a) <= 2:
-            raise ConfigError("command line", [f"'{a}': expected --dotted.key=value (e.g. --policy.batch_size=128)"])
+            raise ConfigError(
+                "command line", [f"'{a}': expected --dotted.key=value (e.g. --policy.batch_size=128)"]
+            )
         key, eq, raw = a[2:].partition("=")
         if not eq:
             if i + 1 >= len(args) or args[i + 1].startswith("--"):
@@ -94,7 +96,9 @@ def load_yaml(path: Path) -> dict:
     return data
 
 
-def load_config(path: Path | str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: Path | str | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> TrainConfig:
     data = load_yaml(Path(path)) if path is not None else {}
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
@@ -120,14 +124,17 @@ def validate(data: dict, source: str = "config") -> TrainConfig:
 
 
 def _drop(data: Any, loc: list) -> None:
-    node = data
-    for part in loc[:-1]:
+    """Remove the value at `loc`; inside a list, remove the whole list (its default stands in)."""
+    node, parent, key = data, None, None
+    for part in loc:
+        if isinstance(node, dict):
+            parent, key = node, part
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
-            return
-    if isinstance(node, dict):
-        node.pop(loc[-1], None)
+            break
+    if parent is not None:
+        parent.pop(key, None)
 
 
 def format_errors(e: ValidationError) -> list[str]:

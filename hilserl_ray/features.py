@@ -62,7 +62,9 @@ class FeatureSpec:
         missing = sorted(set(self.observation) - set(obs))
         extra = sorted(set(obs) - set(self.observation))
         if missing or extra:
-            raise ValueError(f"observation keys differ from the pipeline spec: missing {missing}, unexpected {extra}")
+            raise ValueError(
+                f"observation keys differ from the pipeline spec: missing {missing}, unexpected {extra}"
+            )
         for k, f in self.observation.items():
             f.check(np.asarray(obs[k]))
 
@@ -108,4 +110,6 @@ def _feature_dict(f: Feature) -> dict:
 
 
 def _feature(d: dict) -> Feature:
-    return Feature(d["name"], tuple(d["shape"]), d["dtype"], d["step"], tuple(d["names"]) if d.get("names") else None)
+    return Feature(
+        d["name"], tuple(d["shape"]), d["dtype"], d["step"], tuple(d["names"]) if d.get("names") else None
+    )

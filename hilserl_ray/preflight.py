@@ -19,12 +19,22 @@ def check_files(cfg: TrainConfig) -> list[Problem]:
     problems: list[Problem] = []
     if cfg.robot.mjcf is not None and not Path(cfg.robot.mjcf).is_file():
         problems.append(("robot.mjcf", str(cfg.robot.mjcf), "an existing MJCF file"))
-    if cfg.robot.type != "sim" and cfg.robot.calibration is not None and not Path(cfg.robot.calibration).is_file():
+    if (
+        cfg.robot.type != "sim"
+        and cfg.robot.calibration is not None
+        and not Path(cfg.robot.calibration).is_file()
+    ):
         problems.append(
-            ("robot.calibration", str(cfg.robot.calibration), "an existing calibration JSON (python -m hilserl_ray.calibrate)")
+            (
+                "robot.calibration",
+                str(cfg.robot.calibration),
+                "an existing calibration JSON (python -m hilserl_ray.calibrate)",
+            )
         )
     if cfg.policy.encoder_weights is not None and not Path(cfg.policy.encoder_weights).is_file():
-        problems.append(("policy.encoder_weights", str(cfg.policy.encoder_weights), "an existing local weights file"))
+        problems.append(
+            ("policy.encoder_weights", str(cfg.policy.encoder_weights), "an existing local weights file")
+        )
     return problems
 
 

@@ -18,7 +18,9 @@ ARM_JOINTS = JOINT_NAMES[:5]
 
 def robot_spec(cfg: TrainConfig) -> FeatureSpec:
     """What the robot (sim or real) itself reports: joint degrees and raw camera frames."""
-    obs = {STATE: Feature(STATE, (len(JOINT_NAMES),), "float32", "robot", tuple(f"{j}.pos" for j in JOINT_NAMES))}
+    obs = {
+        STATE: Feature(STATE, (len(JOINT_NAMES),), "float32", "robot", tuple(f"{j}.pos" for j in JOINT_NAMES))
+    }
     for cam in cfg.env.cameras:
         key = IMAGE_PREFIX + cam.name
         obs[key] = Feature(key, (cam.height, cam.width, 3), "uint8", "robot")
@@ -36,7 +38,10 @@ def crop_spec(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
 
 def resize_spec(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
     h, w = cfg.pipeline.image.size
-    obs = {k: replace(f, shape=(h, w, 3), step="image_resize") if f.is_image else f for k, f in spec.observation.items()}
+    obs = {
+        k: replace(f, shape=(h, w, 3), step="image_resize") if f.is_image else f
+        for k, f in spec.observation.items()
+    }
     return replace(spec, observation=obs)
 
 
@@ -63,7 +68,9 @@ def action_spec(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
     continuous = len(names) + (0 if cfg.pipeline.gripper.discrete else 1)
     names.append("gripper.command" if cfg.pipeline.gripper.discrete else "gripper.delta")
     action = Feature(ACTION, (len(names),), "float32", step, tuple(names))
-    return replace(spec, action=action, continuous_action_dim=continuous, discrete_gripper=cfg.pipeline.gripper.discrete)
+    return replace(
+        spec, action=action, continuous_action_dim=continuous, discrete_gripper=cfg.pipeline.gripper.discrete
+    )
 
 
 def pipeline_spec(cfg: TrainConfig) -> FeatureSpec:
