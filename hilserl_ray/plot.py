@@ -1,0 +1,62 @@
+"""`python -m hilserl_ray.plot <output_dir> [--out curves.png]`: learning curves from metrics.jsonl."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hilserl_ray.runtime.metrics import read_metrics
+
+PANELS = (
+    ("success_rate", "success rate (recent episodes)"),
+    ("episode_return", "episode return"),
+    ("intervention_rate", "intervention rate"),
+    ("updates_per_s", "learner updates/s"),
+)
+
+
+def plot(output_dir: Path, out: Path | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(output_dir)
+    if not rows:
+        raise FileNotFoundError(
+            f"no metrics in {Path(output_dir) / 'metrics.jsonl'}: has the run logged yet?"
+        )
+    out = Path(out) if out else Path(output_dir) / "curves.png"
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
+    for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
+        pts = [(r["env_steps"], r[key]) for r in rows if key in r]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, lw=1.5)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("env steps")
+    fig.suptitle(Path(output_dir).name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hilserl_ray.plot", description=__doc__)
+    p.add_argument("output_dir", type=Path)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    try:
+        print(plot(args.output_dir, args.out))
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Atomic checkpoint directories: `<root>/<step>/` plus a `last` pointer file.
+
+A checkpoint is written into a temp dir, renamed into place, and only then is `last` switched
+(itself by rename). A kill at any moment leaves the previous `last` intact and loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+COMPLETE = "COMPLETE"  # marker written last inside a checkpoint dir
+POINTER = "last"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(root: Path, step: int, write: Callable[[Path], dict], keep_last: int = 3) -> Path:
+    """Call `write(tmp_dir)` (which fills the dir and returns a JSON-able summary), then publish it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{step:010d}"
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+    try:
+        summary = write(tmp)
+        (tmp / COMPLETE).write_text(json.dumps({"step": step, **(summary or {})}, indent=1))
+        _fsync_dir(tmp)
+        if final.exists():  # the same step saved twice (e.g. a final save right after a periodic one)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_pointer(root, name)
+    _prune(root, keep_last, keep=name)
+    return final
+
+
+def _write_pointer(root: Path, name: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".last-")
+    with os.fdopen(fd, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / POINTER)
+    _fsync_dir(root)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The checkpoint `last` points at, if complete; else the newest complete one; else None."""
+    root = Path(root)
+    pointer = root / POINTER
+    if pointer.is_file():
+        candidate = root / pointer.read_text().strip()
+        if (candidate / COMPLETE).is_file():
+            return candidate
+    complete = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
+    return complete[-1] if complete else None
+
+
+def _prune(root: Path, keep_last: int, keep: str) -> None:
+    for leftover in root.glob(".tmp-*"):  # from a run killed mid-write
+        shutil.rmtree(leftover, ignore_errors=True)
+    done = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
+    for old in done[:-keep_last]:
+        if old.name != keep:
+            shutil.rmtree(old, ignore_errors=True)

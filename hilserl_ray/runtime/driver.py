@@ -1,0 +1,207 @@
+"""The driver: output dir, Ray, actors, the poll loop, checkpoints and a bounded, safe shutdown.
+
+Ctrl+C (SIGINT) or `ray job stop` (SIGTERM, or SIGINT with RAY_JOB_STOP_SIGNAL=SIGINT) sets a stop
+event; the loop then stops the robot actors (hold, torque off), takes a final checkpoint and
+exits within `shutdown_timeout_s`. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.configio import ConfigError, write_config
+from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
+from hilserl_ray.runtime.learner import LearnerActor
+from hilserl_ray.runtime.metrics import MetricsLogger, console_line
+from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
+
+log = logging.getLogger("hilserl_ray")
+
+EXIT_OK, EXIT_INTERRUPTED = 0, 130
+POLL_S = 0.5
+
+
+def say(msg: str) -> None:
+    print(f"[hilserl_ray] {msg}", flush=True)
+
+
+def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path | None:
+    """Apply the resume/overwrite rules; return the checkpoint to resume from, if any."""
+    out = Path(cfg.output_dir)
+    ckpt_root = out / "checkpoints"
+    if resume:
+        last = latest_checkpoint(ckpt_root)
+        if last is None:
+            say(f"warning: --resume but no checkpoint in {ckpt_root}: starting fresh")
+        return last
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                "command line",
+                [
+                    f"output_dir: got '{out}', which is not empty; pass --resume to continue that run, "
+                    "--overwrite to start over (deletes it), or --output_dir=<new dir>"
+                ],
+            )
+        shutil.rmtree(out)
+    return None
+
+
+class StopSignal:
+    """First SIGINT/SIGTERM: graceful stop. Second: exit now."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.reason = ""
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        if self.event.is_set():
+            print("\n[hilserl_ray] second signal: exiting now", file=sys.stderr, flush=True)
+            os._exit(EXIT_INTERRUPTED)
+        self.reason = signal.Signals(signum).name
+        say(f"{self.reason} received: stopping robots, saving a final checkpoint (again to exit at once)")
+        self.event.set()
+
+
+def init_ray(cfg: TrainConfig) -> bool:
+    """Join a running cluster (config, RAY_ADDRESS or a job's context), else start a local one.
+
+    Returns True when this process started Ray (and so shuts it down)."""
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + cfg.actors.num_robot_actors)
+    kwargs: dict = {
+        "num_cpus": max(n_cpus, 1 + cfg.actors.num_robot_actors),
+        "include_dashboard": cfg.ray.include_dashboard,
+        "dashboard_host": cfg.ray.dashboard_host,
+    }
+    if cfg.robot.type != "sim":  # one machine with the arm: this node is the robot node
+        kwargs["labels"] = dict(cfg.ray.robot_label)
+        kwargs["resources"] = {cfg.ray.robot_resource: 1}
+    ray.init(**kwargs)
+    return True
+
+
+class Run:
+    def __init__(self, cfg: TrainConfig, resume_from: Path | None, stop: StopSignal):
+        self.cfg = cfg
+        self.stop = stop
+        self.out = Path(cfg.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.cfg_dict = cfg.model_dump(mode="json")
+        self.learner = self._start_learner(resume_from)
+        self.robots = [
+            RobotActor.options(**robot_actor_options(cfg)).remote(self.cfg_dict, i, self.learner)
+            for i in range(cfg.actors.num_robot_actors)
+        ]
+        self.metrics = MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard)
+        self.last_ckpt_updates = 0
+
+    def _start_learner(self, resume_from: Path | None):
+        opts = {"num_cpus": 1, "num_gpus": self.cfg.learner.num_gpus, "max_restarts": 0}
+        learner = LearnerActor.options(**opts).remote(
+            self.cfg_dict, str(resume_from) if resume_from else None
+        )
+        ray.get(learner.counters_now.remote())  # surfaces a failing __init__ here, not later
+        return learner
+
+    def checkpoint(self) -> Path:
+        counters = ray.get(self.learner.counters_now.remote())
+
+        def write(tmp: Path) -> dict:
+            summary = ray.get(self.learner.save.remote(str(tmp)))
+            write_config(self.cfg, tmp / "config.yaml")
+            return summary
+
+        path = write_checkpoint(self.ckpt_root, counters["updates"], write, self.cfg.checkpoint.keep_last)
+        self.last_ckpt_updates = counters["updates"]
+        say(f"checkpoint {path} (updates {counters['updates']}, env steps {counters['env_steps']})")
+        return path
+
+    def _restart_learner(self) -> None:
+        last = latest_checkpoint(self.ckpt_root)
+        say(f"learner died: restarting it from {last or 'scratch'}")
+        self.learner = self._start_learner(last)
+        ray.get([r.set_learner.remote(self.learner) for r in self.robots])
+
+    def loop(self) -> bool:
+        """Poll until total_env_steps or a stop signal. True when the step budget was reached."""
+        cfg = self.cfg
+        next_log = 0.0
+        while not self.stop.event.wait(POLL_S):
+            try:
+                s = ray.get(self.learner.stats.remote(), timeout=60)
+            except ray.exceptions.RayActorError:
+                self._restart_learner()
+                continue
+            if s["updates"] - self.last_ckpt_updates >= cfg.checkpoint.every_updates:
+                self.checkpoint()
+            now = time.monotonic()
+            if now >= next_log:
+                next_log = now + cfg.logging.every_seconds
+                self.metrics.log(s["env_steps"], {k: v for k, v in s.items() if k != "env_steps"})
+                say(console_line(s))
+            if s["env_steps"] >= cfg.total_env_steps:
+                self.metrics.log(s["env_steps"], {k: v for k, v in s.items() if k != "env_steps"})
+                say(console_line(s))
+                return True
+        return False
+
+    def shutdown(self) -> None:
+        """Robots first (safe stop), then the learner, then the final checkpoint. Bounded in time."""
+        deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+        stops = [r.stop.remote() for r in self.robots]
+        try:
+            ray.get(stops, timeout=max(1.0, (deadline - time.monotonic()) / 3))
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+            say(f"warning: a robot actor did not stop cleanly ({type(e).__name__})")
+        try:
+            ray.get(self.learner.stop.remote(), timeout=max(1.0, (deadline - time.monotonic()) / 2))
+            self.checkpoint()
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+            say(f"warning: no final checkpoint ({type(e).__name__}); the previous one stands")
+        self.metrics.close()
+        for r in self.robots:
+            ray.kill(r, no_restart=True)
+        ray.kill(self.learner, no_restart=True)
+
+
+def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
+    resume_from = prepare_output_dir(cfg, resume, overwrite)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out / "config.yaml")
+    started = init_ray(cfg)
+    stop = StopSignal()
+    stop.install()  # after ray.init, which installs its own SIGTERM handler
+    try:
+        say(f"run '{cfg.name}' -> {out}" + (f" (resuming {resume_from.name})" if resume_from else ""))
+        r = Run(cfg, resume_from, stop)
+        finished = False
+        try:
+            finished = r.loop()
+        finally:
+            r.shutdown()
+        say("done" if finished else f"stopped by {stop.reason}")
+        return EXIT_OK if finished else EXIT_INTERRUPTED
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,62 @@
+"""Metrics a user can plot: one JSON line per log event in `<output_dir>/metrics.jsonl`, the same
+scalars as TensorBoard events in `<output_dir>/tb/`, and a short console line."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+
+class MetricsLogger:
+    def __init__(self, output_dir: Path, tensorboard: bool = True):
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(output_dir) / "tb"))
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in scalars.items() if v is not None and math.isfinite(float(v))}
+        self._file.write(json.dumps({"time": time.time(), "env_steps": step, **clean}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in clean.items():
+                self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    path = Path(output_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    return rows
+
+
+def console_line(s: dict) -> str:
+    parts = [f"env_steps {int(s.get('env_steps', 0)):>7d}", f"updates {int(s.get('updates', 0)):>6d}"]
+    for key, fmt in (
+        ("episodes", "episodes {:.0f}"),
+        ("success_rate", "success {:.0%}"),
+        ("episode_return", "return {:+.2f}"),
+        ("intervention_rate", "intervention {:.0%}"),
+        ("updates_per_s", "{:.2f} upd/s"),
+        ("policy_hz", "policy {:.1f} Hz"),
+    ):
+        if key in s and s[key] is not None:
+            parts.append(fmt.format(s[key]))
+    return " | ".join(parts)

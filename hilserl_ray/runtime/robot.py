@@ -1,0 +1,206 @@
+"""The robot actor: runs the wrapped env (sim or the real arm) and streams transitions.
+
+The control loop runs on its own thread, started in `__init__`, so a Ray restart after a crash
+(exception, USB gone, kill -9) resumes collection by itself. Weights are picked up between steps
+without blocking; transitions go to the learner in chunks of K steps plus each episode's tail.
+`stop()` is the only safe way to end it: the loop ends, then `env.close()` holds and releases
+the arm (an actor's atexit handlers do not run when the driver exits).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+import traceback
+
+import numpy as np
+import ray
+import torch
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.envs.pipeline import pipeline_spec, state_bounds
+from hilserl_ray.features import STATE
+
+log = logging.getLogger(__name__)
+
+
+def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
+    """List of per-step dicts -> the Chunk format (one array per key)."""
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+class Robot:
+    def __init__(self, cfg_dict: dict, index: int, learner):
+        from hilserl_ray.envs.make import make_env
+        from hilserl_ray.policy import SACAgent
+
+        torch.set_num_threads(1)
+        self.cfg = cfg = TrainConfig.model_validate(cfg_dict)
+        self.index = index
+        self.learner = learner
+        self.spec = spec = pipeline_spec(cfg)
+        # A fresh random id per incarnation keeps episode ids unique across Ray restarts.
+        self._incarnation = secrets.randbits(20)
+        self._seed = cfg.seed + 1000 * index + self._incarnation
+        self.env = make_env(cfg, seed=self._seed)
+        low, high = state_bounds(spec, cfg)
+        stats = {STATE: {"min": np.asarray(low, np.float32), "max": np.asarray(high, np.float32)}}
+        self.policy = SACAgent(spec, cfg.policy, stats=stats, device="cpu")
+        self.weights_version = -1
+        self._weights_req = None
+        self._pending: list[ray.ObjectRef] = []
+        self._stop = threading.Event()
+        self._closed = False
+        self.episodes = 0
+        self._thread = threading.Thread(target=self._run_guarded, name=f"robot-{index}", daemon=True)
+        self._thread.start()
+
+    # --------------------------------------------------------------------------- weights
+    def _poll_weights(self) -> None:
+        """Never blocks: checks a standing request, applies newer weights, asks again."""
+        if self._weights_req is None:
+            self._weights_req = self.learner.get_weights.remote(self.weights_version)
+            return
+        ready, _ = ray.wait([self._weights_req], timeout=0)
+        if not ready:
+            return
+        try:
+            reply = ray.get(self._weights_req)
+        except ray.exceptions.RayActorError:
+            reply = None  # learner restarting: keep the current policy
+        self._weights_req = None
+        if reply is not None:
+            version, (ref,) = reply
+            self.policy.load_actor_state(ray.get(ref))
+            self.weights_version = version
+
+    # ------------------------------------------------------------------------ transport
+    def _send(self, rows: list[dict], episodes: list[dict]) -> None:
+        if not rows:
+            return
+        max_pending = self.cfg.learner.max_pending_chunks
+        self._pending = [r for r in self._pending if not ray.wait([r], timeout=0)[0]]
+        if len(self._pending) >= max_pending:  # back-pressure: the learner is behind
+            ray.wait(self._pending, num_returns=len(self._pending) - max_pending + 1)
+        self._pending.append(self.learner.add_chunk.remote(stack_rows(rows), episodes))
+
+    # ---------------------------------------------------------------------------- loop
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            if self._stop.is_set():
+                return
+            # Die loudly so Ray restarts the actor; the unsent part of the episode is dropped.
+            traceback.print_exc()
+            os._exit(1)
+
+    def _run(self) -> None:
+        cfg = self.cfg
+        keys = list(self.spec.observation)
+        obs, _ = self.env.reset(seed=self._seed)
+        rows: list[dict] = []
+        finished: list[dict] = []
+        episode_id = (self.index << 44) | (self._incarnation << 24) | self.episodes
+        ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
+        while not self._stop.is_set():
+            self._poll_weights()
+            action = self.policy.select_action(obs)
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            intervened = bool(info.get("is_intervention", False))
+            applied = np.asarray(info.get("action", action), dtype=np.float32)
+            rows.append(
+                {
+                    **{k: obs[k] for k in keys},
+                    "action": applied,
+                    "reward": np.float32(reward),
+                    "discrete_penalty": np.float32(info.get("discrete_penalty", 0.0)),
+                    "terminated": bool(terminated),
+                    "truncated": bool(truncated),
+                    "is_intervention": intervened,
+                    "episode_id": np.int64(episode_id),
+                    "is_last": False,
+                }
+            )
+            ep_return += float(reward)
+            ep_len += 1
+            ep_interventions += intervened
+            obs = next_obs
+            if info.get("rerecord"):  # the human asked to redo it: drop what is not sent yet
+                rows = [r for r in rows if r["episode_id"] != episode_id]
+                terminated = True
+            elif terminated or truncated:
+                rows.append(self._last_row(obs, keys, episode_id))
+                finished.append(
+                    {
+                        "return": ep_return,
+                        "success": bool(info.get("is_success", False)),
+                        "length": ep_len,
+                        "intervention_steps": ep_interventions,
+                        "policy_hz": ep_len / max(time.monotonic() - t_start, 1e-6),
+                        "actor": self.index,
+                    }
+                )
+            if terminated or truncated:
+                self._send(rows, finished)
+                rows, finished = [], []
+                self.episodes += 1
+                episode_id = (self.index << 44) | (self._incarnation << 24) | self.episodes
+                ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
+                obs, _ = self.env.reset()
+            elif len(rows) >= cfg.actors.chunk_size:
+                self._send(rows, [])
+                rows = []
+
+    def _last_row(self, obs: dict, keys: list[str], episode_id: int) -> dict:
+        return {
+            **{k: obs[k] for k in keys},
+            "action": np.zeros(self.spec.action.shape, np.float32),
+            "reward": np.float32(0),
+            "discrete_penalty": np.float32(0),
+            "terminated": False,
+            "truncated": False,
+            "is_intervention": False,
+            "episode_id": np.int64(episode_id),
+            "is_last": True,
+        }
+
+    # -------------------------------------------------------------------------- control
+    def set_learner(self, learner) -> None:
+        """After the driver restarted the learner: send to the new one."""
+        self.learner = learner
+        self._weights_req = None
+        self._pending = []
+
+    def stats(self) -> dict:
+        return {
+            "index": self.index,
+            "episodes": self.episodes,
+            "weights_version": self.weights_version,
+            "pid": os.getpid(),
+            "alive": self._thread.is_alive(),
+        }
+
+    def stop(self, timeout_s: float = 10.0) -> dict:
+        """End the loop, then close the env (real arm: hold, then torque off). Idempotent."""
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)
+        if not self._closed:
+            self._closed = True
+            self.env.close()
+        return self.stats()
+
+
+RobotActor = ray.remote(max_concurrency=3)(Robot)
+
+
+def robot_actor_options(cfg: TrainConfig) -> dict:
+    """Pin a real arm's actor to its node (label) and make it the arm's only owner (resource)."""
+    opts: dict = {"num_cpus": 1, "max_restarts": cfg.actors.max_restarts, "max_task_retries": 0}
+    if cfg.robot.type != "sim":
+        opts["label_selector"] = dict(cfg.ray.robot_label)
+        opts["resources"] = {cfg.ray.robot_resource: 1}
+    return opts
