@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from hilserl_ray.runtime.checkpoint import COMPLETE, latest_checkpoint, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +48,8 @@ def test_failed_write_leaves_previous_and_no_debris(tmp_path):
         (tmp / "half").write_text("x")
         raise RuntimeError("disk full")
 
-    try:
+    with pytest.raises(RuntimeError, match="disk full"):
         write_checkpoint(tmp_path, 2, boom)
-    except RuntimeError:
-        pass
     assert latest_checkpoint(tmp_path) == good
     assert not list(tmp_path.glob(".tmp-*"))
 
