@@ -1,0 +1,229 @@
+"""The Ray runtime as a user runs it: real local Ray, real MuJoCo, the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from hilserl_ray.configio import load_config
+from hilserl_ray.runtime.checkpoint import latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "--config",
+    "configs/sim_reach.yaml",
+    "--env.max_episode_steps=25",
+    "--policy.batch_size=32",
+    "--policy.hidden_dims=[64,64]",
+    "--policy.latent_dim=32",
+    "--learner.training_starts=50",
+    "--learner.weights_every=5",
+    "--checkpoint.every_updates=20",
+    "--buffer.online_capacity=4000",
+    "--logging.every_seconds=1",
+    "--logging.tensorboard=false",
+    "--ray.num_cpus=2",
+]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+
+
+def train_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "hilserl_ray.train", *SMALL, f"--output_dir={out}", *extra]
+
+
+def counters(out: Path) -> dict:
+    last = latest_checkpoint(out / "checkpoints")
+    assert last is not None, f"no checkpoint in {out}"
+    return json.loads((last / "learner.json").read_text())["counters"]
+
+
+def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited {proc.returncode} while waiting for {what}")
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trained(out: Path, min_updates: int = 1):
+    def pred():
+        path = out / "metrics.jsonl"
+        if not path.exists():
+            return False
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        return any(r.get("updates", 0) >= min_updates for r in rows)
+
+    return pred
+
+
+def test_end_to_end_resume_and_continue(tmp_path):
+    out = tmp_path / "run"
+    # --resume with no checkpoint: one warning line, then a fresh run
+    r = subprocess.run(train_cmd(out, "--resume", "--total_env_steps=300"), env=ENV, cwd=ROOT,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "no checkpoint" in r.stdout and "starting fresh" in r.stdout
+    first = counters(out)
+    assert first["env_steps"] >= 300 and first["updates"] > 0 and first["episodes"] > 0
+    assert (out / "config.yaml").is_file()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["env_steps"] >= 300 and "success_rate" in rows[-1]
+
+    # a fresh run into the same dir refuses (exit 2) and loses nothing
+    r = subprocess.run(train_cmd(out, "--total_env_steps=300"), env=ENV, cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "not empty" in r.stderr and "--resume" in r.stderr
+    assert counters(out) == first
+
+    # resume continues the counters
+    r = subprocess.run(train_cmd(out, "--resume", "--total_env_steps=450"), env=ENV, cwd=ROOT,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    second = counters(out)
+    assert second["env_steps"] >= 450 and second["updates"] > first["updates"]
+    assert second["episodes"] > first["episodes"]
+
+    r = subprocess.run([sys.executable, "-m", "hilserl_ray.plot", str(out)], env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0 and (out / "curves.png").stat().st_size > 10_000
+
+
+def test_sigint_mid_run_leaves_a_resumable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(out, "--total_env_steps=100000"), env=ENV, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(trained(out, 5), 180, "training to start", proc)
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        log, _ = proc.communicate(timeout=60)
+        assert time.time() - t0 < 30, "shutdown took longer than shutdown_timeout_s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, log[-3000:]
+    assert "SIGINT received" in log and "checkpoint" in log
+    c = counters(out)
+    assert c["updates"] >= 5 and c["env_steps"] > 0
+    # the checkpoint is loadable: the agent weights and buffers are in it
+    last = latest_checkpoint(out / "checkpoints")
+    assert (last / "agent").is_dir() and (last / "online").is_dir()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
+    """`ray start --head` on localhost, `ray job submit`, then `ray job stop` lands a final checkpoint."""
+    port, dash = _free_port(), _free_port()
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    env = {**ENV, "RAY_AUTH_MODE": "token"}
+    out = tmp_path / "run"
+    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+                    f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        # the runtime env the README documents for `ray job submit`
+        runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "30"}})
+        sub = subprocess.run(
+            [ray_bin, "job", "submit", f"--address={address}", "--no-wait", f"--working-dir={ROOT}",
+             f"--runtime-env-json={runtime_env}",
+             "--", sys.executable, "-m", "hilserl_ray.train", *SMALL, f"--output_dir={out}",
+             "--total_env_steps=100000"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert sub.returncode == 0, sub.stdout + sub.stderr
+        job_id = next(w for w in sub.stdout.split() if w.startswith("raysubmit_"))
+        wait_for(trained(out, 5), 180, "the job to train")
+        stop = subprocess.run([ray_bin, "job", "stop", f"--address={address}", job_id], env=env,
+                              capture_output=True, text=True, timeout=90)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        logs = subprocess.run([ray_bin, "job", "logs", f"--address={address}", job_id], env=env,
+                              capture_output=True, text=True, timeout=60).stdout
+        assert "SIGINT received" in logs, logs[-3000:]
+        c = counters(out)
+        assert c["updates"] >= 5
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=3, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield
+    ray.shutdown()
+
+
+def test_killed_robot_actor_restarts_and_training_continues(local_ray, tmp_path):
+    from hilserl_ray.runtime.learner import LearnerActor
+    from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
+
+    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL[2:], f"--output_dir={tmp_path}"])
+    d = cfg.model_dump(mode="json")
+    learner = LearnerActor.options(num_cpus=1).remote(d, None)
+    robot = RobotActor.options(**robot_actor_options(cfg)).remote(d, 0, learner)
+    wait_for(lambda: ray.get(learner.stats.remote())["updates"] > 0, 120, "first updates")
+    pid = ray.get(robot.stats.remote())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    before = ray.get(learner.stats.remote())
+    # Ray restarts the actor; its loop starts again by itself and the learner keeps training
+    new = wait_for(lambda: _stats_or_none(robot), 120, "the robot actor to come back")
+    assert new["pid"] != pid and new["alive"]
+    wait_for(lambda: ray.get(learner.stats.remote())["env_steps"] > before["env_steps"] + 50, 120, "new env steps")
+    assert ray.get(learner.stats.remote())["updates"] > before["updates"]
+    ray.get(robot.stop.remote())
+    ray.get(learner.stop.remote())
+
+
+def _stats_or_none(actor):
+    try:
+        return ray.get(actor.stats.remote(), timeout=5)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return None
+
+
+def test_real_robot_actor_is_pinned_by_label_and_owns_the_arm():
+    from ray.cluster_utils import Cluster
+
+    from hilserl_ray.runtime.robot import robot_actor_options
+
+    cfg = load_config(ROOT / "configs" / "so101_real.yaml")
+    opts = robot_actor_options(cfg)
+    assert opts["label_selector"] == {"robot": "so101"} and opts["resources"] == {"so101": 1}
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    robot_node = cluster.add_node(num_cpus=2, resources={"so101": 1}, labels={"robot": "so101"})
+    cluster.add_node(num_cpus=2)  # a third node with no arm
+    ray.init(address=cluster.address)
+    try:
+        @ray.remote
+        class Where:
+            def node(self):
+                return ray.get_runtime_context().get_node_id()
+
+        first = Where.options(**{k: v for k, v in opts.items() if k != "max_task_retries"}).remote()
+        assert ray.get(first.node.remote(), timeout=60) == robot_node.node_id
+        second = Where.options(label_selector=opts["label_selector"], resources=opts["resources"]).remote()
+        ready, _ = ray.wait([second.node.remote()], timeout=3)
+        assert not ready, "a second actor must not drive the same arm"
+        ray.kill(first)
+        assert ray.get(second.node.remote(), timeout=60) == robot_node.node_id
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
