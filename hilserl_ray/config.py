@@ -71,6 +71,14 @@ class RobotConfig(Strict):
     )
     reset_seconds: PositiveFloat = 2.0
     watchdog_seconds: PositiveFloat = Field(1.0, description="hold, then torque off, if no command arrives")
+    watchdog_release_seconds: PositiveFloat = Field(10.0, description="torque off after this long without commands")
+    reset_wait_seconds: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="hold at the reset pose this long after the ramp (time to reset the scene)"
+    )
+    workspace_low: tuple[float, float, float] | None = Field(
+        None, description="safety box for the end effector (FK of every target); default pipeline.ee_action's"
+    )
+    workspace_high: tuple[float, float, float] | None = None
 
 
 # --------------------------------------------------------------------------------- pipeline
