@@ -1,0 +1,58 @@
+"""Batch assembly: one preallocated set of arrays per sample, filled in place, then torch views.
+
+Each observation feature gets ONE (2B, ...) array: rows [0, B) are the observations, rows [B, 2B)
+the next observations, so a batch costs one allocation, one `torch.from_numpy` and (on CUDA) one
+host-to-device copy per feature. With CUDA the arrays live in pinned memory so that copy is async.
+Several buffers (the online/offline mixer) fill disjoint row ranges of the same arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hilserl_ray.features import ACTION, FeatureSpec
+
+# Batch scalars (all float32 in the batch) -> the stored field they come from.
+BATCH_SCALARS = ("reward", "terminated", "discrete_penalty", "is_intervention")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"buffer device '{device}': CUDA is not available here; use device='cpu'")
+    return d
+
+
+def allocate(spec: FeatureSpec, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+    """Output arrays for one batch; pinned host memory when the batch goes to CUDA."""
+    pin = device.type == "cuda"
+
+    def empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        if pin:
+            t = torch.empty(shape, dtype=getattr(torch, dtype), pin_memory=True)
+            return t.numpy()
+        return np.empty(shape, dtype=dtype)
+
+    out = {k: empty((2 * batch_size, *f.shape), f.dtype) for k, f in spec.observation.items()}
+    out[ACTION] = empty((batch_size, *spec.action.shape), "float32")
+    for k in BATCH_SCALARS:
+        out[k] = empty((batch_size,), "float32")
+    return out
+
+
+def to_batch(spec: FeatureSpec, arrays: dict[str, np.ndarray], batch_size: int, device: torch.device) -> dict:
+    """Wrap the filled arrays as the Batch dict (views, no copy on CPU)."""
+
+    def move(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a)
+        return t.to(device, non_blocking=True) if device.type != "cpu" else t
+
+    obs, nxt = {}, {}
+    for k in spec.observation:
+        t = move(arrays[k])
+        obs[k], nxt[k] = t[:batch_size], t[batch_size:]
+    batch = {"observation": obs, "next_observation": nxt, ACTION: move(arrays[ACTION])}
+    for k in BATCH_SCALARS:
+        batch[k] = move(arrays[k])
+    return batch

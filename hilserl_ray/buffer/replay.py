@@ -1,0 +1,223 @@
+"""ReplayBuffer: a preallocated ring of observation rows; transitions link to their next row.
+
+Each observation is stored once (images uint8). Row t's next observation is the row `next[t]`
+of the same episode, recorded as a *global* row number (how many rows were ever written before
+it); global row g lives at position g % capacity and is alive while g >= written - capacity.
+So links stay correct across chunk boundaries, interleaved actors and ring wrap-around. Links
+only point forward in time and rows are overwritten oldest first, so a live row's next row is
+always live: overwriting a row only ends that row's own transition. A truncated episode bootstraps from its own
+final observation (the `is_last` row), never from another episode's first frame.
+
+The storage lives in the learner's heap (RLlib's choice); `bench/buffer_storage_choice.py`
+measured it against chunks kept in Ray's object store (see the module's report).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hilserl_ray.buffer import batch as batching
+from hilserl_ray.buffer.chunk import chunk_layout, validate_chunk
+from hilserl_ray.features import FeatureSpec
+
+# Bookkeeping arrays per row, besides the chunk fields.
+LINK_FIELDS = {"next": "int64", "is_start": "bool", "valid": "bool"}
+
+
+class ReplayBuffer:
+    """FIFO transition storage for SAC; `add_chunk` and `sample` may run in different threads."""
+
+    def __init__(self, spec: FeatureSpec, capacity: int, device: str | torch.device = "cpu", seed: int = 0):
+        if int(capacity) <= 0:
+            raise ValueError(f"ReplayBuffer capacity: expected a positive number of rows, got {capacity}")
+        self.spec = spec
+        self.capacity = int(capacity)
+        self.device = batching.resolve_device(device)
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._layout = chunk_layout(spec)
+        # np.zeros is calloc: pages are only touched (and count as RAM) once rows are written.
+        self._data = {
+            k: np.zeros((self.capacity, *shape), dtype) for k, (shape, dtype) in self._layout.items()
+        }
+        self._data.update({k: np.zeros(self.capacity, dt) for k, dt in LINK_FIELDS.items()})
+        self._data["next"][:] = -1
+        self._written = 0  # rows ever written; the next row gets global number `_written`
+        self._open: dict[int, int] = {}  # episode_id -> global row of its latest (not final) row
+        self._n_valid = 0
+        self._valid_idx: np.ndarray | None = None  # cache of flatnonzero(valid), dropped on add
+
+    # ------------------------------------------------------------------------------ size
+    def __len__(self) -> int:
+        """Number of sampleable transitions (rows whose next observation is stored)."""
+        return self._n_valid
+
+    @property
+    def size(self) -> int:
+        """Rows held (observations, including each episode's final one)."""
+        return min(self._written, self.capacity)
+
+    @property
+    def bytes_per_transition(self) -> int:
+        """Bytes of storage per row: observations once, plus action, scalars and links."""
+        return int(sum(a.itemsize * int(np.prod(a.shape[1:])) for a in self._data.values()))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of storage in use (rows written so far)."""
+        return self.size * self.bytes_per_transition
+
+    def memory_report(self) -> str:
+        per = self.bytes_per_transition
+        return (
+            f"{len(self)} transitions in {self.size}/{self.capacity} rows, {per:,} B per row "
+            f"({self.nbytes / 2**20:,.1f} MiB used, {self.capacity * per / 2**30:,.2f} GiB at capacity)"
+        )
+
+    # ------------------------------------------------------------------------------- add
+    def add_chunk(self, chunk: dict[str, np.ndarray], only_interventions: bool = False) -> int:
+        """Copy a chunk's rows into the ring; return the number of rows stored.
+
+        The learner holds its own copy afterwards: a chunk from `ray.get` (read-only, owned by the
+        actor that put it) may vanish with that actor once this returns.
+        With `only_interventions` (the offline buffer) only intervention transitions are kept,
+        plus the rows holding their next observation, also when that row is in the next chunk.
+        """
+        k, cols = validate_chunk(self.spec, chunk)
+        if k == 0:
+            return 0
+        eid, last = cols["episode_id"], cols["is_last"]
+        start = ~last & cols["is_intervention"] if only_interventions else ~last
+        same_prev = np.zeros(k, bool)
+        same_prev[1:] = eid[1:] == eid[:-1]
+        run_starts = np.flatnonzero(~same_prev)
+        run_ends = np.r_[run_starts[1:], k] - 1
+        with self._lock:
+            cap, d = self.capacity, self._data
+            if only_interventions:
+                keep = start.copy()
+                keep[1:] |= start[:-1] & same_prev[1:]
+                for s in run_starts:  # the first row of a run may be the next obs of a stored row
+                    g = self._alive_open(int(eid[s]))
+                    if g is not None and d["is_start"][g % cap]:
+                        keep[s] = True
+                rows = np.flatnonzero(keep)
+            else:
+                rows = np.arange(k)
+            rows = rows[max(0, rows.size - cap) :]  # more rows than capacity: the oldest would be overwritten
+            m = rows.size
+            if m == 0:
+                self._update_open(eid, last, run_starts, run_ends, np.full(k, -1, np.int64))
+                return 0
+            old_written, new_written = self._written, self._written + m
+            g_of = np.full(k, -1, np.int64)
+            g_of[rows] = np.arange(old_written, new_written)
+            pred = np.full(k, -1, np.int64)
+            pred[1:] = np.where(same_prev[1:], g_of[:-1], -1)
+            for s in run_starts:
+                g = self._alive_open(int(eid[s]))
+                if g is not None:
+                    pred[s] = g
+            # Write the rows (at most two contiguous slices of the ring).
+            whole = m == k
+            for name in self._layout:
+                self._write(d[name], cols[name] if whole else cols[name][rows], old_written)
+            self._write(d["next"], np.full(m, -1, np.int64), old_written)
+            self._write(d["is_start"], start[rows], old_written)
+            self._write(d["valid"], np.zeros(m, bool), old_written)
+            # Link each stored row's predecessor (if still alive: it may be overwritten) to it.
+            p, g = pred[rows], g_of[rows]
+            ok = p >= new_written - cap
+            pp = p[ok] % cap
+            d["next"][pp] = g[ok]
+            d["valid"][pp] = d["is_start"][pp]
+            self._written = new_written
+            self._update_open(eid, last, run_starts, run_ends, g_of)
+            self._n_valid = int(np.count_nonzero(d["valid"]))
+            self._valid_idx = None
+        return m
+
+    def _alive_open(self, episode_id: int) -> int | None:
+        g = self._open.get(episode_id)
+        return g if g is not None and g >= self._written - self.capacity else None
+
+    def _update_open(self, eid, last, run_starts, run_ends, g_of) -> None:
+        for s, e in zip(run_starts, run_ends, strict=True):
+            key = int(eid[s])
+            if last[e] or g_of[e] < 0:
+                self._open.pop(key, None)
+            else:
+                self._open[key] = int(g_of[e])
+        low = self._written - self.capacity
+        if len(self._open) > 64:  # forget episodes whose rows are gone (actors that died mid-episode)
+            self._open = {k: g for k, g in self._open.items() if g >= low}
+
+    def _write(self, dst: np.ndarray, src: np.ndarray, g0: int) -> None:
+        p0, m = g0 % self.capacity, len(src)
+        first = min(m, self.capacity - p0)
+        dst[p0 : p0 + first] = src[:first]
+        if first < m:
+            dst[: m - first] = src[first:]
+
+    # ---------------------------------------------------------------------------- sample
+    def sample(self, batch_size: int) -> dict:
+        """A uniform batch (with replacement) as torch tensors on `device` (the Batch format)."""
+        out = batching.allocate(self.spec, batch_size, self.device)
+        self.fill(out, 0, batch_size, batch_size)
+        return batching.to_batch(self.spec, out, batch_size, self.device)
+
+    def fill(self, out: dict[str, np.ndarray], offset: int, n: int, batch_size: int) -> None:
+        """Write n sampled transitions into rows [offset, offset+n) of a `batch.allocate` output."""
+        if n <= 0:
+            return
+        with self._lock:
+            if self._n_valid == 0:
+                raise RuntimeError(
+                    f"cannot sample from an empty replay buffer ({self.size} rows, no complete transition "
+                    "yet); wait until len(buffer) > 0"
+                )
+            if self._valid_idx is None:
+                self._valid_idx = np.flatnonzero(self._data["valid"])
+            idx = self._valid_idx[self._rng.integers(0, self._valid_idx.size, n)]
+            d = self._data
+            nxt = d["next"][idx] % self.capacity
+            a, b = offset, offset + n
+            for k in self.spec.observation:
+                # mode="clip": indices are valid, and the default "raise" buffers the whole copy.
+                np.take(d[k], idx, axis=0, out=out[k][a:b], mode="clip")
+                np.take(d[k], nxt, axis=0, out=out[k][batch_size + a : batch_size + b], mode="clip")
+            np.take(d["action"], idx, axis=0, out=out["action"][a:b], mode="clip")
+            for k in batching.BATCH_SCALARS:
+                out[k][a:b] = d[k][idx]
+
+    # ---------------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write the buffer atomically (temp dir + rename): .npy per field + manifest.json."""
+        from hilserl_ray.buffer import persist
+
+        with self._lock:
+            return persist.save(self, Path(directory))
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+        spec: FeatureSpec | None = None,
+        capacity: int | None = None,
+        seed: int = 0,
+        mmap: bool = False,
+    ) -> ReplayBuffer:
+        """Load a saved buffer; with `spec`, refuse one saved for a different pipeline.
+
+        `capacity` (default: the saved one) may grow or shrink the ring (shrinking keeps the
+        newest rows). `mmap=True` maps the files copy-on-write instead of reading them, when the
+        saved buffer is full at the requested capacity (an offline buffer sized to its dataset).
+        """
+        from hilserl_ray.buffer import persist
+
+        return persist.load(cls, Path(directory), device, spec, capacity, seed, mmap)
