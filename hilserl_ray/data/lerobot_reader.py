@@ -1,0 +1,299 @@
+"""Read a local LeRobot dataset (v3.0 or v2.1) without lerobot: metadata, columns, video frames.
+
+Frames are exposed in one canonical order: episodes by episode_index, frames by frame_index
+("rows" below). Numeric columns come from parquet via pyarrow; camera frames from the mp4s,
+each file decoded once front to back, frame time t matched to the episode whose span holds
+it and to frame `round((t - from_timestamp) * fps)` of that episode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hilserl_ray.data.layout import DEFAULT_FEATURES, V21_DATA_PATH, V21_VIDEO_PATH
+from hilserl_ray.data.video import decode
+
+TIME_TOLERANCE_S = 1e-4  # LeRobot's own tolerance between a frame's time and its video frame
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as LeRobot v2.1/v3.0; the message names the file and the fix."""
+
+
+@dataclass
+class Episode:
+    index: int  # episode_index in the dataset
+    length: int
+    start: int  # first row of this episode in the reader's row order
+    tasks: list[str] = field(default_factory=list)
+    videos: dict[str, tuple[Path, float]] = field(default_factory=dict)  # key -> (mp4, from_timestamp)
+    data_file: tuple[int, int] = (0, 0)  # v3.0: (chunk_index, file_index) of its parquet rows
+
+
+class LeRobotReader:
+    """A LeRobot dataset directory: `info`, `episodes`, `read(columns)`, `frames(key)`."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        info_path = self.root / "meta" / "info.json"
+        if not info_path.is_file():
+            raise DatasetError(f"{self.root}: no meta/info.json; expected a LeRobot dataset directory")
+        try:
+            self.info = json.loads(info_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{info_path}: not valid JSON ({e})") from None
+        self.version = str(self.info.get("codebase_version", ""))
+        if self.version not in ("v3.0", "v2.1", "v2.0"):
+            raise DatasetError(
+                f"{info_path}: codebase_version {self.version!r} is not supported; expected 'v3.0' or 'v2.1' "
+                "(convert older datasets with lerobot's conversion script)"
+            )
+        self.fps = float(self.info["fps"])
+        self.features: dict[str, dict] = self.info["features"]
+        self.video_keys = [k for k, f in self.features.items() if f.get("dtype") == "video"]
+        self.image_keys = [k for k, f in self.features.items() if f.get("dtype") == "image"]
+        self.episodes = self._load_episodes_v3() if self.version == "v3.0" else self._load_episodes_v2()
+        self.episodes.sort(key=lambda e: e.index)
+        start = 0
+        for ep in self.episodes:
+            ep.start = start
+            start += ep.length
+        self.num_frames = start
+        self._order: np.ndarray | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        """The dataset's own features (without the built-in index columns)."""
+        return [k for k in self.features if k not in DEFAULT_FEATURES]
+
+    # ------------------------------------------------------------------------ metadata
+    def _load_episodes_v3(self) -> list[Episode]:
+        paths = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not paths:
+            raise DatasetError(
+                f"{self.root}/meta/episodes: no episodes parquet files (a v3.0 dataset needs them)"
+            )
+        cols = ["episode_index", "length", "data/chunk_index", "data/file_index"]
+        vcols = [
+            f"videos/{k}/{c}"
+            for k in self.video_keys
+            for c in ("chunk_index", "file_index", "from_timestamp")
+        ]
+        tables = []
+        for p in paths:
+            schema = pq.read_schema(p)
+            missing = [c for c in cols + vcols if c not in schema.names]
+            if missing:
+                raise DatasetError(f"{p}: missing episode columns {missing}")
+            extra = ["tasks"] if "tasks" in schema.names else []
+            tables.append(pq.read_table(p, columns=cols + vcols + extra))
+        t = pa.concat_tables(tables).to_pydict()
+        template = self.info.get("video_path") or ""
+        episodes = []
+        for i in range(len(t["episode_index"])):
+            videos = {}
+            for k in self.video_keys:
+                rel = template.format(
+                    video_key=k,
+                    chunk_index=t[f"videos/{k}/chunk_index"][i],
+                    file_index=t[f"videos/{k}/file_index"][i],
+                )
+                videos[k] = (self.root / rel, float(t[f"videos/{k}/from_timestamp"][i]))
+            episodes.append(
+                Episode(
+                    index=int(t["episode_index"][i]),
+                    length=int(t["length"][i]),
+                    start=0,
+                    tasks=list(t["tasks"][i] or []) if "tasks" in t else [],
+                    videos=videos,
+                    data_file=(int(t["data/chunk_index"][i]), int(t["data/file_index"][i])),
+                )
+            )
+        return episodes
+
+    def _load_episodes_v2(self) -> list[Episode]:
+        path = self.root / "meta" / "episodes.jsonl"
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing (a v2.1 dataset lists its episodes there)")
+        chunks_size = int(self.info.get("chunks_size", 1000))
+        vtemplate = self.info.get("video_path") or V21_VIDEO_PATH
+        episodes = []
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            idx = int(row["episode_index"])
+            videos = {
+                k: (
+                    self.root
+                    / vtemplate.format(episode_chunk=idx // chunks_size, episode_index=idx, video_key=k),
+                    0.0,
+                )
+                for k in self.video_keys
+            }
+            episodes.append(Episode(idx, int(row["length"]), 0, list(row.get("tasks", [])), videos))
+        return episodes
+
+    def data_files(self) -> list[Path]:
+        if self.version == "v3.0":
+            files = sorted({e.data_file for e in self.episodes})
+            template = self.info.get("data_path")
+            return [self.root / template.format(chunk_index=c, file_index=f) for c, f in files]
+        chunks_size = int(self.info.get("chunks_size", 1000))
+        template = self.info.get("data_path") or V21_DATA_PATH
+        return [
+            self.root / template.format(episode_chunk=e.index // chunks_size, episode_index=e.index)
+            for e in self.episodes
+        ]
+
+    def files(self) -> list[Path]:
+        """Every file the dataset's content depends on (for cache fingerprints)."""
+        meta = sorted(p for p in (self.root / "meta").rglob("*") if p.is_file())
+        videos = sorted({path for e in self.episodes for path, _ in e.videos.values()})
+        return meta + self.data_files() + videos
+
+    # ------------------------------------------------------------------------- columns
+    def read(self, columns: list[str]) -> dict[str, np.ndarray]:
+        """Columns as numpy arrays (rows, *shape) in row order (episode, then frame)."""
+        for c in columns:
+            if c not in self.features:
+                raise DatasetError(f"{self.root}: no feature {c!r}; the dataset has {self.keys}")
+        order = self._row_order()
+        out = {}
+        tables = self._tables(columns)
+        for c in columns:
+            col = pa.chunked_array([t.column(c) for t in tables]).combine_chunks()
+            out[c] = _to_numpy(col, self.features[c], c)[order]
+        return out
+
+    def _tables(self, columns: list[str]) -> list[pa.Table]:
+        if not hasattr(self, "_table_cache"):
+            self._table_cache: dict[str, list[pa.Table]] = {}
+        need = [c for c in columns if c not in self._table_cache]
+        if need:
+            tables = []
+            for p in self.data_files():
+                if not p.is_file():
+                    raise DatasetError(f"data file {p} is missing (listed by the episodes metadata)")
+                tables.append(pq.read_table(p, columns=need))
+            for c in need:
+                self._table_cache[c] = [t.select([c]) for t in tables]
+        return [
+            pa.Table.from_arrays([self._table_cache[c][i].column(0) for c in columns], names=columns)
+            for i in range(len(self.data_files()))
+        ]
+
+    def _row_order(self) -> np.ndarray:
+        """Permutation from parquet order to row order; checks episodes against their metadata."""
+        if self._order is not None:
+            return self._order
+        tables = self._tables(["episode_index", "frame_index"])
+        ep = np.concatenate([t.column(0).to_numpy() for t in tables]).astype(np.int64)
+        fi = np.concatenate([t.column(1).to_numpy() for t in tables]).astype(np.int64)
+        known = np.array([e.index for e in self.episodes], dtype=np.int64)
+        keep = np.isin(ep, known)
+        idx = np.flatnonzero(keep)
+        order = idx[np.lexsort((fi[idx], ep[idx]))]
+        if len(order) != self.num_frames:
+            raise DatasetError(
+                f"{self.root}: the data files hold {len(order)} frames of the listed episodes, "
+                f"the episodes metadata says {self.num_frames}"
+            )
+        eps, fis = ep[order], fi[order]
+        for e in self.episodes:
+            s = slice(e.start, e.start + e.length)
+            if not (np.all(eps[s] == e.index) and np.array_equal(fis[s], np.arange(e.length))):
+                raise DatasetError(
+                    f"{self.root}: episode {e.index} should have frame_index 0..{e.length - 1} in its data rows"
+                )
+        self._order = order
+        return order
+
+    # -------------------------------------------------------------------------- frames
+    def frames(
+        self, key: str, size: tuple[int, int] | None = None, interpolation: str | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (row, rgb uint8 image) for every frame of camera `key`; each video file decoded once.
+
+        `size` = (height, width) resizes during the pixel-format conversion. Raises if a frame
+        an episode needs is not in its video.
+        """
+        if key in self.image_keys:
+            yield from self._image_frames(key, size)
+            return
+        if key not in self.video_keys:
+            raise DatasetError(
+                f"{self.root}: {key!r} is not a camera; cameras are {self.video_keys + self.image_keys}"
+            )
+        by_file: dict[Path, list[Episode]] = {}
+        for e in self.episodes:
+            by_file.setdefault(e.videos[key][0], []).append(e)
+        fps = Fraction(self.fps).limit_denominator(1001)
+        for path, eps in sorted(by_file.items()):
+            eps = sorted(eps, key=lambda e: e.videos[key][1])
+            spans = [(Fraction(e.videos[key][1]), e) for e in eps]
+            found = {e.index: 0 for e in eps}
+            j = 0
+            for t, img in decode(path, size, interpolation):
+                while j + 1 < len(spans) and t >= spans[j + 1][0] - Fraction(TIME_TOLERANCE_S):
+                    j += 1
+                start, e = spans[j]
+                rel = (t - start) * fps
+                i = round(rel)
+                if i < 0 or i >= e.length or abs(rel - i) / fps > TIME_TOLERANCE_S:
+                    continue  # a frame outside every listed episode (e.g. an unsaved one)
+                found[e.index] += 1
+                yield e.start + i, img
+            short = {i: n for i, n in found.items() if n != next(e.length for e in eps if e.index == i)}
+            if short:
+                detail = ", ".join(
+                    f"episode {i}: {n} of {next(e.length for e in eps if e.index == i)}"
+                    for i, n in short.items()
+                )
+                raise DatasetError(
+                    f"{path}: frames missing for {key} ({detail}); the video file is truncated or misaligned"
+                )
+
+    def _image_frames(self, key: str, size: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
+        col = pa.chunked_array([t.column(0) for t in self._tables([key])]).combine_chunks()
+        order = self._row_order()
+        for row, src in enumerate(order):
+            item = col[int(src)].as_py()
+            data = item["bytes"] if isinstance(item, dict) else item
+            img = cv2.cvtColor(
+                cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+            )
+            if size is not None:
+                img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            yield row, img
+
+
+def _to_numpy(col: pa.Array, feature: dict, name: str) -> np.ndarray:
+    shape = tuple(feature.get("shape") or (1,))
+    if (
+        pa.types.is_list(col.type)
+        or pa.types.is_fixed_size_list(col.type)
+        or pa.types.is_large_list(col.type)
+    ):
+        if col.null_count:
+            raise DatasetError(f"column {name!r} has {col.null_count} empty rows")
+        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths.min() != lengths.max()):
+            raise DatasetError(
+                f"column {name!r}: rows of different lengths ({lengths.min()}..{lengths.max()})"
+            )
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        width = int(lengths[0]) if len(lengths) else int(np.prod(shape))
+        return flat.reshape(len(col), width)
+    arr = col.to_numpy(zero_copy_only=False)
+    return arr if shape in ((1,), ()) else arr.reshape(len(col), *shape)

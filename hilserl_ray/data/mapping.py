@@ -1,0 +1,130 @@
+"""Which dataset column feeds which pipeline input, and what is missing (checked at start-up).
+
+The pipeline needs the raw robot features: joint positions (>= 6 values, the first 6 are
+the joints in degrees / gripper 0..100), each configured camera and the action in the
+wrapped env's action space. `dataset.rename` maps dataset keys onto these names.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
+
+Problem = tuple[str, object, str]
+
+REWARD = "next.reward"
+DONE = "next.done"
+INTERVENTION = "complementary_info.is_intervention"
+PENALTY = "complementary_info.discrete_penalty"
+TRUNCATED = "complementary_info.truncated"
+NUM_JOINTS = 6
+CAMERA_DTYPES = ("video", "image")
+
+
+def dataset_key(name: str, cfg: TrainConfig) -> str:
+    """The dataset key that provides pipeline input `name` (honouring dataset.rename)."""
+    for src, dst in cfg.dataset.rename.items():
+        if dst == name:
+            return src
+    return name
+
+
+def required_inputs(cfg: TrainConfig) -> list[str]:
+    """Pipeline inputs, by their pipeline names: state, one per camera, action."""
+    return [STATE, *(IMAGE_PREFIX + c.name for c in cfg.env.cameras), ACTION]
+
+
+def closest(name: str, keys: list[str]) -> str | None:
+    if not keys:
+        return None
+    hits = difflib.get_close_matches(name, keys, n=1, cutoff=0.0)
+    return hits[0] if hits else None
+
+
+def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
+    """Every way the dataset (its meta/info.json) falls short of what the pipeline needs."""
+    features: dict[str, dict] = info.get("features") or {}
+    keys = sorted(features)
+    cameras = sorted(k for k, f in features.items() if f.get("dtype") in CAMERA_DTYPES)
+    problems: list[Problem] = []
+    for src in cfg.dataset.rename:
+        if src not in features:
+            problems.append(
+                (
+                    f"dataset.rename.{src}",
+                    src,
+                    f"a key of the dataset (closest: {closest(src, keys)!r}); its keys are {keys}",
+                )
+            )
+    spec = pipeline_spec(cfg)
+    cams = {IMAGE_PREFIX + c.name: c for c in cfg.env.cameras}
+    for name in required_inputs(cfg):
+        key = dataset_key(name, cfg)
+        f = features.get(key)
+        if f is None:
+            pool = cameras if name in cams else [k for k in keys if k not in cameras]
+            near = closest(key, pool)
+            hint = f"; map it with dataset.rename: {{{near!r}: {name!r}}}" if near else ""
+            problems.append(
+                (
+                    "dataset.rename",
+                    key,
+                    f"the dataset has no feature {key!r} (closest: {near!r}); its keys are {keys}{hint}",
+                )
+            )
+            continue
+        shape = tuple(f.get("shape") or ())
+        dtype = f.get("dtype")
+        if name == STATE:
+            if dtype not in ("float32", "float64") or len(shape) != 1 or shape[0] < NUM_JOINTS:
+                problems.append(
+                    (
+                        f"dataset.features.{key}",
+                        f"{dtype} {list(shape)}",
+                        f"a float vector of >= {NUM_JOINTS} joint positions",
+                    )
+                )
+        elif name == ACTION:
+            if len(shape) != 1 or shape[0] != spec.action.shape[0]:
+                problems.append(
+                    (
+                        f"dataset.features.{key}",
+                        f"{dtype} {list(shape)}",
+                        f"the pipeline's action {list(spec.action.shape)} {list(spec.action.names or [])} "
+                        "(the dataset must be recorded in the same action space)",
+                    )
+                )
+        else:
+            cam = cams[name]
+            if dtype not in CAMERA_DTYPES:
+                problems.append((f"dataset.features.{key}", dtype, "a camera stored as 'video' or 'image'"))
+                continue
+            hw = _image_hw(f)
+            if hw is not None and hw != (cam.height, cam.width):
+                problems.append(
+                    (
+                        f"env.cameras.{cam.name}",
+                        f"{cam.height}x{cam.width}",
+                        f"the dataset's {key} is {hw[0]}x{hw[1]}; set env.cameras.{cam.name}.height/width to match "
+                        "so crop and resize give the live env's images",
+                    )
+                )
+    fps = info.get("fps")
+    if fps is not None and abs(float(fps) - cfg.env.fps) > 1e-6:
+        problems.append(
+            ("env.fps", cfg.env.fps, f"the dataset's fps ({fps}): a transition must span one control step")
+        )
+    return problems
+
+
+def _image_hw(feature: dict) -> tuple[int, int] | None:
+    shape = list(feature.get("shape") or [])
+    names = list(feature.get("names") or [])
+    if len(shape) != 3:
+        return None
+    if names[:1] in (["channel"], ["channels"]) or (shape[0] == 3 and shape[2] != 3):
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
