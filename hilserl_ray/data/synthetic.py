@@ -1,0 +1,145 @@
+"""Synthetic LeRobot datasets whose frames name themselves, for tests and benchmarks.
+
+Every camera frame carries its global frame index as a 16-bit block code (a 2 x 8 grid of
+black/white cells, large enough to survive lossy video and resizing), so any misalignment
+between a frame's row and its image is detectable after decoding. Joint positions are a
+smooth, plausible SO-101 trajectory in degrees with joint 0 = the frame index / 100.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hilserl_ray.data.lerobot_writer import LeRobotWriter
+from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD
+
+CODE_ROWS, CODE_COLS = 2, 8
+RESET_POSE_DEG = np.array([0.0, -20.0, 30.0, 70.0, 0.0, 30.0])
+
+
+def code_image(index: int, height: int, width: int, texture: np.ndarray | None = None) -> np.ndarray:
+    """(height, width, 3) uint8 image whose cells spell `index` in binary (cell k = bit k).
+
+    With `texture` (an (height, width, 3) uint8 image) the code covers the top third and the
+    texture the rest, which decodes at about the speed of real camera footage.
+    """
+    img = np.empty((height, width, 3), np.uint8)
+    code_h = height if texture is None else height // 3
+    bits = (index >> np.arange(CODE_ROWS * CODE_COLS)) & 1
+    cells = (bits.reshape(CODE_ROWS, CODE_COLS) * 255).astype(np.uint8)
+    ys = np.arange(code_h) * CODE_ROWS // code_h
+    xs = np.arange(width) * CODE_COLS // width
+    img[:code_h] = cells[ys][:, xs][..., None]
+    if texture is not None:
+        img[code_h:] = texture[code_h:]
+    return img
+
+
+def read_code(img: np.ndarray, textured: bool = False) -> int:
+    """Inverse of `code_image` for a (possibly lossy, resized) image: the mean of each cell's centre."""
+    h, w = img.shape[:2]
+    code_h = h if not textured else h // 3
+    value = 0
+    for k in range(CODE_ROWS * CODE_COLS):
+        r, c = divmod(k, CODE_COLS)
+        y0, y1 = (r * code_h) // CODE_ROWS, ((r + 1) * code_h) // CODE_ROWS
+        x0, x1 = (c * w) // CODE_COLS, ((c + 1) * w) // CODE_COLS
+        cy, cx = (y1 - y0) // 4, (x1 - x0) // 4
+        cell = img[y0 + cy : y1 - cy, x0 + cx : x1 - cx]
+        if cell.mean() > 127:
+            value |= 1 << k
+    return value
+
+
+def joint_trajectory(index: np.ndarray) -> np.ndarray:
+    """(N, 6) degrees / gripper 0..100 inside the SO-101's range; joint 0 = index / 100."""
+    t = np.asarray(index, dtype=np.float64)[:, None]
+    q = RESET_POSE_DEG + 10.0 * np.sin(t * np.array([0.0, 0.05, 0.07, 0.03, 0.11, 0.13]))
+    q[:, 0] = t[:, 0] / 100.0
+    q[:, 5] = np.clip(q[:, 5], 0, 100)
+    return q.astype(np.float32)
+
+
+def write_dataset(
+    root: Path,
+    lengths: list[int],
+    cameras: dict[str, tuple[int, int]] | None = None,
+    fps: float = 10,
+    codec: str = "av1",
+    version: str = "v3.0",
+    reward: bool = True,
+    done: bool = True,
+    complementary: bool = True,
+    state_dim: int = 6,
+    action_dim: int = 4,
+    textured: bool = False,
+    last_done: bool = True,
+    video_files_size_in_mb: float = 200,
+    progress=None,
+) -> Path:
+    """A LeRobot dataset of `len(lengths)` episodes; see the module docstring for the values.
+
+    `cameras` maps a camera name to (height, width). `reward`: next.reward = 1 on each
+    episode's last frame; `done`: next.done on the last frame (False there if not `last_done`).
+    """
+    cameras = {"front": (48, 64)} if cameras is None else cameras
+    features: dict[str, dict] = {
+        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": None},
+        "action": {"dtype": "float32", "shape": [action_dim], "names": None},
+    }
+    for cam, (h, w) in cameras.items():
+        features[f"observation.images.{cam}"] = {"dtype": "video", "shape": [h, w, 3], "names": None}
+    if reward:
+        features[REWARD] = {"dtype": "float32", "shape": [1], "names": None}
+    if done:
+        features[DONE] = {"dtype": "bool", "shape": [1], "names": None}
+    if complementary:
+        features[INTERVENTION] = {"dtype": "bool", "shape": [1], "names": None}
+        features[PENALTY] = {"dtype": "float32", "shape": [1], "names": None}
+    rng = np.random.default_rng(0)
+    textures = {}
+    if textured:
+        import cv2
+
+        for cam, (h, w) in cameras.items():
+            noise = (rng.random((h, 2 * w, 3)) * 255).astype(np.uint8)
+            textures[cam] = cv2.GaussianBlur(noise, (0, 0), 3)
+    writer = LeRobotWriter(
+        root,
+        fps,
+        features,
+        robot_type="so101",
+        codec=codec,
+        version=version,
+        video_files_size_in_mb=video_files_size_in_mb,
+    )
+    g = 0
+    for length in lengths:
+        q = joint_trajectory(np.arange(g, g + length))
+        for i in range(length):
+            frame: dict = {
+                "observation.state": np.resize(q[i], state_dim).astype(np.float32),
+                "action": np.array([np.sin(0.1 * g), np.cos(0.1 * g), 0.0, g % 3][:action_dim], np.float32),
+            }
+            for cam, (h, w) in cameras.items():
+                tex = None
+                if textured:
+                    shift = (g * 4) % w
+                    tex = textures[cam][:, shift : shift + w]
+                frame[f"observation.images.{cam}"] = code_image(g, h, w, tex)
+            last = i == length - 1
+            if reward:
+                frame[REWARD] = np.float32(1.0 if last else 0.0)
+            if done:
+                frame[DONE] = bool(last and last_done)
+            if complementary:
+                frame[INTERVENTION] = bool(i % 5 == 0)
+                frame[PENALTY] = np.float32(-0.02 if i % 7 == 3 else 0.0)
+            writer.add_frame(frame, task="pick the cube")
+            g += 1
+            if progress is not None:
+                progress(1)
+        writer.save_episode()
+    return writer.finalize()
