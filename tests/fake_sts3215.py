@@ -49,6 +49,8 @@ class FakeServo:
     model: int = 777
     speed: float | None = None  # steps/s toward the goal with torque on; None = instant
     silent: bool = False
+    velocity: int | None = None  # Present_Velocity to report; None = from the motion model
+    load: int = 0  # Present_Load to report (sign bit 10)
     error: int = 0  # error byte of every status packet (bit 0 voltage, 1 angle, 2 heat, 3 current, 5 load)
     mem: bytearray = field(default_factory=lambda: bytearray(256))
     _last_t: float = field(default_factory=time.monotonic)
@@ -106,7 +108,10 @@ class FakeServo:
                 self.actual = (self.actual + round(step)) % 4096
                 velocity = round(step / dt) if dt > 0 and self.speed is not None else 0
         self.poke(PRESENT_POS, sm_encode(self.present, 15))
+        if self.velocity is not None:
+            velocity = self.velocity
         self.poke(PRESENT_VEL, sm_encode(max(-32767, min(32767, velocity)), 15))
+        self.poke(PRESENT_LOAD, sm_encode(self.load, 10))
         self.poke(MOVING, int(velocity != 0))
 
     def read(self, addr: int, length: int) -> bytes:
@@ -133,6 +138,7 @@ class FakeBus:
         self.bad_checksums = 0
         self.corrupt_replies = 0  # the next N status packets go out with a wrong checksum
         self.drop_replies = 0  # the next N status packets are not sent
+        self.reply_delay = 0.0  # seconds before answering (a slow adapter / long bus)
         self._buf = bytearray()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fake-sts3215", daemon=True)
@@ -179,6 +185,8 @@ class FakeBus:
             for packet in self._packets():
                 replies += self._handle(*packet)
             if replies:
+                if self.reply_delay:
+                    time.sleep(self.reply_delay)
                 os.write(self.master, bytes(replies))
 
     def _packets(self):
@@ -247,3 +255,65 @@ class FakeBus:
                 s.write(params[0], params[1:])
                 return self._status(s)
             return b""
+
+
+# ------------------------------------------------------------------------------ test fixtures
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+
+
+def write_calibration(
+    path, ranges: dict[str, tuple[int, int]] | None = None, offsets: dict[str, int] | None = None
+):
+    """A LeRobot-format calibration: arm joints 1024..3072 (+-90 deg), wrist_roll a full turn,
+    gripper 1900..2900, homing offsets 0 unless given."""
+    import json
+
+    ranges = {
+        **{j: (1024, 3072) for j in JOINTS},
+        "wrist_roll": (0, 4095),
+        "gripper": (1900, 2900),
+        **(ranges or {}),
+    }
+    data = {
+        j: {
+            "id": i + 1,
+            "drive_mode": 0,
+            "homing_offset": (offsets or {}).get(j, 0),
+            "range_min": ranges[j][0],
+            "range_max": ranges[j][1],
+        }
+        for i, j in enumerate(JOINTS)
+    }
+    with open(path, "w") as f:
+        json.dump(data, f, indent=4)
+    return path
+
+
+def write_video(path, width: int = 64, height: int = 48, frames: int = 20):
+    """An MJPG .avi whose frame k is filled with gray level 10*k: a camera stand-in."""
+    import cv2
+    import numpy as np
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (width, height))
+    for k in range(frames):
+        w.write(np.full((height, width, 3), 10 * k, np.uint8))
+    w.release()
+    return path
+
+
+def real_config(port: str, calibration, video=None, **sections):
+    """A TrainConfig for the real-robot env on the fake bus (fast: 50 Hz, short reset)."""
+    from hilserl_ray.config import TrainConfig
+
+    data = {
+        "robot": {"type": "so101", "port": port, "calibration": str(calibration), "reset_seconds": 0.2},
+        "env": {"fps": 50, "max_episode_steps": 10, "cameras": []},
+        "buffer": {"online_ratio": 1.0},
+    }
+    if video is not None:
+        data["env"]["cameras"] = [
+            {"name": "wrist", "device": str(video), "width": 64, "height": 48, "fps": 30}
+        ]
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return TrainConfig.model_validate(data)

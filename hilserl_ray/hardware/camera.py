@@ -11,9 +11,9 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -36,18 +36,15 @@ def _parse(device: int | str) -> int | str:
 
 
 def _open(device: int | str) -> cv2.VideoCapture:
+    """V4L2 first for devices on Linux (OpenCV's default backend may pick GStreamer), else any."""
     device = _parse(device)
-    if isinstance(device, int) or str(device).startswith("/dev/"):
-        cap = cv2.VideoCapture(device, cv2.CAP_V4L2) if os.name == "posix" and _has_v4l2() else None
-        if cap is None or not cap.isOpened():
-            cap = cv2.VideoCapture(device)
-    else:
-        cap = cv2.VideoCapture(str(device))
-    return cap
-
-
-def _has_v4l2() -> bool:
-    return Path("/dev").exists() and bool(glob.glob("/dev/video*"))
+    is_device = isinstance(device, int) or str(device).startswith("/dev/")
+    if is_device and sys.platform.startswith("linux"):
+        cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        if cap.isOpened():
+            return cap
+        cap.release()
+    return cv2.VideoCapture(device if isinstance(device, int) else str(device))
 
 
 def candidate_devices(max_index: int = 10) -> list[int | str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -149,8 +148,9 @@ class FeetechBus:
                 return
             port = _PortHandler(self.port)
             port.margin_ms = self.timeout_margin_ms
+            port.baudrate = self.baudrate
             try:
-                ok = port.openPort() and port.setBaudRate(self.baudrate)
+                ok = port.openPort()
             except Exception as e:  # pyserial raises SerialException / OSError
                 raise FeetechError(
                     f"cannot open the servo bus port {self.port!r}: {e}. Serial devices present: "
@@ -282,12 +282,12 @@ class FeetechBus:
                 if result == COMM_SUCCESS:
                     break
             else:
-                answered = [i for i in ids if len(group.data_dict.get(i) or []) >= reg.size]
-                silent = [i for i in ids if i not in answered]
+                silent = [i for i in ids if self.ping(i) is None]
                 raise FeetechError(
                     f"sync read of {register} on {self.port} failed after {self.retries + 1} tries "
-                    f"({ph.getTxRxResult(result)}): ids {silent} did not answer (before them: {answered}). "
-                    "Check the cable and power of those servos."
+                    f"({ph.getTxRxResult(result)}): ids {silent or '(none: replies were corrupt)'} do not answer "
+                    f"a ping; ids that answer: {[i for i in ids if i not in silent]}. Check the cable and power "
+                    "of the silent servos."
                 )
             values = {n: group.getData(i, reg.address, reg.size) for n, i in zip(names, ids, strict=True)}
         if reg.sign_bit is not None:
@@ -360,13 +360,3 @@ class FeetechBus:
             raise FeetechError(f"{what} on {self.port} failed: {self._ph.getTxRxResult(result)}")
         if error:
             raise FeetechError(f"{what} on {self.port}: the servo reports {describe_error_byte(error)}")
-
-
-def wait_until(predicate, timeout_s: float, poll_s: float = 0.005) -> bool:
-    """Poll `predicate` until true or timeout (True if it became true)."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(poll_s)
-    return bool(predicate())

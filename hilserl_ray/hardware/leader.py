@@ -1,0 +1,178 @@
+"""Leader-arm interventions: a second, unpowered SO-101 that a person moves by hand.
+
+The leader's joints (calibrated like the follower's, so the same pose reads the same degrees)
+become the wrapped env's action: the end-effector step from the follower's gripperframe towards
+the leader's (both by FK), scaled by `pipeline.ee_action.step_size_m` and clipped to [-1, 1],
+and a gripper command from the difference of the two grippers.
+
+Taking over: press the toggle key (space; a USB foot pedal that types a key works too), or
+just move the leader: once it leaves the pose where it was last handed back (episode start or
+hand-back) by more than `pipeline.intervention.leader_divergence_deg` on any joint, the human
+has control. The leader never follows the follower (its torque stays off), so the reference is
+the leader's own resting pose, not the follower's. Control returns on the toggle key or at the
+next episode. Keys (s/f/r for success/failure/re-record) are optional: without pynput or a
+desktop the source still works by divergence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.envs.intervention import no_events
+from hilserl_ray.hardware.calibration import Normalizer, apply_calibration, check_ids, load_calibration
+from hilserl_ray.hardware.feetech import FeetechBus
+from hilserl_ray.hardware.teleop import KeyboardListener, KeyEvents, check_action_format, ee_action
+
+log = logging.getLogger(__name__)
+
+GRIPPER_DEADBAND = 5.0  # gripper units (0..100) of leader/follower difference that mean "stay"
+
+
+class LeaderArm:
+    """The leader's bus, torque off, read in calibrated units."""
+
+    def __init__(self, port: str, calibration: str | Path, motor_ids: Sequence[int] = (1, 2, 3, 4, 5, 6)):
+        self.bus = FeetechBus(port, dict(zip(JOINT_NAMES, motor_ids, strict=True)))
+        self.calibration_path = Path(calibration)
+        self.normalizer: Normalizer | None = None
+
+    def connect(self) -> None:
+        cal = load_calibration(self.calibration_path, JOINT_NAMES)
+        self.bus.connect()
+        try:
+            check_ids(cal, self.bus, str(self.calibration_path))
+            self.bus.disable_torque()
+            if apply_calibration(self.bus, cal):
+                log.warning(
+                    "leader calibration on %s differed from %s: wrote the file's",
+                    self.bus.port,
+                    self.calibration_path,
+                )
+            self.normalizer = Normalizer(cal, JOINT_NAMES)
+        except BaseException:
+            self.bus.close()
+            raise
+
+    def read(self) -> np.ndarray:
+        return self.normalizer.to_user(self.bus.sync_read("Present_Position")).astype(np.float64)
+
+    def close(self) -> None:
+        if self.bus.is_connected:
+            self.bus.disable_torque(best_effort=True)
+            self.bus.close()
+
+
+class LeaderSource:
+    """`InterventionSource` driven by the leader arm (see the module docstring)."""
+
+    def __init__(
+        self,
+        leader: LeaderArm,
+        kinematics,
+        *,
+        step_size_m: float,
+        divergence_deg: float,
+        discrete_gripper: bool = True,
+        gripper_step: float = 30.0,
+        keys: KeyboardListener | None = None,
+    ):
+        self.leader, self.kin = leader, kinematics
+        self.step_size_m, self.divergence_deg = step_size_m, divergence_deg
+        self.discrete, self.gripper_step = discrete_gripper, gripper_step
+        self.control = KeyEvents(keys) if keys is not None else None
+        self.engaged = False
+        self.reference: np.ndarray | None = None  # leader pose when control was last handed back
+        self.last_leader: np.ndarray | None = None
+
+    def reset(self) -> None:
+        if self.control is not None:
+            self.control.reset()
+        self.engaged = False
+        self.reference = self.leader.read()
+
+    def _update_engagement(self, q_leader: np.ndarray) -> None:
+        if self.reference is None:
+            self.reference = q_leader.copy()
+        if self.control is not None:
+            was = self.control.engaged
+            self.control.poll()
+            if self.control.engaged != was:
+                self.engaged = self.control.engaged
+                if not self.engaged:
+                    self.reference = q_leader.copy()
+        moved = float(np.max(np.abs(q_leader[:5] - self.reference[:5])))
+        if not self.engaged and moved > self.divergence_deg:
+            self.engaged = True
+            if self.control is not None:
+                self.control.engaged = True
+            log.info("leader moved %.1f deg: the human takes over", moved)
+
+    def action(self, obs: dict[str, np.ndarray], env: Any) -> np.ndarray | None:
+        q_leader = self.leader.read()
+        self.last_leader = q_leader
+        self._update_engagement(q_leader)
+        if not self.engaged:
+            return None
+        q_follower = np.asarray(obs["observation.state"], dtype=np.float64)[:6]
+        return self.action_towards(q_leader, q_follower)
+
+    def action_towards(self, q_leader: np.ndarray, q_follower: np.ndarray) -> np.ndarray:
+        """The EE action that moves the follower's gripperframe towards the leader's."""
+        target, _ = self.kin.fk(q_leader)
+        current, _ = self.kin.fk(q_follower)
+        delta = (target - current) / self.step_size_m
+        dg = q_leader[5] - q_follower[5]
+        if self.discrete:
+            gripper = 0.0 if abs(dg) <= GRIPPER_DEADBAND else float(np.sign(dg))
+        else:
+            gripper = dg / self.gripper_step
+        return ee_action(delta, gripper, self.discrete)
+
+    def events(self) -> dict[str, bool]:
+        return self.control.events() if self.control is not None else no_events()
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.keys.stop()
+        self.leader.close()
+
+
+def make_leader_source(
+    cfg: TrainConfig, keys: KeyboardListener | None = None, use_keyboard: bool = True
+) -> LeaderSource:
+    """Connect the leader arm named by `pipeline.intervention.leader_*`; keys if pynput works."""
+    it = cfg.pipeline.intervention
+    check_action_format(cfg, "leader")
+    if not it.leader_port:
+        raise ValueError("pipeline.intervention.leader_port: the leader arm's serial port is required")
+    if it.leader_calibration is None:
+        raise ValueError(
+            "pipeline.intervention.leader_calibration: a calibration JSON for the leader arm is required "
+            "(python -m hilserl_ray.calibrate --port <leader port> --out calibration/leader.json --leader)"
+        )
+    from hilserl_ray.envs.kinematics import Kinematics
+
+    if keys is None and use_keyboard:
+        try:
+            keys = KeyboardListener()
+            keys.start()
+        except (ImportError, RuntimeError) as e:
+            log.warning("leader arm without keys (take over by moving the leader): %s", e)
+            keys = None
+    leader = LeaderArm(it.leader_port, it.leader_calibration, cfg.robot.motor_ids)
+    leader.connect()
+    return LeaderSource(
+        leader,
+        Kinematics(cfg.robot.mjcf),
+        step_size_m=cfg.pipeline.ee_action.step_size_m,
+        divergence_deg=it.leader_divergence_deg,
+        discrete_gripper=cfg.pipeline.gripper.discrete,
+        gripper_step=cfg.pipeline.gripper.step_deg,
+        keys=keys,
+    )
