@@ -83,7 +83,7 @@ class Learner:
     def _offline_data(self) -> dict | None:
         if self.cfg.dataset.path is None:
             return None
-        from hilserl_ray.data import load_offline_transitions
+        from hilserl_ray.data.convert import load_offline_transitions
 
         return load_offline_transitions(self.cfg, self.spec, Path(self.cfg.output_dir))
 

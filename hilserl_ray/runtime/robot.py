@@ -35,7 +35,7 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 class Robot:
     def __init__(self, cfg_dict: dict, index: int, learner):
         from hilserl_ray.envs.make import make_env
-        from hilserl_ray.policy import SACAgent
+        from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
         self.cfg = cfg = TrainConfig.model_validate(cfg_dict)
@@ -48,7 +48,7 @@ class Robot:
         self.env = make_env(cfg, seed=self._seed)
         low, high = state_bounds(spec, cfg)
         stats = {STATE: {"min": np.asarray(low, np.float32), "max": np.asarray(high, np.float32)}}
-        self.policy = SACAgent(spec, cfg.policy, stats=stats, device="cpu")
+        self.policy = ActorPolicy(spec, cfg.policy, stats).eval()  # inference only: no critics here
         self.weights_version = -1
         self._weights_req = None
         self._pending: list[ray.ObjectRef] = []
@@ -74,7 +74,7 @@ class Robot:
         self._weights_req = None
         if reply is not None:
             version, (ref,) = reply
-            self.policy.load_actor_state(ray.get(ref))
+            self.policy.load_state_numpy(ray.get(ref))
             self.weights_version = version
 
     # ------------------------------------------------------------------------ transport
