@@ -106,12 +106,13 @@ def test_interleaved_actors_link_across_their_own_chunks(spec):
 def test_open_episode_whose_last_row_was_overwritten_does_not_link_to_another(spec):
     buf = ReplayBuffer(spec, capacity=20)
     head, tail = split_rows(episodes_chunk(spec, [10], first_episode_id=0), [5, 6])
-    buf.add_chunk(head)  # rows 0..4 of episode 0, episode still running
-    buf.add_chunk(episodes_chunk(spec, [29], first_episode_id=1))  # 30 rows overwrite them all
-    buf.add_chunk(tail)  # rows 5..10: row 4 is gone, so (0, 4) is no transition
+    buf.add_chunk(head)  # rows 0..4 of episode 0 at positions 0..4; the episode is still running
+    buf.add_chunk(episodes_chunk(spec, [17], first_episode_id=1))  # 18 rows
+    buf.add_chunk(episodes_chunk(spec, [2], first_episode_id=2))  # position 4 now holds (2, 1)
+    buf.add_chunk(tail)  # rows 5..10: row 4 is gone, so (0, 4) is no transition and (2, 1) keeps (2, 2)
     seen = check_batch(buf.sample(4096))
-    assert {(0, t) for t in range(5, 10)} <= seen and (0, 4) not in seen
-    assert len(buf) == 5 + 13  # 20 rows alive: episode 1's rows 16..29 (13 transitions) and episode 0's 5..10
+    assert seen == {(1, t) for t in range(7, 17)} | {(2, 0), (2, 1)} | {(0, t) for t in range(5, 10)}
+    assert len(buf) == 10 + 2 + 5
 
 
 def test_only_interventions_keeps_them_and_their_next_rows_across_chunks(spec):
@@ -257,3 +258,16 @@ def test_mixer_rejects_buffers_of_different_pipelines(spec):
     other = make_spec(proprio={"joint_velocity": False, "ee_pose": False})
     with pytest.raises(ValueError, match=r"'observation.state' offline \(6,\) float32, online \(18,\)"):
         MixedSampler(ReplayBuffer(spec, 10), ReplayBuffer(other, 10))
+
+
+def test_buffer_keeps_its_own_copy_of_read_only_chunks(spec):
+    """Chunks from ray.get are read-only views owned by the sender; the buffer must not alias them."""
+    chunk = episodes_chunk(spec, [6])
+    for a in chunk.values():
+        a.setflags(write=False)
+    buf = ReplayBuffer(spec, capacity=50)
+    buf.add_chunk(chunk)
+    for a in chunk.values():
+        a.setflags(write=True)
+        a[...] = 0  # the sender's memory is reused or gone
+    check_batch(buf.sample(128), {0: 6})

@@ -149,3 +149,11 @@ def test_mmap_load_reads_lazily_and_never_writes_the_files(spec, tmp_path):
     m.add_chunk(rest)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
     assert json.loads((d / "manifest.json").read_text())["transitions"] == len(buf)
+
+
+def test_empty_buffer_round_trips(spec, tmp_path):
+    ReplayBuffer(spec, capacity=10).save(tmp_path / "empty")
+    loaded = ReplayBuffer.load(tmp_path / "empty", spec=spec)
+    assert (len(loaded), loaded.size, loaded.capacity) == (0, 0, 10)
+    loaded.add_chunk(episodes_chunk(spec, [3]))
+    assert len(loaded) == 3

@@ -14,6 +14,7 @@ measured it against chunks kept in Ray's object store (see the module's report).
 
 from __future__ import annotations
 
+import mmap
 import threading
 from pathlib import Path
 
@@ -28,6 +29,22 @@ from hilserl_ray.features import FeatureSpec
 LINK_FIELDS = {"next": "int64", "is_start": "bool", "valid": "bool"}
 
 
+def lazy_zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Zeroed storage that takes RAM only where rows are written, in 2 MiB pages when large.
+
+    Anonymous mmap memory is mapped on first write, so a 100k-row capacity costs nothing until
+    used; MADV_HUGEPAGE (transparent huge pages are often `madvise`-only) means 512x fewer page
+    faults while filling and fewer TLB misses when sampling rows at random.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes < 4 << 20:
+        return np.zeros(shape, dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(buf, dtype).reshape(shape)  # the array keeps the mapping alive
+
+
 class ReplayBuffer:
     """FIFO transition storage for SAC; `add_chunk` and `sample` may run in different threads."""
 
@@ -40,11 +57,8 @@ class ReplayBuffer:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._layout = chunk_layout(spec)
-        # np.zeros is calloc: pages are only touched (and count as RAM) once rows are written.
-        self._data = {
-            k: np.zeros((self.capacity, *shape), dtype) for k, (shape, dtype) in self._layout.items()
-        }
-        self._data.update({k: np.zeros(self.capacity, dt) for k, dt in LINK_FIELDS.items()})
+        self._data = {k: lazy_zeros((self.capacity, *shape), dt) for k, (shape, dt) in self._layout.items()}
+        self._data.update({k: lazy_zeros((self.capacity,), dt) for k, dt in LINK_FIELDS.items()})
         self._data["next"][:] = -1
         self._written = 0  # rows ever written; the next row gets global number `_written`
         self._open: dict[int, int] = {}  # episode_id -> global row of its latest (not final) row
