@@ -12,6 +12,7 @@ import pytest
 from hilserl_ray.configio import load_config
 from hilserl_ray.data import convert as convert_mod
 from hilserl_ray.data.convert import load_offline_transitions
+from hilserl_ray.data.lerobot_reader import LeRobotReader
 from hilserl_ray.data.synthetic import write_dataset
 from hilserl_ray.envs.pipeline import pipeline_spec
 
@@ -121,19 +122,20 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(dataset, tmp_path, caplog, coun
 
 def test_interrupted_build_leaves_no_cache(dataset, tmp_path, monkeypatch):
     cfg = make_cfg(dataset, tmp_path / "out")
-    calls = []
+    real = LeRobotReader.frames
 
-    def failing(img, crop, size):
-        calls.append(1)
-        if len(calls) > 5:
-            raise KeyboardInterrupt
-        return convert_mod.process_image.__wrapped__(img, crop, size)
+    def interrupted(self, *a, **k):
+        for n, item in enumerate(real(self, *a, **k)):
+            if n == 5:
+                raise KeyboardInterrupt  # Ctrl+C mid-conversion
+            yield item
 
-    failing.__wrapped__ = convert_mod.process_image
-    monkeypatch.setattr(convert_mod, "process_image", failing)
+    monkeypatch.setattr(LeRobotReader, "frames", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_offline_transitions(cfg, progress=False)
     assert caches(tmp_path / "out") == []  # neither a half-written cache nor its temp dir
+    monkeypatch.setattr(LeRobotReader, "frames", real)
+    assert load_offline_transitions(cfg, progress=False)["is_last"].sum() == 3
 
 
 def test_cache_off_converts_in_memory(dataset, tmp_path):

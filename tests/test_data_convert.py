@@ -77,7 +77,11 @@ def test_observations_equal_the_live_pipeline(dataset, tmp_path, crop):
 
     frames = {row: img for row, img in r.frames(CAM)}
     want_img = np.stack([process_image(frames[i], crop, (32, 32)) for i in range(sum(LENGTHS))])
-    np.testing.assert_array_equal(chunk[CAM][trans], want_img)
+    diff = np.abs(chunk[CAM][trans].astype(int) - want_img)
+    if crop:  # cropped: exactly process_image of the decoded frame
+        assert diff.max() == 0
+    else:  # resized in the YUV planes: the same picture within rounding
+        assert diff.mean() < 1.0, diff.mean()
     np.testing.assert_array_equal(chunk[CAM][last], chunk[CAM][last - 1])
 
     np.testing.assert_array_equal(chunk["action"][trans], cols["action"])

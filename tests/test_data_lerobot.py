@@ -13,6 +13,7 @@ from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.synthetic import code_image, joint_trajectory, read_code, write_dataset
 from hilserl_ray.data.video import decode
+from hilserl_ray.envs.transforms import process_image
 
 LENGTHS = [4, 9, 1, 6]  # uneven, with a one-frame episode, all in one video file (v3.0)
 
@@ -167,3 +168,33 @@ def test_reader_errors_name_the_file(tmp_path):
     )
     with pytest.raises(DatasetError, match="'v1.6' is not supported"):
         LeRobotReader(tmp_path)
+
+
+@pytest.mark.parametrize("codec", ["av1", "h264"])
+def test_resized_frames_match_process_image_of_the_decoded_frame(tmp_path, codec):
+    """The fast YUV-plane resize gives the live pipeline's image (process_image) within rounding."""
+    root = write_dataset(tmp_path / "ds", [6], cameras={"front": (240, 320)}, codec=codec, textured=True)
+    r = LeRobotReader(root)
+    full = dict(r.frames("observation.images.front"))
+    small = dict(r.frames("observation.images.front", size=(64, 64)))
+    assert r.converter.fast_frames == 6  # the fast route was taken for every frame
+    for row, img in small.items():
+        want = process_image(full[row], None, (64, 64)).astype(int)
+        diff = np.abs(img.astype(int) - want)
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 3, (diff.mean(), diff.max())
+    cropped = dict(r.frames("observation.images.front", size=(64, 64), crop=(10, 20, 200, 200)))
+    assert r.converter.fast_frames == 0  # a crop takes the exact route
+    for row, img in cropped.items():
+        np.testing.assert_array_equal(img, process_image(full[row], (10, 20, 200, 200), (64, 64)))
+
+
+def test_fast_route_falls_back_when_it_disagrees(tmp_path, monkeypatch):
+    from hilserl_ray.data import video
+
+    root = write_dataset(tmp_path / "ds", [3], cameras={"front": (48, 64)}, codec="h264", textured=True)
+    monkeypatch.setattr(video, "FAST_CHECK_LEVELS", -1.0)  # as if the colour matrix were wrong
+    r = LeRobotReader(root)
+    full = dict(r.frames("observation.images.front"))
+    for row, img in r.frames("observation.images.front", size=(32, 32)):
+        np.testing.assert_array_equal(img, process_image(full[row], None, (32, 32)))
+    assert r.converter.fast_frames == 0 and r.converter.exact_frames == 3

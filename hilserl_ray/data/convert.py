@@ -26,7 +26,7 @@ from hilserl_ray.data import cache, mapping
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.pipeline import pipeline_spec
-from hilserl_ray.envs.transforms import process_image, proprio_state
+from hilserl_ray.envs.transforms import proprio_state
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ def convert(
             imgs = alloc(name, (rows, *spec.observation[name].shape), "uint8")
             seen = np.zeros(n_frames, dtype=bool)
             pending = 0
-            for frame, img in reader.frames(mapping.dataset_key(name, cfg)):
-                imgs[frame_row[frame]] = process_image(img, crop, size)
+            for frame, img in reader.frames(mapping.dataset_key(name, cfg), size=size, crop=crop):
+                imgs[frame_row[frame]] = img
                 seen[frame] = True
                 pending += 1
                 if pending == 64:

@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hilserl_ray.data.layout import DEFAULT_FEATURES, V21_DATA_PATH, V21_VIDEO_PATH
-from hilserl_ray.data.video import decode
+from hilserl_ray.data.video import PipelineImages, decode_frames
+from hilserl_ray.envs.transforms import process_image
 
 TIME_TOLERANCE_S = 1e-4  # LeRobot's own tolerance between a frame's time and its video frame
 
@@ -221,15 +222,16 @@ class LeRobotReader:
 
     # -------------------------------------------------------------------------- frames
     def frames(
-        self, key: str, size: tuple[int, int] | None = None, interpolation: str | None = None
+        self, key: str, size: tuple[int, int] | None = None, crop: tuple[int, int, int, int] | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (row, rgb uint8 image) for every frame of camera `key`; each video file decoded once.
 
-        `size` = (height, width) resizes during the pixel-format conversion. Raises if a frame
-        an episode needs is not in its video.
+        With `crop` (top, left, height, width) and/or `size` (height, width) the image is what
+        the pipeline's `process_image` makes of the frame. Raises if a frame an episode needs
+        is not in its video.
         """
         if key in self.image_keys:
-            yield from self._image_frames(key, size)
+            yield from self._image_frames(key, size, crop)
             return
         if key not in self.video_keys:
             raise DatasetError(
@@ -239,32 +241,32 @@ class LeRobotReader:
         for e in self.episodes:
             by_file.setdefault(e.videos[key][0], []).append(e)
         fps = Fraction(self.fps).limit_denominator(1001)
+        tol = Fraction(TIME_TOLERANCE_S)
+        self.converter = convert = PipelineImages(crop, size)
         for path, eps in sorted(by_file.items()):
             eps = sorted(eps, key=lambda e: e.videos[key][1])
             spans = [(Fraction(e.videos[key][1]), e) for e in eps]
-            found = {e.index: 0 for e in eps}
+            found = dict.fromkeys((e.index for e in eps), 0)
+            convert.new_file()
             j = 0
-            for t, img in decode(path, size, interpolation):
-                while j + 1 < len(spans) and t >= spans[j + 1][0] - Fraction(TIME_TOLERANCE_S):
+            for t, frame in decode_frames(path):
+                while j + 1 < len(spans) and t >= spans[j + 1][0] - tol:
                     j += 1
                 start, e = spans[j]
                 rel = (t - start) * fps
                 i = round(rel)
-                if i < 0 or i >= e.length or abs(rel - i) / fps > TIME_TOLERANCE_S:
+                if i < 0 or i >= e.length or abs(rel - i) / fps > tol:
                     continue  # a frame outside every listed episode (e.g. an unsaved one)
                 found[e.index] += 1
-                yield e.start + i, img
-            short = {i: n for i, n in found.items() if n != next(e.length for e in eps if e.index == i)}
+                yield e.start + i, convert(frame)
+            short = [(e.index, found[e.index], e.length) for e in eps if found[e.index] != e.length]
             if short:
-                detail = ", ".join(
-                    f"episode {i}: {n} of {next(e.length for e in eps if e.index == i)}"
-                    for i, n in short.items()
-                )
+                detail = ", ".join(f"episode {i}: {n} of {length}" for i, n, length in short)
                 raise DatasetError(
                     f"{path}: frames missing for {key} ({detail}); the video file is truncated or misaligned"
                 )
 
-    def _image_frames(self, key: str, size: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
+    def _image_frames(self, key: str, size, crop) -> Iterator[tuple[int, np.ndarray]]:
         col = pa.chunked_array([t.column(0) for t in self._tables([key])]).combine_chunks()
         order = self._row_order()
         for row, src in enumerate(order):
@@ -273,8 +275,8 @@ class LeRobotReader:
             img = cv2.cvtColor(
                 cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
             )
-            if size is not None:
-                img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            if size is not None or crop is not None:
+                img = process_image(img, crop, size or img.shape[:2])
             yield row, img
 
 

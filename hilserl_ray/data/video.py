@@ -1,9 +1,16 @@
 """Video files through PyAV: append-only encoding and strictly sequential decoding.
 
-Decoding never seeks per frame: a file is read front to back once with frame threading,
-and each frame is converted (and resized, in the same libswscale call) straight to rgb24.
+Decoding never seeks per frame: a file is read front to back once with frame threading.
 Frame times are exact rationals (pts * time_base), so frame i of an episode is matched to
 `from_timestamp + i / fps` without float drift.
+
+`pipeline_image` turns a decoded frame into the pipeline's image. The exact route converts
+the full frame to RGB and calls `process_image` (crop, INTER_AREA resize) like the live env.
+For uncropped yuv420p frames the fast route area-resizes the Y, U and V planes (zero-copy
+views) and converts only the small result to RGB with the frame's own matrix and range:
+the same linear operations in the other order, about 0.5 levels from the exact route,
+where libswscale's one-step resize+convert differs by about 2 and is no faster. The first
+frame of every file checks the fast route against the exact one.
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
+
+from hilserl_ray.envs.transforms import process_image
 
 # LeRobot's defaults: AV1 via SVT-AV1, a keyframe every 2 frames, CRF 30, yuv420p.
 CODECS = {
@@ -95,13 +105,19 @@ def decode(
     """Yield (time in seconds, rgb24 frame) for every frame of `path`, in order.
 
     `size` = (height, width) resizes inside the same libswscale call that converts the
-    pixel format, which is far cheaper than converting at full size and resizing after.
+    pixel format (the raw-decoding baseline of the benchmarks).
     """
     kwargs: dict = {"format": "rgb24"}
     if size is not None:
         kwargs.update(height=int(size[0]), width=int(size[1]))
         if interpolation:
             kwargs["interpolation"] = interpolation
+    for t, frame in decode_frames(path):
+        yield t, frame.to_ndarray(**kwargs)
+
+
+def decode_frames(path: Path) -> Iterator[tuple[Fraction, av.VideoFrame]]:
+    """Yield (time in seconds, decoded frame) for every frame of `path`, in order."""
     try:
         container = av.open(str(path))
     except (av.error.FileNotFoundError, FileNotFoundError):
@@ -115,7 +131,7 @@ def decode(
         for frame in container.decode(stream):
             if frame.pts is None:
                 raise ValueError(f"{path}: a frame without a timestamp (pts); re-encode the file")
-            yield frame.pts * tb, frame.to_ndarray(**kwargs)
+            yield frame.pts * tb, frame
 
 
 def count_frames(path: Path) -> int:
@@ -123,3 +139,87 @@ def count_frames(path: Path) -> int:
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         return sum(1 for p in c.demux(s) if p.size)
+
+
+# Y'CbCr -> R'G'B' by (Kr, Kb) of the frame's colorspace; swscale's default (unspecified) is BT.601.
+_KRKB = {1: (0.2126, 0.0722), 2: (0.299, 0.114), 5: (0.299, 0.114), 6: (0.299, 0.114)}
+_FAST_FORMATS = {"yuv420p": False, "yuvj420p": True}  # pix_fmt -> full range by definition
+FAST_CHECK_LEVELS = 1.5  # mean |fast - exact| above this on a file's first frame: use the exact route
+
+
+def _yuv_to_rgb_matrix(colorspace: int, full_range: bool) -> np.ndarray | None:
+    """3x4 affine map from (Y, U, V, 1) in 0..255 to RGB 0..255, or None if the colorspace is unknown."""
+    if colorspace not in _KRKB:
+        return None
+    kr, kb = _KRKB[colorspace]
+    kg = 1.0 - kr - kb
+    m = np.array(
+        [
+            [1.0, 0.0, 2 * (1 - kr)],
+            [1.0, -2 * kb * (1 - kb) / kg, -2 * kr * (1 - kr) / kg],
+            [1.0, 2 * (1 - kb), 0.0],
+        ]
+    )
+    if full_range:
+        scale, offset = np.array([1.0, 1.0, 1.0]), np.array([0.0, 128.0, 128.0])
+    else:
+        scale, offset = np.array([255 / 219, 255 / 224, 255 / 224]), np.array([16.0, 128.0, 128.0])
+    m = m * scale
+    return np.concatenate([m, (-m @ offset)[:, None]], axis=1).astype(np.float32)
+
+
+def _plane(frame: av.VideoFrame, i: int) -> np.ndarray:
+    p = frame.planes[i]
+    return np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: p.height, : p.width]
+
+
+class PipelineImages:
+    """Decoded frame -> pipeline image (crop, then resize to `size` = (height, width)), per file."""
+
+    def __init__(self, crop: tuple[int, int, int, int] | None, size: tuple[int, int] | None):
+        self.crop, self.size = crop, tuple(size) if size is not None else None
+        self._fast: bool | None = None  # decided on the first frame of each file
+        self.fast_frames = self.exact_frames = 0
+
+    def new_file(self) -> None:
+        self._fast = None
+
+    def exact(self, frame: av.VideoFrame) -> np.ndarray:
+        img = frame.to_ndarray(format="rgb24")
+        self.exact_frames += 1
+        return (
+            img
+            if self.size is None and self.crop is None
+            else process_image(img, self.crop, self.size or img.shape[:2])
+        )
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if self._fast is None:
+            self._fast = self._decide(frame)
+        if not self._fast:
+            return self.exact(frame)
+        self.fast_frames += 1
+        return self._resize_yuv(frame)
+
+    def _decide(self, frame: av.VideoFrame) -> bool:
+        fmt = frame.format.name
+        if (
+            self.crop is not None
+            or self.size is None
+            or fmt not in _FAST_FORMATS
+            or frame.width % 2
+            or frame.height % 2
+        ):
+            return False
+        full = _FAST_FORMATS[fmt] or frame.color_range == 2
+        self._matrix = _yuv_to_rgb_matrix(frame.colorspace, full)
+        if self._matrix is None:
+            return False
+        diff = np.abs(self._resize_yuv(frame).astype(np.int16) - self.exact(frame)).mean()
+        self.exact_frames -= 1
+        return bool(diff <= FAST_CHECK_LEVELS)
+
+    def _resize_yuv(self, frame: av.VideoFrame) -> np.ndarray:
+        h, w = self.size
+        planes = [cv2.resize(_plane(frame, i), (w, h), interpolation=cv2.INTER_AREA) for i in range(3)]
+        return cv2.transform(cv2.merge(planes), self._matrix)
