@@ -29,15 +29,21 @@ GRIPPER_CLOSE, GRIPPER_STAY, GRIPPER_OPEN = 0.0, 1.0, 2.0
 
 
 def require(module: str, device: str):
-    """Import an optional device library or explain which extra installs it."""
+    """Import an optional device library, or explain which extra installs it (or why it cannot load)."""
     import importlib
+    import importlib.util
 
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise ImportError(
+            f"{device} interventions need the optional package '{module.split('.')[0]}': "
+            "pip install 'hilserl_ray[teleop]' (or choose another pipeline.intervention.source)"
+        )
     try:
         return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(
-            f"{device} interventions need the optional package '{module}': pip install 'hilserl_ray[teleop]' "
-            f"(or choose another pipeline.intervention.source). ({e})"
+    except Exception as e:  # installed, but e.g. pynput without an X server
+        raise RuntimeError(
+            f"'{module}' is installed but cannot load ({e}); {device} input needs a desktop session "
+            "(DISPLAY / Wayland) or input-device permissions"
         ) from e
 
 
