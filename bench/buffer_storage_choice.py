@@ -49,7 +49,8 @@ class ObjectStoreBuffer:
         g = self.rng.integers(0, n_rows - 1, 4 * batch_size)
         g = g[~self.is_last[g]][:batch_size]
         nxt = g + 1  # single actor: the next row is the next global row (maybe in the next chunk)
-        out = batching.allocate(self.spec, batch_size, torch.device("cpu"))
+        host = batching.allocate(self.spec, batch_size, torch.device("cpu"))
+        out = batching.as_numpy(host)
         both = np.concatenate([g, nxt])
         chunk_of, row_of = both // CHUNK, both % CHUNK
         order = np.argsort(chunk_of, kind="stable")
@@ -64,7 +65,7 @@ class ObjectStoreBuffer:
                 out["action"][first] = view["action"][r]
                 for k in batching.BATCH_SCALARS:
                     out[k][first] = view[k][r]
-        return batching.to_batch(self.spec, out, batch_size, torch.device("cpu"))
+        return batching.to_batch(self.spec, host, batch_size, torch.device("cpu"))
 
 
 def timed(fn, n: int = 100) -> float:

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from hilserl_ray.buffer import ChunkError, MixedSampler, ReplayBuffer
 from hilserl_ray.buffer.synthetic import episodes_chunk, identity, split_rows
@@ -40,6 +41,9 @@ def check_batch(batch, lengths_by_episode: dict[int, int] | None = None, truncat
             assert (img[:, 0, 0, 0] == obs[1] % 256).all() and (img[:, -1, -1, 1] == obs[0] % 256).all()
     assert (batch["action"].numpy()[:, 0] == s).all()
     assert (batch["reward"].numpy() == 1000 * e + s).all()
+    assert (batch["discrete_penalty"].numpy() == np.where(s % 3 == 0, np.float32(-0.02), 0)).all()
+    for k in ("action", "reward", "terminated", "discrete_penalty", "is_intervention"):
+        assert batch[k].dtype == torch.float32 and batch[k].shape[0] == len(e), k
     if lengths_by_episode is not None:
         final = np.array([s_ == lengths_by_episode[int(e_)] - 1 for e_, s_ in zip(e, s, strict=True)])
         assert (batch["terminated"].numpy() == (final & (not truncated))).all()

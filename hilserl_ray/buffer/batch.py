@@ -24,15 +24,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return d
 
 
-def allocate(spec: FeatureSpec, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
-    """Output arrays for one batch; pinned host memory when the batch goes to CUDA."""
+def allocate(spec: FeatureSpec, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Host tensors for one batch (pinned when the batch goes to CUDA); fill them via `as_numpy`."""
     pin = device.type == "cuda"
 
-    def empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
-        if pin:
-            t = torch.empty(shape, dtype=getattr(torch, dtype), pin_memory=True)
-            return t.numpy()
-        return np.empty(shape, dtype=dtype)
+    def empty(shape: tuple[int, ...], dtype: str) -> torch.Tensor:
+        return torch.empty(shape, dtype=getattr(torch, dtype), pin_memory=pin)
 
     out = {k: empty((2 * batch_size, *f.shape), f.dtype) for k, f in spec.observation.items()}
     out[ACTION] = empty((batch_size, *spec.action.shape), "float32")
@@ -41,18 +38,26 @@ def allocate(spec: FeatureSpec, batch_size: int, device: torch.device) -> dict[s
     return out
 
 
-def to_batch(spec: FeatureSpec, arrays: dict[str, np.ndarray], batch_size: int, device: torch.device) -> dict:
-    """Wrap the filled arrays as the Batch dict (views, no copy on CPU)."""
+def as_numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Numpy views of the host tensors, for `ReplayBuffer.fill` (np.take writes into them)."""
+    return {k: t.numpy() for k, t in tensors.items()}
 
-    def move(a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(a)
+
+def to_batch(spec: FeatureSpec, host: dict[str, torch.Tensor], batch_size: int, device: torch.device) -> dict:
+    """The Batch dict: views of the host tensors on CPU, one async copy per field to CUDA.
+
+    The copies start from the pinned tensors themselves, so the caching host allocator keeps each
+    block until its copy has finished.
+    """
+
+    def move(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, non_blocking=True) if device.type != "cpu" else t
 
     obs, nxt = {}, {}
     for k in spec.observation:
-        t = move(arrays[k])
+        t = move(host[k])
         obs[k], nxt[k] = t[:batch_size], t[batch_size:]
-    batch = {"observation": obs, "next_observation": nxt, ACTION: move(arrays[ACTION])}
+    batch = {"observation": obs, "next_observation": nxt, ACTION: move(host[ACTION])}
     for k in BATCH_SCALARS:
-        batch[k] = move(arrays[k])
+        batch[k] = move(host[k])
     return batch

@@ -52,7 +52,8 @@ class MixedSampler:
         """One Batch: online rows first, then offline rows."""
         n_on, n_off = self.split(batch_size)
         spec, device = self.online.spec, self.online.device
-        out = batching.allocate(spec, batch_size, device)
+        host = batching.allocate(spec, batch_size, device)
+        out = batching.as_numpy(host)
         self.online.fill(out, 0, n_on, batch_size)
         self.offline.fill(out, n_on, n_off, batch_size)
-        return batching.to_batch(spec, out, batch_size, device)
+        return batching.to_batch(spec, host, batch_size, device)

@@ -180,9 +180,9 @@ class ReplayBuffer:
     # ---------------------------------------------------------------------------- sample
     def sample(self, batch_size: int) -> dict:
         """A uniform batch (with replacement) as torch tensors on `device` (the Batch format)."""
-        out = batching.allocate(self.spec, batch_size, self.device)
-        self.fill(out, 0, batch_size, batch_size)
-        return batching.to_batch(self.spec, out, batch_size, self.device)
+        host = batching.allocate(self.spec, batch_size, self.device)
+        self.fill(batching.as_numpy(host), 0, batch_size, batch_size)
+        return batching.to_batch(self.spec, host, batch_size, self.device)
 
     def fill(self, out: dict[str, np.ndarray], offset: int, n: int, batch_size: int) -> None:
         """Write n sampled transitions into rows [offset, offset+n) of a `batch.allocate` output."""

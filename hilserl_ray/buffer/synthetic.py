@@ -1,7 +1,7 @@
 """Synthetic chunks whose values name their own row, for tests and benchmarks.
 
 Row `t` of episode `e` has state[0] = e, state[1] = t, every image pixel = (t % 256, e % 256, 7),
-action[0] = t and reward = 1000 * e + t, so any wrong pairing of an observation with its next
+action[0] = t, reward = 1000 * e + t and discrete_penalty = -0.02 when t % 3 == 0, so any wrong pairing of an observation with its next
 observation, action or reward is visible in a sampled batch.
 """
 
@@ -45,7 +45,7 @@ def episodes_chunk(
     action[:, 0] = np.where(last, 0, step)
     chunk[ACTION] = action
     chunk["reward"] = np.where(last, 0, 1000.0 * eid + step).astype(np.float32)
-    chunk["discrete_penalty"] = np.zeros(k, np.float32)
+    chunk["discrete_penalty"] = np.where(~last & (step % 3 == 0), -0.02, 0.0).astype(np.float32)
     chunk["terminated"] = end & (not truncated)
     chunk["truncated"] = end & truncated
     chunk["is_intervention"] = (
