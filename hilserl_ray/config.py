@@ -194,6 +194,11 @@ class LearnerConfig(Strict):
     training_starts: Annotated[int, Field(ge=0)] = Field(500, description="online transitions before updates")
     weights_every: PositiveInt = Field(20, description="publish weights every N updates")
     max_pending_chunks: PositiveInt = 8
+    env_steps_per_update: PositiveFloat | None = Field(
+        None,
+        description="sim: robot actors pause when this many env steps ahead of the learner's updates "
+        "(fixed data per update, as synchronous SAC); null = free-running, as a real arm must be",
+    )
 
 
 class ActorsConfig(Strict):
