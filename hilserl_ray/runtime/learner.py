@@ -103,7 +103,7 @@ class Learner:
     def _train_loop(self) -> None:
         cfg = self.cfg
         while not self._stop.is_set():
-            if len(self.online) < max(cfg.learner.training_starts, 1):
+            if self.counters["env_steps"] < cfg.learner.training_starts or len(self.online) == 0:
                 self._stop.wait(0.05)
                 continue
             batches = [self.sampler.sample(cfg.policy.batch_size) for _ in range(cfg.policy.utd_ratio)]

@@ -86,6 +86,19 @@ class Robot:
         if len(self._pending) >= max_pending:  # back-pressure: the learner is behind
             ray.wait(self._pending, num_returns=len(self._pending) - max_pending + 1)
         self._pending.append(self.learner.add_chunk.remote(stack_rows(rows), episodes))
+        if self.cfg.learner.env_steps_per_update is not None:
+            self._wait_for_learner()
+
+    def _wait_for_learner(self) -> None:
+        """Sim pacing: hold while the env steps run ahead of what the learner's updates allow."""
+        ratio, starts = self.cfg.learner.env_steps_per_update, self.cfg.learner.training_starts
+        ray.get(self._pending)
+        self._pending = []
+        while not self._stop.is_set():
+            c = ray.get(self.learner.counters_now.remote())
+            if c["env_steps"] < starts or c["env_steps"] <= starts + c["updates"] * ratio:
+                return
+            self._stop.wait(0.01)
 
     # ---------------------------------------------------------------------------- loop
     def _run_guarded(self) -> None:
