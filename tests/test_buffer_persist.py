@@ -157,3 +157,11 @@ def test_empty_buffer_round_trips(spec, tmp_path):
     assert (len(loaded), loaded.size, loaded.capacity) == (0, 0, 10)
     loaded.add_chunk(episodes_chunk(spec, [3]))
     assert len(loaded) == 3
+
+
+def test_save_refuses_to_replace_a_directory_that_is_not_a_buffer(spec, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("name: run\n")
+    with pytest.raises(BufferFileError, match="is not a saved replay buffer"):
+        ReplayBuffer(spec, capacity=10).save(tmp_path / "run")
+    assert (tmp_path / "run" / "config.yaml").exists()

@@ -33,6 +33,11 @@ class BufferFileError(ValueError):
 
 def save(buf: ReplayBuffer, directory: Path) -> Path:
     directory = directory.absolute()
+    if directory.exists() and any(directory.iterdir()) and not (directory / MANIFEST).exists():
+        raise BufferFileError(
+            f"{directory}: exists and is not a saved replay buffer; saving would replace it. "
+            "Pass a directory of its own (e.g. <checkpoint>/online)."
+        )
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

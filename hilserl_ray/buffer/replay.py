@@ -5,12 +5,12 @@ of the same episode, recorded as a *global* row number (how many rows were ever 
 it); global row g lives at position g % capacity and is alive while g >= written - capacity.
 So links stay correct across chunk boundaries, interleaved actors and ring wrap-around. Links
 only point forward in time and rows are overwritten oldest first, so a live row's next row is
-always live: overwriting a row only ends that row's own transition. A truncated episode bootstraps from its own
-final observation (the `is_last` row), never from another episode's first frame.
+always live: overwriting a row only ends that row's own transition. A truncated episode
+bootstraps from its own final observation (the `is_last` row), never from another episode's.
 
-The storage lives in the learner's heap (RLlib's choice); `bench/buffer_storage_choice.py`
-measured it against chunks kept in Ray's object store (see the module's report).
-"""
+The storage is a ring in the learner's heap (RLlib's choice), not learner-owned chunks in Ray's
+object store: `bench/buffer_storage_choice.py` measured sample(256) from the ring 3.3x faster
+(1.4 vs 4.5 ms, one core), since a batch from chunk views needs one gather per chunk touched."""
 
 from __future__ import annotations
 
