@@ -24,7 +24,7 @@ from tqdm import tqdm
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.data import cache, mapping
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
-from hilserl_ray.envs.kinematics import Kinematics
+from hilserl_ray.envs.kinematics import DEFAULT_MJCF, Kinematics
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.envs.transforms import proprio_state
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
@@ -269,7 +269,9 @@ def _where(row: int, eps) -> str:
 
 # ------------------------------------------------------------------------------- the entry point
 def offline_cache_key(cfg: TrainConfig, spec: FeatureSpec, reader: LeRobotReader) -> str:
-    kin_file = Kinematics(cfg.robot.mjcf).mjcf
+    kin_file = Path(cfg.robot.mjcf) if cfg.robot.mjcf is not None else DEFAULT_MJCF
+    if not kin_file.is_file():
+        Kinematics(kin_file)  # raises, naming robot.mjcf and the fix
     st = kin_file.stat()
     return cache.cache_key(
         {
