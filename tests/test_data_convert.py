@@ -202,3 +202,41 @@ def test_actions_outside_the_policy_range_are_rejected(tmp_path):
     cfg = make_cfg(tmp_path / "ds", tmp_path, **{"env.cameras": []})
     with pytest.raises(DatasetError, match=r"\[-1, 1\].*episode 0 frame 1"):
         convert(cfg, progress=False)
+
+
+def test_v21_dataset_converts_like_v30(tmp_path):
+    v3 = write_dataset(tmp_path / "v3", LENGTHS, cameras={"front": (48, 64)}, codec="h264")
+    v2 = write_dataset(tmp_path / "v2", LENGTHS, cameras={"front": (48, 64)}, codec="h264", version="v2.1")
+    size = {"pipeline.image.size": [48, 64]}
+    a, _ = convert(make_cfg(v3, tmp_path, **size), progress=False)
+    b, _ = convert(make_cfg(v2, tmp_path, **size), progress=False)
+    for k in a:
+        if k != CAM:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert [read_code(i) for i in a[CAM]] == [read_code(i) for i in b[CAM]]
+
+
+def test_images_stored_in_parquet(tmp_path):
+    """dtype 'image' features (PNG bytes in the data parquet, LeRobot without videos)."""
+    import json
+
+    import cv2
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hilserl_ray.data.synthetic import code_image
+
+    root = write_dataset(tmp_path / "ds", [3, 2], cameras={}, codec="h264")
+    data = root / "data/chunk-000/file-000.parquet"
+    t = pq.read_table(data)
+    pngs = [
+        {"bytes": cv2.imencode(".png", code_image(i, 48, 64)[..., ::-1])[1].tobytes(), "path": None}
+        for i in range(5)
+    ]
+    pq.write_table(t.append_column(CAM, pa.array(pngs)), data)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"][CAM] = {"dtype": "image", "shape": [48, 64, 3], "names": ["height", "width", "channels"]}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    chunk, _ = convert(make_cfg(root, tmp_path, **{"pipeline.image.size": [48, 64]}), progress=False)
+    assert [read_code(i) for i in chunk[CAM]] == [0, 1, 2, 2, 3, 4, 4]
+    np.testing.assert_array_equal(chunk[CAM][0], code_image(0, 48, 64))  # lossless

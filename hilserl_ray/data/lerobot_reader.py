@@ -170,37 +170,38 @@ class LeRobotReader:
             if c not in self.features:
                 raise DatasetError(f"{self.root}: no feature {c!r}; the dataset has {self.keys}")
         order = self._row_order()
-        out = {}
-        tables = self._tables(columns)
-        for c in columns:
-            col = pa.chunked_array([t.column(c) for t in tables]).combine_chunks()
-            out[c] = _to_numpy(col, self.features[c], c)[order]
-        return out
+        cols = self._columns(columns)
+        return {c: _to_numpy(cols[c], self.features[c], c)[order] for c in columns}
 
-    def _tables(self, columns: list[str]) -> list[pa.Table]:
-        if not hasattr(self, "_table_cache"):
-            self._table_cache: dict[str, list[pa.Table]] = {}
-        need = [c for c in columns if c not in self._table_cache]
+    def _columns(self, names: list[str]) -> dict[str, pa.Array]:
+        """Whole columns in parquet order (data files in order), each file read once per call."""
+        if not hasattr(self, "_column_cache"):
+            self._column_cache: dict[str, pa.Array] = {}
+        need = [c for c in dict.fromkeys(names) if c not in self._column_cache]
         if need:
-            tables = []
+            parts: dict[str, list[pa.Array]] = {c: [] for c in need}
             for p in self.data_files():
                 if not p.is_file():
                     raise DatasetError(f"data file {p} is missing (listed by the episodes metadata)")
-                tables.append(pq.read_table(p, columns=need))
+                missing = [c for c in need if c not in pq.read_schema(p).names]
+                if missing:
+                    raise DatasetError(
+                        f"data file {p} has no columns {missing}, though meta/info.json lists them"
+                    )
+                t = pq.read_table(p, columns=need)
+                for c in need:
+                    parts[c].extend(t.column(c).chunks)
             for c in need:
-                self._table_cache[c] = [t.select([c]) for t in tables]
-        return [
-            pa.Table.from_arrays([self._table_cache[c][i].column(0) for c in columns], names=columns)
-            for i in range(len(self.data_files()))
-        ]
+                self._column_cache[c] = pa.concat_arrays(parts[c]) if parts[c] else pa.array([])
+        return {c: self._column_cache[c] for c in names}
 
     def _row_order(self) -> np.ndarray:
         """Permutation from parquet order to row order; checks episodes against their metadata."""
         if self._order is not None:
             return self._order
-        tables = self._tables(["episode_index", "frame_index"])
-        ep = np.concatenate([t.column(0).to_numpy() for t in tables]).astype(np.int64)
-        fi = np.concatenate([t.column(1).to_numpy() for t in tables]).astype(np.int64)
+        cols = self._columns(["episode_index", "frame_index"])
+        ep = cols["episode_index"].to_numpy(zero_copy_only=False).astype(np.int64)
+        fi = cols["frame_index"].to_numpy(zero_copy_only=False).astype(np.int64)
         known = np.array([e.index for e in self.episodes], dtype=np.int64)
         keep = np.isin(ep, known)
         idx = np.flatnonzero(keep)
@@ -267,7 +268,7 @@ class LeRobotReader:
                 )
 
     def _image_frames(self, key: str, size, crop) -> Iterator[tuple[int, np.ndarray]]:
-        col = pa.chunked_array([t.column(0) for t in self._tables([key])]).combine_chunks()
+        col = self._columns([key])[key]
         order = self._row_order()
         for row, src in enumerate(order):
             item = col[int(src)].as_py()
