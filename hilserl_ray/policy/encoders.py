@@ -1,7 +1,7 @@
 """Observation encoders, shared by actor and critics: one per camera plus one for the state.
 
 Default image path (trained from scratch, DrQ/SERL style): a small conv net whose first layer is
-a 4x4/stride-4 patchify stem, then 3x3 convs at 16x16, then a learned spatial embedding (SERL's
+a 4x4/stride-4 patchify stem, then 3x3 convs down to 8x8, then a learned spatial embedding (SERL's
 `SpatialLearnedEmbeddings`) or a spatial softmax, projected to `latent_dim` with LayerNorm + tanh.
 The stem is the speed choice: at 128x128, LeRobot's 7x7/stride-2 stem costs ~2 s per UTD-2 update
 on 2 CPU cores; this net ~0.25 s, keeping a 16x16 feature map for the spatial head.
@@ -22,29 +22,37 @@ from hilserl_ray.config import PolicyConfig
 from hilserl_ray.features import FeatureSpec
 from hilserl_ray.policy.normalize import Normalizer
 
+STEM_CHANNELS = 16
 CONV_CHANNELS = 32
 SPATIAL_FEATURES = 8  # learned embeddings per channel (SERL default)
 
 
 class ConvBackbone(nn.Module):
-    """(B, 3, H, W) -> (B, 32, H/8, W/8)."""
+    """uint8 (B, H, W, 3) -> (B, 32, H/16, W/16), the input normalization folded into the stem.
 
-    def __init__(self, channels: int = CONV_CHANNELS):
+    The stem is linear, so `conv((x - shift) * scale)` equals a conv of the raw pixels with
+    per-channel rescaled weights and a shifted bias: no full-size float normalization pass.
+    """
+
+    def __init__(self, stem: int = STEM_CHANNELS, channels: int = CONV_CHANNELS):
         super().__init__()
-        c = channels
+        self.stem = nn.Conv2d(3, stem, 4, stride=4)
         self.net = nn.Sequential(
-            nn.Conv2d(3, c, 4, stride=4),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, stride=2, padding=1),
+            nn.Conv2d(stem, channels, 3, stride=2, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1),
+            nn.Conv2d(channels, channels, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1),
             nn.ReLU(inplace=True),
         )
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        w = self.stem.weight * scale  # scale, shift: (1, 3, 1, 1)
+        b = self.stem.bias - (w * shift).sum(dim=(1, 2, 3))
+        x = images.permute(0, 3, 1, 2).float()  # a channels_last view of the NHWC pixels
+        x = F.conv2d(x, w.contiguous(memory_format=torch.channels_last), b, stride=4)
         return self.net(x)
 
 
@@ -177,9 +185,13 @@ class SpatialSoftmax(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Backbone (own conv net, or identity after the shared frozen one) -> spatial head -> latent."""
+    """Raw uint8 camera frames -> `latent_dim` features: backbone -> spatial head -> Linear/LN/tanh.
 
-    def __init__(self, cfg: PolicyConfig, backbone: nn.Module, feature_chw: tuple[int, int, int]):
+    With the shared frozen backbone this encoder has none of its own (`backbone=None`) and is
+    given the backbone's feature map.
+    """
+
+    def __init__(self, cfg: PolicyConfig, backbone: ConvBackbone | None, feature_chw: tuple[int, int, int]):
         super().__init__()
         self.backbone = backbone
         c, h, w = feature_chw
@@ -190,12 +202,17 @@ class ImageEncoder(nn.Module):
             nn.Linear(self.head.out_dim, cfg.latent_dim), nn.LayerNorm(cfg.latent_dim), nn.Tanh()
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.head(self.backbone(x)))
+    def forward(self, x: torch.Tensor, shift: torch.Tensor | None = None, scale: torch.Tensor | None = None):
+        if self.backbone is not None:
+            x = self.backbone(x, shift, scale)
+        return self.proj(self.head(x.float()))
 
 
 def _out_chw(backbone: nn.Module, hw: tuple[int, int]) -> tuple[int, int, int]:
     with torch.no_grad():
+        if isinstance(backbone, ConvBackbone):
+            x = torch.zeros(1, *hw, 3, dtype=torch.uint8)
+            return tuple(backbone(x, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)).shape[1:])
         x = torch.zeros(1, 3, *hw).contiguous(memory_format=torch.channels_last)
         return tuple(backbone(x).shape[1:])
 
@@ -238,7 +255,7 @@ class ObservationEncoder(nn.Module):
             if len(shape) != 3 or shape[2] != 3:
                 raise ValueError(f"feature '{k}': images must be (H, W, 3), got {shape}")
             if self.pretrained is not None:
-                self.images.append(ImageEncoder(cfg, nn.Identity(), _out_chw(self.pretrained, shape[:2])))
+                self.images.append(ImageEncoder(cfg, None, _out_chw(self.pretrained, shape[:2])))
             else:
                 backbone = ConvBackbone()
                 self.images.append(ImageEncoder(cfg, backbone, _out_chw(backbone, shape[:2])))
@@ -255,8 +272,10 @@ class ObservationEncoder(nn.Module):
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = []
         for k, enc in zip(self.image_keys, self.images, strict=True):
-            x = self.normalizer.image(k, obs[k])
-            parts.append(enc(x if self.pretrained is None else self.pretrained(x)))
+            if self.pretrained is None:
+                parts.append(enc(obs[k], *self.normalizer.image_shift_scale(k)))
+            else:
+                parts.append(enc(self.pretrained(self.normalizer.image(k, obs[k]))))
         if self.state is not None:
             vec = [self.normalizer.vector(k, obs[k]) for k in self.vector_keys]
             parts.append(self.state(vec[0] if len(vec) == 1 else torch.cat(vec, dim=-1)))

@@ -155,6 +155,10 @@ class Normalizer(nn.Module):
         x = x.permute(0, 3, 1, 2).float()
         return (x - getattr(self, f"shift_{i}")) * getattr(self, f"scale_{i}")
 
+    def image_shift_scale(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        i = self.keys.index(key)
+        return getattr(self, f"shift_{i}"), getattr(self, f"scale_{i}")
+
     def vector(self, key: str, x: torch.Tensor) -> torch.Tensor:
         i = self.keys.index(key)
         return (x.float() - getattr(self, f"shift_{i}")) * getattr(self, f"scale_{i}")
