@@ -198,3 +198,23 @@ def test_fast_route_falls_back_when_it_disagrees(tmp_path, monkeypatch):
     for row, img in r.frames("observation.images.front", size=(32, 32)):
         np.testing.assert_array_equal(img, process_image(full[row], None, (32, 32)))
     assert r.converter.fast_frames == 0 and r.converter.exact_frames == 3
+
+
+@pytest.mark.parametrize("version", ["v3.0", "v2.1"])
+def test_discarded_episode_leaves_no_trace(tmp_path, version):
+    feats = {
+        "observation.images.cam": {"dtype": "video", "shape": [32, 32, 3]},
+        "x": {"dtype": "float32", "shape": [1]},
+    }
+    w = LeRobotWriter(tmp_path / "ds", 10, feats, codec="h264", version=version)
+    codes = iter(range(100))
+    for keep in (True, False, True):
+        for _ in range(3):
+            i = next(codes)
+            w.add_frame({"observation.images.cam": code_image(i, 32, 32), "x": np.float32(i)})
+        w.save_episode() if keep else w.discard_episode()
+    w.finalize()
+    r = LeRobotReader(tmp_path / "ds")
+    assert [e.length for e in r.episodes] == [3, 3]
+    assert r.read(["x"])["x"].tolist() == [0, 1, 2, 6, 7, 8]
+    assert [read_code(img) for _, img in r.frames("observation.images.cam")] == [0, 1, 2, 6, 7, 8]

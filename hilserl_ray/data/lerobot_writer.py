@@ -171,6 +171,15 @@ class LeRobotWriter:
         self._buf, self._img_stats, self._task, self._count = {}, {}, None, 0
         return ep
 
+    def discard_episode(self) -> None:
+        """Drop the current episode. v3.0: its frames stay in the video files, outside every episode's span."""
+        if self.version == "v2.1" and self._count:
+            for key in list(self._encoders):  # one file per episode: start it again
+                enc = self._encoders.pop(key)
+                enc.close()
+                enc.path.unlink(missing_ok=True)
+        self._buf, self._img_stats, self._task, self._count = {}, {}, None, 0
+
     def _write_data(self, cols: dict[str, np.ndarray], ep: int) -> dict:
         arrays = []
         for field in self._schema:
@@ -332,8 +341,7 @@ class LeRobotWriter:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._frames_in_episode():  # an interrupted episode is dropped from the metadata
-            self._count, self._buf = 0, {}
+        self.discard_episode()  # an interrupted episode is dropped from the metadata
         self.finalize()
 
 
