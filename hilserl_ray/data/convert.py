@@ -333,3 +333,38 @@ def load_offline_transitions(
             time.perf_counter() - t0,
         )
     return chunk
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hilserl_ray.data.convert --config X [--a.b=value ...]`: build (or check) the offline cache."""
+    import argparse
+    import sys
+
+    from hilserl_ray.configio import ConfigError, load_config
+    from hilserl_ray.preflight import preflight
+
+    p = argparse.ArgumentParser(prog="python -m hilserl_ray.data.convert", description=main.__doc__)
+    p.add_argument("--config", required=True)
+    args, rest = p.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = load_config(args.config, rest)
+        preflight(cfg, source=args.config)
+    except ConfigError as e:
+        print(e.message(), file=sys.stderr)
+        return 2
+    if cfg.dataset.path is None:
+        print("dataset.path: not set; nothing to convert (--dataset.path=DIR)", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    chunk = load_offline_transitions(cfg, progress=True)
+    mb = sum(v.nbytes for v in chunk.values()) / 1e6
+    n = int((~chunk["is_last"]).sum())
+    print(
+        f"{n} transitions, {int(chunk['is_last'].sum())} episodes, {mb:.0f} MB, ready in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

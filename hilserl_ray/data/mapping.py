@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.data.layout import DEFAULT_FEATURES
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
 
@@ -47,7 +48,7 @@ def closest(name: str, keys: list[str]) -> str | None:
 def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
     """Every way the dataset (its meta/info.json) falls short of what the pipeline needs."""
     features: dict[str, dict] = info.get("features") or {}
-    keys = sorted(features)
+    keys = sorted(k for k in features if k not in DEFAULT_FEATURES)
     cameras = sorted(k for k, f in features.items() if f.get("dtype") in CAMERA_DTYPES)
     problems: list[Problem] = []
     for src in cfg.dataset.rename:
