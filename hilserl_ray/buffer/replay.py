@@ -9,8 +9,8 @@ always live: overwriting a row only ends that row's own transition. A truncated 
 bootstraps from its own final observation (the `is_last` row), never from another episode's.
 
 The storage is a ring in the learner's heap (RLlib's choice), not learner-owned chunks in Ray's
-object store: `bench/buffer_storage_choice.py` measured sample(256) from the ring 3.3x faster
-(1.4 vs 4.5 ms, one core), since a batch from chunk views needs one gather per chunk touched."""
+object store: `bench/buffer_storage_choice.py` measured sample(256) from the ring ~3x faster
+(1.4-1.7 vs 4.5-5.1 ms, one core): a batch from chunk views needs one gather per chunk touched."""
 
 from __future__ import annotations
 
