@@ -46,7 +46,10 @@ def lazy_zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
 
 
 class ReplayBuffer:
-    """FIFO transition storage for SAC; `add_chunk` and `sample` may run in different threads."""
+    """FIFO transition storage for SAC; `add_chunk` and `sample` may run in different threads.
+
+    `capacity` counts rows, one per observation: an episode of T transitions takes T + 1 rows.
+    """
 
     def __init__(self, spec: FeatureSpec, capacity: int, device: str | torch.device = "cpu", seed: int = 0):
         if int(capacity) <= 0:
@@ -64,6 +67,9 @@ class ReplayBuffer:
         self._open: dict[int, int] = {}  # episode_id -> global row of its latest (not final) row
         self._n_valid = 0
         self._valid_idx: np.ndarray | None = None  # cache of flatnonzero(valid), dropped on add
+
+    def __repr__(self) -> str:
+        return f"ReplayBuffer({self.memory_report()}, device={self.device})"
 
     # ------------------------------------------------------------------------------ size
     def __len__(self) -> int:
