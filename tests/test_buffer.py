@@ -275,3 +275,22 @@ def test_buffer_keeps_its_own_copy_of_read_only_chunks(spec):
         a.setflags(write=True)
         a[...] = 0  # the sender's memory is reused or gone
     check_batch(buf.sample(128), {0: 6})
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(spec):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available here; use device='cpu'"):
+        ReplayBuffer(spec, capacity=10, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batches_match_cpu_batches(spec):
+    chunk = episodes_chunk(spec, [9, 4])
+    cpu, gpu = ReplayBuffer(spec, 50, seed=2), ReplayBuffer(spec, 50, device="cuda", seed=2)
+    cpu.add_chunk(chunk)
+    gpu.add_chunk(chunk)
+    a, b = cpu.sample(64), gpu.sample(64)
+    assert b["observation"][CAM].is_cuda and b["observation"][CAM].dtype == torch.uint8
+    assert torch.equal(a["next_observation"][CAM], b["next_observation"][CAM].cpu())
+    assert torch.equal(a["reward"], b["reward"].cpu())
