@@ -123,7 +123,7 @@ def main() -> None:
             assert len(loaded) == len(online) and len(mapped) > 0
             print(
                 f"  save {online.nbytes / 2**20:,.0f} MiB        {t_save:.2f} s; load {t_load:.2f} s "
-                f"(page cache warm); full offline buffer load with mmap=True {t_map * 1e3:.0f} ms"
+                f"(into fresh RAM); full offline buffer load with mmap=True {t_map * 1e3:.0f} ms"
             )
             del loaded, mapped
         finally:
