@@ -1,0 +1,253 @@
+"""Forward and inverse kinematics of the SO-101 from its MJCF, shared by the sim and the real arm.
+
+Everything runs on a private, model-only `MjData` (no simulation state is touched), so the real
+robot needs no URDF and no physics: just joint degrees in, poses out. Joint units are those of
+`observation.state`: degrees for the five arm joints (1:1 with the MJCF radians) and 0..100 for
+the gripper (ignored by FK/IK of the arm).
+
+Euler angles are roll, pitch, yaw (radians) with R = Rz(yaw) @ Ry(pitch) @ Rx(roll).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from hilserl_ray.config import JOINT_NAMES
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_MJCF = ASSETS / "so101.xml"
+EE_SITE = "gripperframe"
+ARM = JOINT_NAMES[:5]
+
+
+def mat_to_euler(mat: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation matrices -> (..., 3) roll, pitch, yaw."""
+    mat = np.asarray(mat, dtype=np.float64)
+    roll = np.arctan2(mat[..., 2, 1], mat[..., 2, 2])
+    pitch = np.arcsin(np.clip(-mat[..., 2, 0], -1.0, 1.0))
+    yaw = np.arctan2(mat[..., 1, 0], mat[..., 0, 0])
+    return np.stack([roll, pitch, yaw], axis=-1)
+
+
+def euler_to_mat(euler: np.ndarray) -> np.ndarray:
+    """(..., 3) roll, pitch, yaw -> (..., 3, 3) rotation matrices."""
+    euler = np.asarray(euler, dtype=np.float64)
+    cr, cp, cy = np.cos(euler[..., 0]), np.cos(euler[..., 1]), np.cos(euler[..., 2])
+    sr, sp, sy = np.sin(euler[..., 0]), np.sin(euler[..., 1]), np.sin(euler[..., 2])
+    rows = [
+        [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+        [-sp, cp * sr, cp * cr],
+    ]
+    return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)
+
+
+def gripper_range(model: mujoco.MjModel) -> tuple[float, float]:
+    """Radian range of the gripper joint, which 0..100 (closed..open) maps onto linearly."""
+    lo, hi = model.joint("gripper").range
+    return float(lo), float(hi)
+
+
+class Kinematics:
+    """FK of any site and damped-least-squares IK for an MJCF with the SO-101 joint names.
+
+    Not thread-safe (one scratch MjData); make one per thread/actor. Cheap: about 10 us per FK.
+    """
+
+    def __init__(self, mjcf: Path | str | None = None):
+        self.mjcf = Path(mjcf) if mjcf is not None else DEFAULT_MJCF
+        if not self.mjcf.is_file():
+            raise FileNotFoundError(
+                f"robot.mjcf: no MJCF file at '{self.mjcf}'; point it at an SO-101 model "
+                f"or leave it unset for the built-in one ({DEFAULT_MJCF})"
+            )
+        self.model = mujoco.MjModel.from_xml_path(str(self.mjcf))
+        self.data = mujoco.MjData(self.model)
+        missing = [j for j in JOINT_NAMES if mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, j) < 0]
+        if missing:
+            raise ValueError(
+                f"robot.mjcf '{self.mjcf}': joints {missing} not found; the model needs the SO-101 "
+                f"joint names {list(JOINT_NAMES)}"
+            )
+        joints = [self.model.joint(j) for j in JOINT_NAMES]
+        self.qpos_adr = np.array([int(j.qposadr[0]) for j in joints])
+        self.dof_adr = np.array([int(j.dofadr[0]) for j in joints])
+        self.ranges = np.array([j.range for j in joints], dtype=np.float64)  # radians
+        self.gripper_range = gripper_range(self.model)
+        self.ee_site = self.site_id(EE_SITE)
+
+    # ---------------------------------------------------------------- units
+    def site_id(self, site: str) -> int:
+        sid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, site)
+        if sid < 0:
+            raise ValueError(f"MJCF '{self.mjcf}' has no site '{site}'; it needs the end-effector site '{EE_SITE}'")
+        return sid
+
+    def to_radians(self, q_deg: np.ndarray) -> np.ndarray:
+        """State units (..., 6) -> joint radians (..., 6); gripper 0..100 -> its joint range."""
+        q = np.deg2rad(np.asarray(q_deg, dtype=np.float64))
+        lo, hi = self.gripper_range
+        q[..., 5] = lo + np.asarray(q_deg, dtype=np.float64)[..., 5] / 100.0 * (hi - lo)
+        return q
+
+    def to_state(self, q_rad: np.ndarray) -> np.ndarray:
+        """Joint radians (..., 6) -> state units (..., 6)."""
+        q = np.rad2deg(np.asarray(q_rad, dtype=np.float64))
+        lo, hi = self.gripper_range
+        q[..., 5] = (np.asarray(q_rad, dtype=np.float64)[..., 5] - lo) / (hi - lo) * 100.0
+        return q
+
+    def clip_state(self, q_deg: np.ndarray) -> np.ndarray:
+        """Clip joint targets (state units) to the model's joint ranges."""
+        q = np.array(q_deg, dtype=np.float64)
+        q[..., :5] = np.clip(q[..., :5], np.rad2deg(self.ranges[:5, 0]), np.rad2deg(self.ranges[:5, 1]))
+        q[..., 5] = np.clip(q[..., 5], 0.0, 100.0)
+        return q
+
+    # ------------------------------------------------------------------- FK
+    def _set(self, q_rad_arm: np.ndarray) -> None:
+        self.data.qpos[self.qpos_adr[:5]] = q_rad_arm
+        mujoco.mj_kinematics(self.model, self.data)
+
+    def fk(self, q_deg: np.ndarray, site: str = EE_SITE) -> tuple[np.ndarray, np.ndarray]:
+        """Pose of `site` in the base frame: (pos (..., 3) metres, euler (..., 3) rad)."""
+        q_deg = np.asarray(q_deg, dtype=np.float64)
+        if q_deg.shape[-1] not in (5, 6):
+            raise ValueError(f"fk: q_deg must end in 6 joint values (state units), got shape {q_deg.shape}")
+        sid = self.ee_site if site == EE_SITE else self.site_id(site)
+        flat = np.deg2rad(q_deg[..., :5].reshape(-1, 5))
+        pos = np.empty((len(flat), 3))
+        mat = np.empty((len(flat), 3, 3))
+        for i, q in enumerate(flat):
+            self._set(q)
+            pos[i] = self.data.site_xpos[sid]
+            mat[i] = self.data.site_xmat[sid].reshape(3, 3)
+        batch = q_deg.shape[:-1]
+        return pos.reshape(*batch, 3), mat_to_euler(mat).reshape(*batch, 3)
+
+    def fk_mat(self, q_deg: np.ndarray, site: str = EE_SITE) -> tuple[np.ndarray, np.ndarray]:
+        """Like `fk` for one configuration, but the rotation as a 3x3 matrix."""
+        sid = self.ee_site if site == EE_SITE else self.site_id(site)
+        self._set(np.deg2rad(np.asarray(q_deg, dtype=np.float64)[:5]))
+        return self.data.site_xpos[sid].copy(), self.data.site_xmat[sid].reshape(3, 3).copy()
+
+    # ------------------------------------------------------------------- IK
+    def ik(
+        self,
+        target_pos: np.ndarray,
+        q_init_deg: np.ndarray,
+        target_euler: np.ndarray | None = None,
+        *,
+        approach_dir: np.ndarray | None = None,
+        site: str = EE_SITE,
+        orientation_weight: float = 0.1,
+        tol: float = 5e-4,
+        max_iters: int = 100,
+        damping: float = 1e-3,
+        max_step_rad: float = 0.25,
+        restarts: bool = True,
+    ) -> np.ndarray:
+        """Joint targets (6,) in state units that put `site` at `target_pos` (metres).
+
+        Damped least squares from the warm start `q_init_deg`, clipped to the joint limits every
+        iteration. Optional: `target_euler` (full orientation, weighted by `orientation_weight`
+        metres per radian: a 5-DOF arm cannot hold every orientation, position comes first), or
+        `approach_dir` (the site's x axis, the finger direction, along this world vector; roll
+        about it stays free). The gripper value is copied from `q_init_deg`. Unreachable targets
+        give the closest pose found (check with `fk`). If the warm start ends in a local minimum
+        (position error above `tol`), a few fixed seeds aimed at the target are tried
+        (`restarts`), so the result stays deterministic.
+        """
+        q_init_deg = np.asarray(q_init_deg, dtype=np.float64)
+        if q_init_deg.shape != (6,):
+            raise ValueError(f"ik: q_init_deg must have shape (6,) in state units, got {q_init_deg.shape}")
+        target_pos = np.asarray(target_pos, dtype=np.float64).reshape(3)
+        sid = self.ee_site if site == EE_SITE else self.site_id(site)
+        target_mat = euler_to_mat(target_euler) if target_euler is not None else None
+        down = None
+        if approach_dir is not None:
+            down = np.asarray(approach_dir, dtype=np.float64).reshape(3)
+            down = down / np.linalg.norm(down)
+        args = (target_pos, sid, target_mat, down, orientation_weight, tol, max_iters, damping, max_step_rad)
+        q, err = self._solve(np.deg2rad(q_init_deg[:5]), *args)
+        if restarts and err > tol:
+            pan = -np.arctan2(target_pos[1], target_pos[0] - self.model.body("shoulder").pos[0])
+            for lift, elbow, flex in _RESTART_SEEDS:
+                seed = np.array([pan, lift, elbow, flex, np.deg2rad(q_init_deg[4])])
+                q2, err2 = self._solve(seed, *args)
+                if err2 < err:
+                    q, err = q2, err2
+                if err <= tol:
+                    break
+        out = q_init_deg.copy()
+        out[:5] = np.rad2deg(q)
+        return out
+
+    def _solve(self, q0, target_pos, sid, target_mat, down, w, tol, max_iters, damping, max_step_rad):
+        """One damped-least-squares descent from q0 (radians); returns (q, position error)."""
+        lo, hi = self.ranges[:5, 0], self.ranges[:5, 1]
+        q = np.clip(q0, lo, hi)
+        jacp = np.zeros((3, self.model.nv))
+        jacr = np.zeros((3, self.model.nv))
+        cols = self.dof_adr[:5]
+        for _ in range(max_iters):
+            self._set(q)
+            pos = self.data.site_xpos[sid]
+            mat = self.data.site_xmat[sid].reshape(3, 3)
+            err = [target_pos - pos]
+            ori_err = 0.0
+            if target_mat is not None:
+                rot_err = _rotation_error(target_mat, mat)
+                err.append(w * rot_err)
+                ori_err = float(np.linalg.norm(rot_err))
+            if down is not None:
+                # rotation turning the finger axis onto `down`, in the 2 directions normal to it
+                perp = _normal_basis(mat[:, 0])
+                axis_err = perp @ np.cross(mat[:, 0], down)
+                err.append(w * axis_err)
+                ori_err = max(ori_err, float(np.linalg.norm(axis_err)))
+            e = np.concatenate(err)
+            if np.linalg.norm(e[:3]) < tol and ori_err < 1e-3:
+                break
+            mujoco.mj_comPos(self.model, self.data)
+            mujoco.mj_jacSite(self.model, self.data, jacp, jacr, sid)
+            rows = [jacp[:, cols]]
+            if target_mat is not None:
+                rows.append(w * jacr[:, cols])
+            if down is not None:
+                rows.append(w * perp @ jacr[:, cols])
+            jac = np.concatenate(rows)
+            dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(len(e)), e)
+            norm = np.abs(dq).max()
+            if norm > max_step_rad:
+                dq *= max_step_rad / norm
+            q_new = np.clip(q + dq, lo, hi)
+            if np.abs(q_new - q).max() < 1e-7:  # stalled: at a limit or the best compromise
+                break
+            q = q_new
+        self._set(q)
+        return q, float(np.linalg.norm(target_pos - self.data.site_xpos[sid]))
+
+
+# (shoulder_lift, elbow_flex, wrist_flex) radians: reaching forward low/high, and folded back
+_RESTART_SEEDS = [(0.3, 0.3, 1.0), (-0.5, 1.0, 0.8), (-1.2, 1.5, -0.5), (-1.0, -1.2, -0.5), (1.0, 1.2, 0.5)]
+
+
+def _normal_basis(axis: np.ndarray) -> np.ndarray:
+    """(2, 3) orthonormal rows spanning the plane normal to unit vector `axis`."""
+    helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    b1 = np.cross(axis, helper)
+    b1 /= np.linalg.norm(b1)
+    return np.stack([b1, np.cross(axis, b1)])
+
+
+def _rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """World-frame axis*angle that rotates `current` onto `target`."""
+    quat = np.empty(4)
+    mujoco.mju_mat2Quat(quat, (target @ current.T).reshape(9))
+    vel = np.empty(3)
+    mujoco.mju_quat2Vel(vel, quat, 1.0)
+    return vel
