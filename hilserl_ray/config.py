@@ -51,6 +51,11 @@ class EnvConfig(Strict):
     reset_noise: Annotated[float, Field(ge=0)] = Field(
         0.02, description="sim: radians of joint noise at reset"
     )
+    environment_state: bool | None = Field(
+        None,
+        description="sim only: add observation.environment_state (the target or cube xyz, privileged); "
+        "None = only when there are no cameras (a state-only task cannot be solved without it)",
+    )
 
 
 # ------------------------------------------------------------------------------------ robot
@@ -90,6 +95,9 @@ class EEActionConfig(Strict):
     max_step_m: PositiveFloat = Field(0.03, description="largest EE jump per step")
     workspace_low: tuple[float, float, float] = (0.10, -0.25, 0.01)
     workspace_high: tuple[float, float, float] = (0.42, 0.25, 0.30)
+    point_down: bool = Field(
+        True, description="IK keeps the fingers pointing down (roll free); false: position-only IK"
+    )
 
 
 class GripperConfig(Strict):

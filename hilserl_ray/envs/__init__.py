@@ -1,1 +1,62 @@
-"""Sim and real SO-101 envs and the one wrapper pipeline that both run behind."""
+"""Sim and real SO-101 envs and the one wrapper pipeline that both run behind.
+
+Registers gymnasium ids (state-only; pass `cameras=["front"]` etc. for image variants, or use
+the *Image ids, which add a 128x128 `front` camera):
+  hilserl_ray/SO101Reach-v0, hilserl_ray/SO101PickCube-v0,
+  hilserl_ray/SO101ReachImage-v0, hilserl_ray/SO101PickCubeImage-v0
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; set before any GL context exists
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def make_registered(
+    task: str,
+    cameras: list[str] | tuple[str, ...] = (),
+    camera_size: tuple[int, int] = (128, 128),
+    seed: int | None = None,
+    overrides: dict | None = None,
+    render_mode: str | None = None,
+):
+    """Entry point of the registered ids: a default TrainConfig for `task`, plus `overrides`."""
+    from hilserl_ray.config import TrainConfig
+    from hilserl_ray.envs.make import make_env
+
+    data = {
+        "env": {
+            "task": task,
+            "cameras": [{"name": c, "height": camera_size[0], "width": camera_size[1]} for c in cameras],
+        },
+        "buffer": {"online_ratio": 1.0},
+    }
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values) if isinstance(values, dict) else data.update(
+            {section: values}
+        )
+    return make_env(TrainConfig.model_validate(data), seed=seed)
+
+
+def _register() -> None:
+    import gymnasium as gym
+
+    ids = {
+        "hilserl_ray/SO101Reach-v0": {"task": "reach"},
+        "hilserl_ray/SO101PickCube-v0": {"task": "pick_cube"},
+        "hilserl_ray/SO101ReachImage-v0": {"task": "reach", "cameras": ["front"]},
+        "hilserl_ray/SO101PickCubeImage-v0": {"task": "pick_cube", "cameras": ["front"]},
+    }
+    for env_id, kwargs in ids.items():
+        if env_id not in gym.registry:
+            gym.register(
+                env_id,
+                entry_point="hilserl_ray.envs:make_registered",
+                kwargs=kwargs,
+                disable_env_checker=True,
+            )
+
+
+_register()

@@ -83,7 +83,9 @@ class Kinematics:
     def site_id(self, site: str) -> int:
         sid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, site)
         if sid < 0:
-            raise ValueError(f"MJCF '{self.mjcf}' has no site '{site}'; it needs the end-effector site '{EE_SITE}'")
+            raise ValueError(
+                f"MJCF '{self.mjcf}' has no site '{site}'; it needs the end-effector site '{EE_SITE}'"
+            )
         return sid
 
     def to_radians(self, q_deg: np.ndarray) -> np.ndarray:
@@ -155,8 +157,8 @@ class Kinematics:
         Damped least squares from the warm start `q_init_deg`, clipped to the joint limits every
         iteration. Optional: `target_euler` (full orientation, weighted by `orientation_weight`
         metres per radian: a 5-DOF arm cannot hold every orientation, position comes first), or
-        `approach_dir` (the site's x axis, the finger direction, along this world vector; roll
-        about it stays free). The gripper value is copied from `q_init_deg`. Unreachable targets
+        `approach_dir` (the site's x axis, the finger direction, along this world vector; the
+        wrist roll, which spins the fingers about that axis, is held at its warm-start value). The gripper value is copied from `q_init_deg`. Unreachable targets
         give the closest pose found (check with `fk`). If the warm start ends in a local minimum
         (position error above `tol`), a few fixed seeds aimed at the target are tried
         (`restarts`), so the result stays deterministic.
@@ -209,6 +211,8 @@ class Kinematics:
                 axis_err = perp @ np.cross(mat[:, 0], down)
                 err.append(w * axis_err)
                 ori_err = max(ori_err, float(np.linalg.norm(axis_err)))
+                # wrist_roll spins the fingers about their own axis: hold it where it started
+                err.append([w * (q0[4] - q[4])])
             e = np.concatenate(err)
             if np.linalg.norm(e[:3]) < tol and ori_err < 1e-3:
                 break
@@ -219,6 +223,7 @@ class Kinematics:
                 rows.append(w * jacr[:, cols])
             if down is not None:
                 rows.append(w * perp @ jacr[:, cols])
+                rows.append(w * _ROLL_ROW)
             jac = np.concatenate(rows)
             dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(len(e)), e)
             norm = np.abs(dq).max()
@@ -232,6 +237,7 @@ class Kinematics:
         return q, float(np.linalg.norm(target_pos - self.data.site_xpos[sid]))
 
 
+_ROLL_ROW = np.array([[0.0, 0.0, 0.0, 0.0, 1.0]])
 # (shoulder_lift, elbow_flex, wrist_flex) radians: reaching forward low/high, and folded back
 _RESTART_SEEDS = [(0.3, 0.3, 1.0), (-0.5, 1.0, 0.8), (-1.2, 1.5, -0.5), (-1.0, -1.2, -0.5), (1.0, 1.2, 0.5)]
 

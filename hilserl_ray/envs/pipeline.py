@@ -14,6 +14,13 @@ from hilserl_ray.config import JOINT_NAMES, TrainConfig
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, Feature, FeatureSpec
 
 ARM_JOINTS = JOINT_NAMES[:5]
+ENV_STATE = "observation.environment_state"
+
+
+def uses_environment_state(cfg: TrainConfig) -> bool:
+    """Sim only: the privileged object position (reach target / cube), by default when state-only."""
+    flag = cfg.env.environment_state
+    return cfg.robot.type == "sim" and (flag if flag is not None else not cfg.env.cameras)
 
 
 def robot_spec(cfg: TrainConfig) -> FeatureSpec:
@@ -24,6 +31,8 @@ def robot_spec(cfg: TrainConfig) -> FeatureSpec:
     for cam in cfg.env.cameras:
         key = IMAGE_PREFIX + cam.name
         obs[key] = Feature(key, (cam.height, cam.width, 3), "uint8", "robot")
+    if uses_environment_state(cfg):
+        obs[ENV_STATE] = Feature(ENV_STATE, (3,), "float32", "robot", ("object.x", "object.y", "object.z"))
     action = Feature(ACTION, (len(JOINT_NAMES),), "float32", "robot", tuple(f"{j}.pos" for j in JOINT_NAMES))
     return FeatureSpec(obs, action, continuous_action_dim=len(JOINT_NAMES), discrete_gripper=False)
 

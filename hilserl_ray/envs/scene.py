@@ -44,7 +44,9 @@ def build_scene(mjcf: Path | str | None, offscreen: tuple[int, int] = (128, 128)
     """Compile the arm in `mjcf` (default: ours) with the task scene. offscreen = (height, width)."""
     path = Path(mjcf) if mjcf is not None else DEFAULT_MJCF
     if not path.is_file():
-        raise FileNotFoundError(f"robot.mjcf: no MJCF file at '{path}'; leave it unset for the built-in SO-101")
+        raise FileNotFoundError(
+            f"robot.mjcf: no MJCF file at '{path}'; leave it unset for the built-in SO-101"
+        )
     spec = mujoco.MjSpec.from_file(str(path))
     names = {j.name for j in spec.joints}
     missing = [j for j in JOINT_NAMES if j not in names]
@@ -80,23 +82,44 @@ def build_scene(mjcf: Path | str | None, offscreen: tuple[int, int] = (128, 128)
     wb = spec.worldbody
     wb.add_light(name="top", pos=[0.2, 0, 1.2], dir=[0, 0, -1], diffuse=[0.6, 0.6, 0.6], castshadow=False)
     wb.add_geom(
-        name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=[1.0, 1.0, 0.01], pos=[0.2, 0, -0.01], rgba=[0.55, 0.55, 0.58, 1],
-        friction=[1.0, 0.01, 0.001], condim=3,
+        name="table",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[1.0, 1.0, 0.01],
+        pos=[0.2, 0, -0.01],
+        rgba=[0.55, 0.55, 0.58, 1],
+        friction=[1.0, 0.01, 0.001],
+        condim=3,
     )
     cube = wb.add_body(name="cube", pos=[0.25, 0, CUBE_HALF])
     cube.add_freejoint(name="cube")
     cube.add_geom(
-        name="cube", type=mujoco.mjtGeom.mjGEOM_BOX, size=[CUBE_HALF] * 3, mass=CUBE_MASS, rgba=[0.85, 0.15, 0.15, 1],
-        friction=[1.5, 0.02, 0.001], condim=4, contype=1, conaffinity=3,  # bit 2: official jaw pads
+        name="cube",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[CUBE_HALF] * 3,
+        mass=CUBE_MASS,
+        rgba=[0.85, 0.15, 0.15, 1],
+        friction=[1.5, 0.02, 0.001],
+        condim=4,
+        contype=1,
+        conaffinity=3,  # bit 2: official jaw pads
     )
-    wb.add_site(name="target", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.012] * 3, rgba=[0.1, 0.8, 0.2, 0.6],
-                pos=[0.25, 0, 0.15], group=0)
-    wb.add_camera(name="front", pos=[0.62, -0.30, 0.40], quat=_look_at([0.62, -0.30, 0.40], [0.2, 0.0, 0.06]), fovy=45)
+    wb.add_site(
+        name="target",
+        type=mujoco.mjtGeom.mjGEOM_SPHERE,
+        size=[0.012] * 3,
+        rgba=[0.1, 0.8, 0.2, 0.6],
+        pos=[0.25, 0, 0.15],
+        group=0,
+    )
+    wb.add_camera(
+        name="front", pos=[0.62, -0.30, 0.40], quat=_look_at([0.62, -0.30, 0.40], [0.2, 0.0, 0.06]), fovy=45
+    )
     gripper = spec.body("gripper")
     if gripper is None:
         raise ValueError(f"robot.mjcf '{path}': no body 'gripper' (the wrist_roll link) for the wrist camera")
     # Wrist camera beside the jaws, looking down the fingers at what is between them.
     pos = [-0.02, 0.04, -0.02]
-    gripper.add_camera(name="gripper_cam", pos=pos, quat=_look_at(pos, [0.005, 0.0, -0.11], up=(1.0, 0.0, 0.0)),
-                       fovy=70)
+    gripper.add_camera(
+        name="gripper_cam", pos=pos, quat=_look_at(pos, [0.005, 0.0, -0.11], up=(1.0, 0.0, 0.0)), fovy=70
+    )
     return spec.compile()

@@ -14,14 +14,18 @@ from hilserl_ray.config import ProprioConfig
 from hilserl_ray.envs.kinematics import Kinematics
 
 
-def process_image(img: np.ndarray, crop: tuple[int, int, int, int] | None, size: tuple[int, int]) -> np.ndarray:
+def process_image(
+    img: np.ndarray, crop: tuple[int, int, int, int] | None, size: tuple[int, int]
+) -> np.ndarray:
     """Crop (top, left, height, width), then resize to size=(height, width) with INTER_AREA.
 
     img: (H, W, 3) or (N, H, W, 3) uint8. Returns uint8 of shape (..., size[0], size[1], 3).
     """
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim not in (3, 4) or img.shape[-1] != 3:
-        raise ValueError(f"process_image: expected (H, W, 3) or (N, H, W, 3) uint8, got {img.shape} {img.dtype}")
+        raise ValueError(
+            f"process_image: expected (H, W, 3) or (N, H, W, 3) uint8, got {img.shape} {img.dtype}"
+        )
     if img.ndim == 4:
         out = np.empty((len(img), size[0], size[1], 3), np.uint8)
         for i, frame in enumerate(img):
@@ -55,7 +59,9 @@ def proprio_state(
     """
     q = np.asarray(joint_deg, dtype=np.float64)
     if q.ndim != 2 or q.shape[1] != 6:
-        raise ValueError(f"proprio_state: joint_deg must be (T, 6) joint positions in state units, got {q.shape}")
+        raise ValueError(
+            f"proprio_state: joint_deg must be (T, 6) joint positions in state units, got {q.shape}"
+        )
     cols = [q]
     if cfg.joint_velocity:
         if dt <= 0:

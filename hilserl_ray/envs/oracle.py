@@ -1,0 +1,155 @@
+"""The scripted 'human': an IK-based expert for reach and pick-cube, alone or as an intervention.
+
+`ScriptedExpert(env).act(obs)` returns an action in the wrapped env's format (the EE deltas go
+through the same IK as the policy's). It reads privileged sim state through `env.unwrapped`.
+`OracleSource` wraps it as an `InterventionSource` that takes over by the rule in
+`pipeline.intervention.oracle`, so the human-in-the-loop path runs in CI without a person.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hilserl_ray.config import OracleConfig, TrainConfig
+from hilserl_ray.envs.intervention import no_events
+from hilserl_ray.envs.scene import CUBE_HALF
+from hilserl_ray.envs.sim import SO101SimEnv
+from hilserl_ray.features import STATE
+
+CLOSE, STAY, OPEN = 0, 1, 2
+HOVER_M = 0.05  # approach height above the grasp point
+ALIGN_M = 0.008  # horizontal error below which the gripper descends
+GRASP_TOL_M = 0.006
+PAD_FACE_M = 0.0064  # fixed pad's inner face from gripperframe, along the site z axis
+CLOSE_STEPS = 4  # control steps the jaws get to close before lifting
+LIFT_M = 0.10
+
+
+class ScriptedExpert:
+    """Closed-loop expert: proportional EE steps towards waypoints, gripper by phase."""
+
+    def __init__(self, env: Any):
+        sim = env.unwrapped
+        if not isinstance(sim, SO101SimEnv):
+            raise TypeError(f"ScriptedExpert needs the sim env (robot.type 'sim'), got {type(sim).__name__}")
+        self.sim = sim
+        cfg: TrainConfig = sim.cfg
+        self.task = cfg.env.task
+        self.step_size = cfg.pipeline.ee_action.step_size_m
+        self.discrete = cfg.pipeline.gripper.discrete
+        if not cfg.pipeline.ee_action.enabled:
+            raise ValueError(
+                "pipeline.ee_action.enabled: the scripted expert acts in EE deltas; set it to true"
+            )
+        self.reset()
+
+    def reset(self) -> None:
+        self.closed_steps = 0
+
+    def act(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        ee = self.sim.ee_pos()
+        if self.task == "reach":
+            return self._action(self.sim.target_pos() - ee, STAY)
+        cube = self.sim.cube_pos()
+        gripper = float(obs[STATE][5]) if obs is not None else float(self.sim.joint_state()[5])
+        # Where gripperframe (in the fixed jaw's pad) must be for the cube to sit between the
+        # pads: the pad's inner face is 6.4 mm along the site's z axis (towards the moving jaw).
+        grasp = cube - self.sim.ee_mat()[:, 2] * (CUBE_HALF + PAD_FACE_M + 0.003)
+        grasp[2] = cube[2]
+        err = grasp - ee
+        lifted = cube[2] - CUBE_HALF > 0.01
+        if self.closed_steps > 0:  # grasping or lifting
+            if np.linalg.norm(err) > 0.03 and not lifted:  # lost it: start over
+                self.closed_steps = 0
+            else:
+                self.closed_steps += 1
+                if self.closed_steps <= CLOSE_STEPS:
+                    return self._action(np.zeros(3), CLOSE)
+                return self._action(np.array([0.0, 0.0, CUBE_HALF + LIFT_M - ee[2]]), CLOSE)
+        if gripper < 60.0:  # open the jaws (away from the cube) before approaching
+            up = max(0.0, cube[2] + HOVER_M - ee[2]) if np.linalg.norm(err[:2]) < 0.03 else 0.0
+            return self._action(np.array([0.0, 0.0, up]), OPEN)
+        if np.linalg.norm(err[:2]) > ALIGN_M:
+            hover = np.array([err[0], err[1], grasp[2] + HOVER_M - ee[2]])
+            return self._action(hover, OPEN)
+        if np.linalg.norm(err) > GRASP_TOL_M:
+            return self._action(err, OPEN)
+        self.closed_steps = 1
+        return self._action(np.zeros(3), CLOSE)
+
+    def _action(self, delta: np.ndarray, gripper: int) -> np.ndarray:
+        a = np.clip(delta / self.step_size, -1.0, 1.0)
+        g = float(gripper) if self.discrete else {CLOSE: -1.0, STAY: 0.0, OPEN: 1.0}[gripper]
+        return np.array([*a, g], np.float32)
+
+
+class OracleSource:
+    """`InterventionSource`: the scripted expert takes over by the configured rule.
+
+    An episode is assisted with `episode_probability` (scaled down linearly over
+    `decay_episodes`), from a random step in its first quarter; any episode is taken over after
+    `stuck_steps` steps without progress (the gripper not getting closer to the object, the cube
+    not rising). Once engaged it stays engaged to the episode's end. `noise` is Gaussian noise on
+    the expert's xyz action, so interventions are not all identical.
+    """
+
+    def __init__(self, cfg: TrainConfig, seed: int | None = None):
+        self.ocfg: OracleConfig = cfg.pipeline.intervention.oracle
+        self.max_steps = cfg.env.max_episode_steps
+        self.rng = np.random.default_rng(seed)
+        self.expert: ScriptedExpert | None = None
+        self.episodes = 0
+        self.reset_episode_state()
+
+    def reset_episode_state(self) -> None:
+        self.t = 0
+        self.engaged = False
+        self.best = np.inf
+        self.since_progress = 0
+        self.engage_at: int | None = None
+
+    def probability(self) -> float:
+        p = self.ocfg.episode_probability
+        if self.ocfg.decay_episodes:
+            p *= max(0.0, 1.0 - self.episodes / self.ocfg.decay_episodes)
+        return p
+
+    def reset(self) -> None:
+        self.reset_episode_state()
+        if self.rng.random() < self.probability():
+            self.engage_at = int(self.rng.integers(0, max(1, self.max_steps // 4)))
+        self.episodes += 1
+        if self.expert is not None:
+            self.expert.reset()
+
+    def action(self, obs: dict[str, np.ndarray], env: Any) -> np.ndarray | None:
+        if self.expert is None:
+            self.expert = ScriptedExpert(env)
+        sim = self.expert.sim
+        score = np.linalg.norm(sim.ee_pos() - sim.object_pos())
+        if sim.task == "pick_cube":
+            score -= 5.0 * (sim.cube_pos()[2] - CUBE_HALF)
+        if score < self.best - 0.005:
+            self.best, self.since_progress = score, 0
+        else:
+            self.since_progress += 1
+        if not self.engaged:
+            stuck = self.ocfg.stuck_steps is not None and self.since_progress >= self.ocfg.stuck_steps
+            self.engaged = stuck or (self.engage_at is not None and self.t >= self.engage_at)
+            if self.engaged:
+                self.expert.reset()
+        self.t += 1
+        if not self.engaged:
+            return None
+        a = self.expert.act(obs)
+        if self.ocfg.noise > 0:
+            a[:3] = np.clip(a[:3] + self.rng.normal(0.0, self.ocfg.noise, 3), -1.0, 1.0)
+        return a
+
+    def events(self) -> dict[str, bool]:
+        return no_events()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,239 @@
+"""The one wrapper pipeline, shared by the sim and the real arm. Each step is one small wrapper.
+
+Every wrapper derives its spaces from the matching spec function in `envs.pipeline` and keeps
+the result as `self.feature_spec`, so the env's spaces and `pipeline_spec(cfg)` cannot disagree.
+Order, inside out (see `make.make_env`): raw robot -> ImageCrop -> ImageResize ->
+Proprioception -> EEAction -> Intervention -> GripperPenalty -> TimeLimit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.envs import pipeline
+from hilserl_ray.envs.intervention import InterventionSource
+from hilserl_ray.envs.kinematics import Kinematics
+from hilserl_ray.envs.sim import space_from_features
+from hilserl_ray.envs.transforms import process_image, proprio_state
+from hilserl_ray.features import IMAGE_PREFIX, STATE, FeatureSpec
+
+CLOSE, STAY, OPEN = 0, 1, 2  # discrete gripper commands
+GRIPPER_OPEN_ABOVE = 5.0  # gripper state (0..100) above which the jaws count as open
+
+
+def _spec_of(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
+    return getattr(env, "feature_spec", None) or pipeline.robot_spec(cfg)
+
+
+class _ObsStep(gym.ObservationWrapper):
+    def __init__(self, env: gym.Env, spec: FeatureSpec):
+        super().__init__(env)
+        self.feature_spec = spec
+        self.observation_space = space_from_features(spec.observation)
+
+
+class ImageCrop(_ObsStep):
+    """Crop cameras listed in `pipeline.image.crop` to (top, left, height, width)."""
+
+    def __init__(self, env: gym.Env, cfg: TrainConfig):
+        super().__init__(env, pipeline.crop_spec(_spec_of(env, cfg), cfg))
+        self.crops = {IMAGE_PREFIX + cam: tuple(box) for cam, box in cfg.pipeline.image.crop.items()}
+
+    def observation(self, obs):
+        obs = dict(obs)
+        for key, box in self.crops.items():
+            obs[key] = process_image(obs[key], box, (box[2], box[3]))
+        return obs
+
+
+class ImageResize(_ObsStep):
+    """Resize every camera to `pipeline.image.size` (INTER_AREA), always."""
+
+    def __init__(self, env: gym.Env, cfg: TrainConfig):
+        super().__init__(env, pipeline.resize_spec(_spec_of(env, cfg), cfg))
+        self.size = tuple(cfg.pipeline.image.size)
+
+    def observation(self, obs):
+        obs = dict(obs)
+        for key in self.feature_spec.image_keys:
+            obs[key] = process_image(obs[key], None, self.size)
+        return obs
+
+
+class Proprioception(_ObsStep):
+    """joint pos (6) [+ joint vel (6) at the control dt] [+ ee xyz + euler (6) by MuJoCo FK]."""
+
+    def __init__(self, env: gym.Env, cfg: TrainConfig, kin: Kinematics):
+        super().__init__(env, pipeline.proprio_spec(_spec_of(env, cfg), cfg))
+        self.kin, self.dt, self.pcfg = kin, 1.0 / cfg.env.fps, cfg.pipeline.proprio
+        self._prev: np.ndarray | None = None
+
+    def reset(self, **kwargs):
+        self._prev = None
+        return super().reset(**kwargs)
+
+    def observation(self, obs):
+        q = np.asarray(obs[STATE], np.float64)[:6]
+        vel = np.zeros(6) if self._prev is None else (q - self._prev) / self.dt
+        self._prev = q
+        obs = dict(obs)
+        obs[STATE] = proprio_state(q[None], self.kin, self.dt, self.pcfg, first_velocity=vel)[0]
+        return obs
+
+
+class EEAction(gym.Wrapper):
+    """(dx, dy, dz) in [-1, 1] (or arm-joint deltas) + gripper -> 6 joint targets for the robot.
+
+    EE mode: the step is scaled by `step_size_m`, capped at `max_step_m`, added to the measured
+    gripperframe position, clamped to the workspace box and solved by IK (warm start: the
+    measured joints; fingers held pointing down if `point_down`). Joint mode: deltas scaled by
+    `robot.max_relative_target_deg`. Gripper: discrete 0 = close, 1 = stay, 2 = open, or a
+    continuous delta of `gripper.step_deg` per unit.
+    """
+
+    def __init__(self, env: gym.Env, cfg: TrainConfig, kin: Kinematics):
+        super().__init__(env)
+        self.feature_spec = pipeline.action_spec(_spec_of(env, cfg), cfg)
+        self.cfg, self.kin = cfg, kin
+        self.ee = cfg.pipeline.ee_action
+        self.discrete = cfg.pipeline.gripper.discrete
+        n = self.feature_spec.action.shape[0]
+        low, high = -np.ones(n, np.float32), np.ones(n, np.float32)
+        if self.discrete:
+            low[-1], high[-1] = CLOSE, OPEN
+        self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+        self.ws_low, self.ws_high = np.asarray(self.ee.workspace_low), np.asarray(self.ee.workspace_high)
+        self._q = np.zeros(6)  # measured joints
+        self._gripper_target = 0.0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._q = np.asarray(obs[STATE], np.float64)[:6].copy()
+        self._gripper_target = float(self._q[5])
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(self.joint_targets(action))
+        self._q = np.asarray(obs[STATE], np.float64)[:6].copy()
+        return obs, reward, terminated, truncated, info
+
+    def ee_target(self, action: np.ndarray) -> np.ndarray:
+        """Where the EE is sent for this action: measured + scaled, capped and clamped delta."""
+        delta = np.clip(np.asarray(action, np.float64)[:3], -1.0, 1.0) * self.ee.step_size_m
+        norm = np.linalg.norm(delta)
+        if norm > self.ee.max_step_m:
+            delta *= self.ee.max_step_m / norm
+        current, _ = self.kin.fk(self._q)
+        return np.clip(current + delta, self.ws_low, self.ws_high)
+
+    def joint_targets(self, action) -> np.ndarray:
+        action = np.asarray(action, np.float64).reshape(-1)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"action: expected shape {self.action_space.shape} {self.feature_spec.action.names}, "
+                f"got {action.shape}"
+            )
+        q = self._q.copy()
+        if self.ee.enabled:
+            down = np.array([0.0, 0.0, -1.0]) if self.ee.point_down else None
+            q = self.kin.ik(self.ee_target(action), q, approach_dir=down, max_iters=30)
+        else:
+            q[:5] += np.clip(action[:5], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
+        g = action[-1]
+        if self.discrete:
+            cmd = int(np.clip(np.rint(g), CLOSE, OPEN))
+            if cmd != STAY:
+                self._gripper_target = 0.0 if cmd == CLOSE else 100.0
+        else:
+            step = np.clip(g, -1.0, 1.0) * self.cfg.pipeline.gripper.step_deg
+            self._gripper_target = float(np.clip(self._gripper_target + step, 0.0, 100.0))
+        q[5] = self._gripper_target
+        return self.kin.clip_state(q).astype(np.float32)
+
+
+class Intervention(gym.Wrapper):
+    """While the source returns an action, it replaces the policy's (info["is_intervention"]).
+
+    Every step's info gets "is_intervention", "action" (what was applied, in the wrapped format)
+    and "is_success". Source events: success / failure end the episode as terminated (success
+    also sets reward 1 and is_success); rerecord truncates it with info["rerecord"] = True.
+    """
+
+    def __init__(self, env: gym.Env, source: InterventionSource | None):
+        super().__init__(env)
+        self.feature_spec = getattr(env, "feature_spec", None)
+        self.source = source
+        self._obs = None
+
+    def reset(self, **kwargs):
+        if self.source is not None:
+            self.source.reset()
+        self._obs, info = self.env.reset(**kwargs)
+        info.setdefault("is_success", False)
+        return self._obs, info
+
+    def step(self, action):
+        human = self.source.action(self._obs, self) if self.source is not None else None
+        applied = np.asarray(human if human is not None else action, np.float32).reshape(
+            self.action_space.shape
+        )
+        obs, reward, terminated, truncated, info = self.env.step(applied)
+        self._obs = obs
+        info = dict(info)
+        info["is_intervention"] = human is not None
+        info["action"] = applied.copy()
+        info["is_success"] = bool(info.get("is_success", False))
+        if self.source is not None:
+            events = self.source.events()
+            if events.get("success"):
+                terminated, reward = True, max(float(reward), 1.0)
+                info["is_success"] = True
+            if events.get("failure"):
+                terminated = True
+            if events.get("rerecord"):
+                truncated = True
+                info["rerecord"] = True
+        return obs, reward, terminated, truncated, info
+
+    def close(self):
+        if self.source is not None:
+            self.source.close()
+        super().close()
+
+
+class GripperPenalty(gym.Wrapper):
+    """info["discrete_penalty"]: `gripper.penalty` when the applied command flips the jaws
+    (close while open, open while closed), else 0. Not added to the reward (HIL-SERL's grasp
+    critic learns from it separately)."""
+
+    def __init__(self, env: gym.Env, cfg: TrainConfig):
+        super().__init__(env)
+        self.feature_spec = getattr(env, "feature_spec", None)
+        self.discrete = cfg.pipeline.gripper.discrete
+        self.penalty = float(cfg.pipeline.gripper.penalty)
+        self._open = True
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._open = float(obs[STATE][5]) > GRIPPER_OPEN_ABOVE
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        penalty = 0.0
+        if self.discrete:
+            cmd = int(np.clip(np.rint(info.get("action", action)[-1]), CLOSE, OPEN))
+            if (cmd == CLOSE and self._open) or (cmd == OPEN and not self._open):
+                penalty = self.penalty
+                self._open = cmd == OPEN
+        info["discrete_penalty"] = penalty
+        return obs, reward, terminated, truncated, info
+
+
+def final_spec(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
+    """The wrapped env's spec, with the params of `pipeline_spec` (checked equal in make_env)."""
+    return replace(env.get_wrapper_attr("feature_spec"), params=pipeline.pipeline_spec(cfg).params)
