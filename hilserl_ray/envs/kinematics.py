@@ -145,7 +145,7 @@ class Kinematics:
         *,
         approach_dir: np.ndarray | None = None,
         site: str = EE_SITE,
-        orientation_weight: float = 0.1,
+        roll_weight: float = 0.3,
         tol: float = 5e-4,
         max_iters: int = 100,
         damping: float = 1e-3,
@@ -154,14 +154,16 @@ class Kinematics:
     ) -> np.ndarray:
         """Joint targets (6,) in state units that put `site` at `target_pos` (metres).
 
-        Damped least squares from the warm start `q_init_deg`, clipped to the joint limits every
-        iteration. Optional: `target_euler` (full orientation, weighted by `orientation_weight`
-        metres per radian: a 5-DOF arm cannot hold every orientation, position comes first), or
-        `approach_dir` (the site's x axis, the finger direction, along this world vector; the
-        wrist roll, which spins the fingers about that axis, is held at its warm-start value). The gripper value is copied from `q_init_deg`. Unreachable targets
-        give the closest pose found (check with `fk`). If the warm start ends in a local minimum
-        (position error above `tol`), a few fixed seeds aimed at the target are tried
-        (`restarts`), so the result stays deterministic.
+        Damped least squares from the warm start `q_init_deg`, with joint limits (an active set:
+        a joint at a limit stops pushing into it). Position comes first; the optional orientation
+        task moves only in its null space, so a 5-DOF arm gets the position exactly and the
+        orientation as close as it allows: `target_euler` (full orientation) or `approach_dir`
+        (the site's x axis, the finger direction, along this world vector; wrist_roll, which
+        spins the fingers about that axis, is held at its warm start with `roll_weight`). The
+        gripper value is copied from `q_init_deg`. Unreachable targets give the closest pose
+        found (check with `fk`). If the warm start ends in a local minimum (position error
+        above `tol`), a few fixed seeds aimed at the target are tried (`restarts`), so the
+        result stays deterministic.
         """
         q_init_deg = np.asarray(q_init_deg, dtype=np.float64)
         if q_init_deg.shape != (6,):
@@ -173,7 +175,7 @@ class Kinematics:
         if approach_dir is not None:
             down = np.asarray(approach_dir, dtype=np.float64).reshape(3)
             down = down / np.linalg.norm(down)
-        args = (target_pos, sid, target_mat, down, orientation_weight, tol, max_iters, damping, max_step_rad)
+        args = (target_pos, sid, target_mat, down, roll_weight, tol, max_iters, damping, max_step_rad)
         q, err = self._solve(np.deg2rad(q_init_deg[:5]), *args)
         if restarts and err > tol:
             pan = -np.arctan2(target_pos[1], target_pos[0] - self.model.body("shoulder").pos[0])
@@ -199,33 +201,41 @@ class Kinematics:
             self._set(q)
             pos = self.data.site_xpos[sid]
             mat = self.data.site_xmat[sid].reshape(3, 3)
-            err = [target_pos - pos]
-            ori_err = 0.0
+            ep = target_pos - pos
+            sec_err, ori_err = [], 0.0
             if target_mat is not None:
                 rot_err = _rotation_error(target_mat, mat)
-                err.append(w * rot_err)
+                sec_err.append(rot_err)
                 ori_err = float(np.linalg.norm(rot_err))
             if down is not None:
                 # rotation turning the finger axis onto `down`, in the 2 directions normal to it
                 perp = _normal_basis(mat[:, 0])
                 axis_err = perp @ np.cross(mat[:, 0], down)
-                err.append(w * axis_err)
-                ori_err = max(ori_err, float(np.linalg.norm(axis_err)))
                 # wrist_roll spins the fingers about their own axis: hold it where it started
-                err.append([w * (q0[4] - q[4])])
-            e = np.concatenate(err)
-            if np.linalg.norm(e[:3]) < tol and ori_err < 1e-3:
+                sec_err += [axis_err, [w * (q0[4] - q[4])]]
+                ori_err = max(ori_err, float(np.linalg.norm(axis_err)))
+            if np.linalg.norm(ep) < tol and ori_err < 1e-3:
                 break
             mujoco.mj_comPos(self.model, self.data)
             mujoco.mj_jacSite(self.model, self.data, jacp, jacr, sid)
-            rows = [jacp[:, cols]]
-            if target_mat is not None:
-                rows.append(w * jacr[:, cols])
-            if down is not None:
-                rows.append(w * perp @ jacr[:, cols])
-                rows.append(w * _ROLL_ROW)
-            jac = np.concatenate(rows)
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(len(e)), e)
+            jp = jacp[:, cols].copy()
+            js, es = None, None
+            if sec_err:
+                rows = []
+                if target_mat is not None:
+                    rows.append(jacr[:, cols])
+                if down is not None:
+                    rows += [perp @ jacr[:, cols], w * _ROLL_ROW]
+                js, es = np.concatenate(rows), np.concatenate(sec_err)
+            dq = _prioritized(jp, ep, js, es, damping)
+            # active set: a joint at a limit that the step pushes further out is dropped
+            blocked = ((q <= lo + 1e-6) & (dq < 0)) | ((q >= hi - 1e-6) & (dq > 0))
+            if blocked.any() and not blocked.all():
+                jp[:, blocked] = 0.0
+                if js is not None:
+                    js[:, blocked] = 0.0
+                dq = _prioritized(jp, ep, js, es, damping)
+                dq[blocked] = 0.0
             norm = np.abs(dq).max()
             if norm > max_step_rad:
                 dq *= max_step_rad / norm
@@ -240,6 +250,19 @@ class Kinematics:
 _ROLL_ROW = np.array([[0.0, 0.0, 0.0, 0.0, 1.0]])
 # (shoulder_lift, elbow_flex, wrist_flex) radians: reaching forward low/high, and folded back
 _RESTART_SEEDS = [(0.3, 0.3, 1.0), (-0.5, 1.0, 0.8), (-1.2, 1.5, -0.5), (-1.0, -1.2, -0.5), (1.0, 1.2, 0.5)]
+
+
+def _prioritized(jp, ep, js, es, damping: float) -> np.ndarray:
+    """Damped least-squares step for the position task; the orientation task (if any) only
+    moves in the position task's null space, so it never costs position accuracy."""
+    pinv = jp.T @ np.linalg.inv(jp @ jp.T + damping**2 * np.eye(len(ep)))
+    dq = pinv @ ep
+    if js is None:
+        return dq
+    null = np.eye(jp.shape[1]) - pinv @ jp
+    jn = js @ null
+    dq2 = jn.T @ np.linalg.solve(jn @ jn.T + (10 * damping) ** 2 * np.eye(len(es)), es - js @ dq)
+    return dq + null @ dq2
 
 
 def _normal_basis(axis: np.ndarray) -> np.ndarray:

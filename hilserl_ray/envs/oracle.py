@@ -20,9 +20,10 @@ from hilserl_ray.features import STATE
 
 CLOSE, STAY, OPEN = 0, 1, 2
 HOVER_M = 0.05  # approach height above the grasp point
-ALIGN_M = 0.008  # horizontal error below which the gripper descends
+ALIGN_M = 0.005  # horizontal error below which the gripper descends
 GRASP_TOL_M = 0.006
 PAD_FACE_M = 0.0064  # fixed pad's inner face from gripperframe, along the site z axis
+CLEARANCE_M = 0.006  # between that face and the cube while descending
 CLOSE_STEPS = 4  # control steps the jaws get to close before lifting
 LIFT_M = 0.10
 
@@ -56,7 +57,7 @@ class ScriptedExpert:
         gripper = float(obs[STATE][5]) if obs is not None else float(self.sim.joint_state()[5])
         # Where gripperframe (in the fixed jaw's pad) must be for the cube to sit between the
         # pads: the pad's inner face is 6.4 mm along the site's z axis (towards the moving jaw).
-        grasp = cube - self.sim.ee_mat()[:, 2] * (CUBE_HALF + PAD_FACE_M + 0.003)
+        grasp = cube - self.sim.ee_mat()[:, 2] * (CUBE_HALF + PAD_FACE_M + CLEARANCE_M)
         grasp[2] = cube[2]
         err = grasp - ee
         lifted = cube[2] - CUBE_HALF > 0.01
@@ -75,6 +76,7 @@ class ScriptedExpert:
             hover = np.array([err[0], err[1], grasp[2] + HOVER_M - ee[2]])
             return self._action(hover, OPEN)
         if np.linalg.norm(err) > GRASP_TOL_M:
+            err[2] = max(err[2], -0.01)  # descend slowly enough for xy to keep up
             return self._action(err, OPEN)
         self.closed_steps = 1
         return self._action(np.zeros(3), CLOSE)
