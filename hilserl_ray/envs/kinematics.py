@@ -210,7 +210,7 @@ class Kinematics:
             if down is not None:
                 # rotation turning the finger axis onto `down`, in the 2 directions normal to it
                 perp = _normal_basis(mat[:, 0])
-                axis_err = perp @ np.cross(mat[:, 0], down)
+                axis_err = perp @ _cross(mat[:, 0], down)
                 # wrist_roll spins the fingers about their own axis: hold it where it started
                 sec_err += [axis_err, [w * (q0[4] - q[4])]]
                 ori_err = max(ori_err, float(np.linalg.norm(axis_err)))
@@ -240,7 +240,8 @@ class Kinematics:
             if norm > max_step_rad:
                 dq *= max_step_rad / norm
             q_new = np.clip(q + dq, lo, hi)
-            if np.abs(q_new - q).max() < 1e-7:  # stalled: at a limit or the best compromise
+            step = np.abs(q_new - q).max()
+            if step < 1e-7 or (step < 1e-4 and np.linalg.norm(ep) < tol):  # converged as far as it goes
                 break
             q = q_new
         self._set(q)
@@ -248,6 +249,7 @@ class Kinematics:
 
 
 _ROLL_ROW = np.array([[0.0, 0.0, 0.0, 0.0, 1.0]])
+_EYE3, _EYE5 = np.eye(3), np.eye(5)
 # (shoulder_lift, elbow_flex, wrist_flex) radians: reaching forward low/high, and folded back
 _RESTART_SEEDS = [(0.3, 0.3, 1.0), (-0.5, 1.0, 0.8), (-1.2, 1.5, -0.5), (-1.0, -1.2, -0.5), (1.0, 1.2, 0.5)]
 
@@ -255,22 +257,30 @@ _RESTART_SEEDS = [(0.3, 0.3, 1.0), (-0.5, 1.0, 0.8), (-1.2, 1.5, -0.5), (-1.0, -
 def _prioritized(jp, ep, js, es, damping: float) -> np.ndarray:
     """Damped least-squares step for the position task; the orientation task (if any) only
     moves in the position task's null space, so it never costs position accuracy."""
-    pinv = jp.T @ np.linalg.inv(jp @ jp.T + damping**2 * np.eye(len(ep)))
+    pinv = jp.T @ np.linalg.inv(jp @ jp.T + damping**2 * _EYE3)
     dq = pinv @ ep
     if js is None:
         return dq
-    null = np.eye(jp.shape[1]) - pinv @ jp
+    null = _EYE5 - pinv @ jp
     jn = js @ null
     dq2 = jn.T @ np.linalg.solve(jn @ jn.T + (10 * damping) ** 2 * np.eye(len(es)), es - js @ dq)
     return dq + null @ dq2
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """3-vector cross product (np.cross costs ~15 us of axis handling per call)."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
 def _normal_basis(axis: np.ndarray) -> np.ndarray:
     """(2, 3) orthonormal rows spanning the plane normal to unit vector `axis`."""
-    helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    b1 = np.cross(axis, helper)
+    helper = _EX if abs(axis[0]) < 0.9 else _EY
+    b1 = _cross(axis, helper)
     b1 /= np.linalg.norm(b1)
-    return np.stack([b1, np.cross(axis, b1)])
+    return np.stack([b1, _cross(axis, b1)])
+
+
+_EX, _EY = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
 
 
 def _rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:

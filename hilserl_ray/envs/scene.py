@@ -60,6 +60,7 @@ def build_scene(mjcf: Path | str | None, offscreen: tuple[int, int] = (128, 128)
     spec.visual.global_.offheight = max(offscreen[0], 64)
     spec.visual.global_.offwidth = max(offscreen[1], 64)
     spec.visual.quality.shadowsize = 0
+    spec.visual.quality.offsamples = 0  # no multisampling: llvmpipe rasterizes every sample on the CPU
     spec.visual.quality.numslices = 12  # coarse capsules: fewer triangles for the CPU rasterizer
     spec.visual.quality.numstacks = 4
     spec.visual.headlight.ambient = [0.45, 0.45, 0.45]

@@ -140,7 +140,7 @@ class EEAction(gym.Wrapper):
         q = self._q.copy()
         if self.ee.enabled:
             down = np.array([0.0, 0.0, -1.0]) if self.ee.point_down else None
-            q = self.kin.ik(self.ee_target(action), q, approach_dir=down, max_iters=30)
+            q = self.kin.ik(self.ee_target(action), q, approach_dir=down, max_iters=20, restarts=False)
         else:
             q[:5] += np.clip(action[:5], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
         g = action[-1]
