@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -149,7 +150,7 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
         assert sub.returncode == 0, sub.stdout + sub.stderr
-        job_id = next(w for w in sub.stdout.split() if w.startswith("raysubmit_"))
+        job_id = re.search(r"raysubmit_[A-Za-z0-9]+", sub.stdout).group(0)
         wait_for(trained(out, 5), 180, "the job to train")
         stop = subprocess.run([ray_bin, "job", "stop", f"--address={address}", job_id], env=env,
                               capture_output=True, text=True, timeout=90)
