@@ -28,7 +28,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow tests
 
 smoke-test: install
-	$(PY) -m hilserl_ray.train --config configs/sim_pick_cube.yaml --dry-run
+	$(PY) -m hilserl_ray.smoke
 
 lint: install
 	$(VENV)/bin/ruff check .
