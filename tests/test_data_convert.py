@@ -199,7 +199,7 @@ def test_actions_outside_the_policy_range_are_rejected(tmp_path):
         w.add_frame({"observation.state": np.zeros(6), "action": np.array(a)})
     w.save_episode()
     w.finalize()
-    cfg = make_cfg(tmp_path / "ds", tmp_path, **{"env.cameras": []})
+    cfg = make_cfg(tmp_path / "ds", tmp_path, **{"env.cameras": [], "env.environment_state": False})
     with pytest.raises(DatasetError, match=r"\[-1, 1\].*episode 0 frame 1"):
         convert(cfg, progress=False)
 

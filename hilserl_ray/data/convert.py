@@ -25,7 +25,7 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.data import cache, mapping
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
 from hilserl_ray.envs.kinematics import DEFAULT_MJCF, Kinematics
-from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec
 from hilserl_ray.envs.transforms import proprio_state
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
 
@@ -99,6 +99,15 @@ def convert(
         state[r0 : r0 + e.length] = proprio_state(joints[s], kin, dt, cfg.pipeline.proprio)
     state[last_rows] = state[last_frame_rows]
     out[STATE] = state
+
+    # ---- privileged sim state (state-only sim tasks): copied as recorded
+    if ENV_STATE in spec.observation:
+        env_key = mapping.dataset_key(ENV_STATE, cfg)
+        values = reader.read([env_key])[env_key].astype(np.float32)
+        _check_finite(values, env_key, eps)
+        out[ENV_STATE] = alloc(ENV_STATE, (rows, *spec.observation[ENV_STATE].shape), "float32")
+        out[ENV_STATE][frame_row] = values
+        out[ENV_STATE][last_rows] = out[ENV_STATE][last_frame_rows]
 
     # ---- action
     action = _check_actions(cols[key[ACTION]], key[ACTION], spec, eps)

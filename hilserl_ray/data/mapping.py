@@ -11,7 +11,7 @@ import difflib
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.data.layout import DEFAULT_FEATURES
-from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec, uses_environment_state
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
 
 Problem = tuple[str, object, str]
@@ -34,8 +34,9 @@ def dataset_key(name: str, cfg: TrainConfig) -> str:
 
 
 def required_inputs(cfg: TrainConfig) -> list[str]:
-    """Pipeline inputs, by their pipeline names: state, one per camera, action."""
-    return [STATE, *(IMAGE_PREFIX + c.name for c in cfg.env.cameras), ACTION]
+    """Pipeline inputs, by their pipeline names: state, one per camera, [environment state,] action."""
+    env_state = [ENV_STATE] if uses_environment_state(cfg) else []
+    return [STATE, *(IMAGE_PREFIX + c.name for c in cfg.env.cameras), *env_state, ACTION]
 
 
 def closest(name: str, keys: list[str]) -> str | None:
@@ -86,6 +87,16 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                         f"dataset.features.{key}",
                         f"{dtype} {list(shape)}",
                         f"a float vector of >= {NUM_JOINTS} joint positions",
+                    )
+                )
+        elif name == ENV_STATE:
+            want = spec.observation[ENV_STATE].shape
+            if shape != want:
+                problems.append(
+                    (
+                        f"dataset.features.{key}",
+                        f"{dtype} {list(shape)}",
+                        f"a float vector of shape {list(want)}",
                     )
                 )
         elif name == ACTION:
