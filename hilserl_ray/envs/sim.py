@@ -119,6 +119,9 @@ class SO101SimEnv(gym.Env):
         self._ctrl_state = self.kin.clip_state(action)
         self.data.ctrl[self._act] = self.kin.to_radians(self._ctrl_state)
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+        mujoco.mj_forward(
+            self.model, self.data
+        )  # poses (site, camera) of the final qpos, not the last substep's
         success = self.is_success()
         reward = float(success)
         if self.cfg.env.dense_reward:

@@ -178,9 +178,11 @@ class Intervention(gym.Wrapper):
 
     def step(self, action):
         human = self.source.action(self._obs, self) if self.source is not None else None
-        applied = np.asarray(human if human is not None else action, np.float32).reshape(
-            self.action_space.shape
-        )
+        applied = np.asarray(human if human is not None else action, np.float32)
+        if applied.shape != self.action_space.shape:
+            who = "the intervention source's action" if human is not None else "action"
+            names = self.feature_spec.action.names if self.feature_spec else ""
+            raise ValueError(f"{who}: expected shape {self.action_space.shape} {names}, got {applied.shape}")
         obs, reward, terminated, truncated, info = self.env.step(applied)
         self._obs = obs
         info = dict(info)
