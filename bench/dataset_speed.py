@@ -131,6 +131,8 @@ def convert_cold(root: Path, out: Path) -> dict:
 
 
 def main() -> None:
+    from hilserl_ray.data.video import CODECS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=15_858)
     ap.add_argument("--codecs", default="av1,h264")
@@ -138,7 +140,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for codec in args.codecs.split(","):
-        root = generate(args.workdir / f"ds_{codec}_{args.frames}", args.frames, codec)
+        options = "_".join(f"{k}{v}" for k, v in CODECS[codec][1].items())
+        root = generate(args.workdir / f"ds_{codec}_{options}_{args.frames}", args.frames, codec)
         raw_decode(root, convert=False)  # warm the page cache so every measurement reads from memory
         # the machine is shared: the best of two raw runs around the conversion, against it
         n_raw, raw_s = raw_decode(root)

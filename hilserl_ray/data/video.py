@@ -26,10 +26,11 @@ import numpy as np
 
 from hilserl_ray.envs.transforms import process_image
 
-# LeRobot's defaults: AV1 via SVT-AV1, a keyframe every 2 frames, CRF 30, yuv420p.
+# As LeRobot encodes: a keyframe every 2 frames, CRF 30, yuv420p; SVT-AV1 preset 12 (its default
+# codec). h264 adds the "veryfast" preset so recording keeps up with the cameras.
 CODECS = {
     "av1": ("libsvtav1", {"g": "2", "crf": "30", "preset": "12"}),
-    "h264": ("libx264", {"g": "2", "crf": "23", "preset": "veryfast"}),
+    "h264": ("libx264", {"g": "2", "crf": "30", "preset": "veryfast"}),
 }
 PIX_FMT = "yuv420p"
 
