@@ -16,6 +16,9 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must precede the first GL context
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
+import atexit  # noqa: E402
+import weakref  # noqa: E402
+
 import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,6 +34,16 @@ LIFT_M = 0.04  # cube bottom lifted 4 cm off the table
 REACH_BOX = ((0.15, -0.15, 0.04), (0.32, 0.15, 0.22))  # target sampling box, metres
 CUBE_BOX = ((0.17, -0.10), (0.30, 0.10))  # cube xy sampling box, metres
 CUBE_YAW_NOISE = 0.25  # rad, around the direction from the arm's base to the cube
+
+
+_OPEN_ENVS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _close_renderers() -> None:
+    """Free GL contexts of envs nobody closed while EGL still exists (else noisy errors at exit).
+    Registered after the first Renderer exists, so it runs before mujoco's own EGL teardown."""
+    for env in list(_OPEN_ENVS):
+        env.close()
 
 
 def space_from_features(features) -> gym.spaces.Dict:
@@ -191,5 +204,9 @@ class SO101SimEnv(gym.Env):
             r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
             self._renderers[(h, w)] = r
+            if not _OPEN_ENVS:
+                atexit.unregister(_close_renderers)
+                atexit.register(_close_renderers)
+            _OPEN_ENVS.add(self)
         r.update_scene(self.data, camera=camera)
         return r.render()
