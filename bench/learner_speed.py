@@ -26,6 +26,7 @@ import torch
 from hilserl_ray.config import CameraConfig, EnvConfig, PolicyConfig, TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.policy import ActorPolicy, SACAgent
+from hilserl_ray.policy.perf import configure_cpu
 
 LEROBOT = {1: 0.52, 2: 0.26}
 TARGET = {1: 1.6, 2: 0.8}
@@ -136,8 +137,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="policy.compile (torch.compile the losses)")
     args = p.parse_args()
 
-    threads = args.threads or len(os.sched_getaffinity(0))
-    torch.set_num_threads(threads)
+    threads = configure_cpu(args.threads)
     devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))

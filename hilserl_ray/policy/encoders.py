@@ -47,13 +47,17 @@ class ConvBackbone(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.to(memory_format=torch.channels_last)
+        self.cpu_bf16 = False
 
     def forward(self, images: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        w = self.stem.weight * scale  # scale, shift: (1, 3, 1, 1)
-        b = self.stem.bias - (w * shift).sum(dim=(1, 2, 3))
-        x = images.permute(0, 3, 1, 2).float()  # a channels_last view of the NHWC pixels
-        x = F.conv2d(x, w.contiguous(memory_format=torch.channels_last), b, stride=4)
-        return self.net(x)
+        with torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16 and images.device.type == "cpu"
+        ):
+            w = self.stem.weight * scale  # scale, shift: (1, 3, 1, 1)
+            b = self.stem.bias - (w * shift).sum(dim=(1, 2, 3))
+            x = images.permute(0, 3, 1, 2).float()  # a channels_last view of the NHWC pixels
+            x = F.conv2d(x, w.contiguous(memory_format=torch.channels_last), b, stride=4)
+            return self.net(x)
 
 
 class _BasicBlock(nn.Module):
@@ -268,6 +272,12 @@ class ObservationEncoder(nn.Module):
         self.out_dim = cfg.latent_dim * (len(self.image_keys) + (1 if state_dim else 0))
         if self.out_dim == 0:
             raise ValueError("the feature spec has no observation features to encode")
+
+    def set_cpu_bf16(self, enabled: bool) -> None:
+        """bf16 convs on CPU (oneDNN AVX512-BF16/AMX kernels, ~2x); heads and critics stay fp32."""
+        for m in self.modules():
+            if isinstance(m, ConvBackbone):
+                m.cpu_bf16 = enabled
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = []

@@ -33,6 +33,7 @@ from hilserl_ray.features import ACTION, FeatureSpec
 from hilserl_ray.policy.actor import ActorPolicy
 from hilserl_ray.policy.augment import random_shift
 from hilserl_ray.policy.networks import CriticEnsemble
+from hilserl_ray.policy.perf import tune_allocator
 
 Batch = dict  # {"observation": {...}, "next_observation": {...}, "action", "reward", "terminated", ...}
 _BATCH_VECTORS = ("reward", "terminated", "discrete_penalty", "is_intervention")
@@ -81,6 +82,8 @@ class SACAgent:
     ):
         self.spec, self.cfg = spec, cfg
         self.device = resolve_device(device, cfg)
+        if self.device.type == "cpu":
+            tune_allocator()  # see perf.py: without it every batch's image tensor is page-faulted in
         policy = ActorPolicy(spec, cfg, stats, backbone_weights)
         self.stats = policy.stats
         self.action_dim = spec.continuous_action_dim
@@ -119,6 +122,8 @@ class SACAgent:
         self.num_updates = 0  # full updates (calls to `update`) so far
 
         self._bf16 = cfg.bf16 and self.device.type == "cuda"
+        if cfg.bf16 and self.device.type == "cpu":
+            self.policy.encoder.set_cpu_bf16(True)
         self._critic_losses = self._critic_losses_eager
         self._actor_losses = self._actor_losses_eager
         if cfg.compile:
