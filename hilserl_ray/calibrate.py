@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None, stdin=None, out=None) -> int:
         "--ids", type=_ids, default=[1, 2, 3, 4, 5, 6], help="servo ids in joint order (default 1..6)"
     )
     p.add_argument("--leader", action="store_true", help="a leader arm (stays unpowered)")
+    p.add_argument(
+        "--timeout-ms", type=float, default=50.0, help="extra wait for a reply (robot.bus_timeout_ms)"
+    )
     args = p.parse_args(argv)
     stdin, out = stdin or sys.stdin, out or sys.stdout
 
@@ -70,7 +73,9 @@ def main(argv: list[str] | None = None, stdin=None, out=None) -> int:
         row = "  ".join(f"{m[:8]:>8} {mins[m]:4d}<{pos[m]:4d}<{maxs[m]:4d}" for m in pos)
         print("\r" + row, end="", file=out, flush=True)
 
-    bus = FeetechBus(args.port, dict(zip(JOINT_NAMES, args.ids, strict=True)))
+    bus = FeetechBus(
+        args.port, dict(zip(JOINT_NAMES, args.ids, strict=True)), timeout_margin_ms=args.timeout_ms
+    )
     try:
         bus.connect()
         cal = calibrate(bus, wait=wait, stop=EnterWatcher(stdin), say=say, on_sample=show)

@@ -84,6 +84,9 @@ class RobotConfig(Strict):
         None, description="safety box for the end effector (FK of every target); default pipeline.ee_action's"
     )
     workspace_high: tuple[float, float, float] | None = None
+    bus_timeout_ms: PositiveFloat = Field(
+        50.0, description="extra wait for a servo reply beyond its bytes' time; raise for slow USB adapters"
+    )
 
 
 # --------------------------------------------------------------------------------- pipeline

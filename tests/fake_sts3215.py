@@ -264,12 +264,14 @@ JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_ro
 def write_calibration(
     path, ranges: dict[str, tuple[int, int]] | None = None, offsets: dict[str, int] | None = None
 ):
-    """A LeRobot-format calibration: arm joints 1024..3072 (+-90 deg), wrist_roll a full turn,
-    gripper 1900..2900, homing offsets 0 unless given."""
+    """A LeRobot-format calibration centred on raw 2048 with the official MJCF's joint ranges
+    (pan +-110, lift +-100, elbow +-96.8, wrist_flex +-95 degrees), wrist_roll a full turn,
+    gripper 1900..2900; homing offsets 0 unless given."""
     import json
 
+    half = {"shoulder_pan": 1251, "shoulder_lift": 1137, "elbow_flex": 1101, "wrist_flex": 1080}
     ranges = {
-        **{j: (1024, 3072) for j in JOINTS},
+        **{j: (2048 - h, 2048 + h) for j, h in half.items()},
         "wrist_roll": (0, 4095),
         "gripper": (1900, 2900),
         **(ranges or {}),
@@ -306,7 +308,14 @@ def real_config(port: str, calibration, video=None, **sections):
     from hilserl_ray.config import TrainConfig
 
     data = {
-        "robot": {"type": "so101", "port": port, "calibration": str(calibration), "reset_seconds": 0.2},
+        # the fake answers from a Python thread that a loaded CI machine can starve: wait longer
+        "robot": {
+            "type": "so101",
+            "port": port,
+            "calibration": str(calibration),
+            "reset_seconds": 0.2,
+            "bus_timeout_ms": 250.0,
+        },
         "env": {"fps": 50, "max_episode_steps": 10, "cameras": []},
         "buffer": {"online_ratio": 1.0},
     }

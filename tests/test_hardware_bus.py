@@ -18,6 +18,7 @@ from hilserl_ray.hardware.feetech import (
 
 NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 MOTORS = dict(zip(NAMES, range(1, 7), strict=True))
+SLOW_CI_MS = 250.0  # the fake answers from a Python thread a loaded machine can starve
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def fake():
 
 @pytest.fixture
 def bus(fake):
-    b = FeetechBus(fake.port, MOTORS)
+    b = FeetechBus(fake.port, MOTORS, timeout_margin_ms=SLOW_CI_MS)
     b.connect()
     yield b
     b.close()
@@ -89,8 +90,9 @@ def test_sync_read_and_sync_write_move_the_servos(fake, bus):
     assert all(s.torque and s.peek((55, 1)) == 1 for s in fake.servos.values())  # torque on, Lock 1
     fake.clear_log()
     bus.sync_write("Goal_Position", {n: 2000 + i for n, i in MOTORS.items()})
-    assert len(fake.instructions(INST_SYNC_WRITE)) == 1  # one broadcast packet for six servos
     assert bus.sync_read("Present_Position") == {n: 2000 + i for n, i in MOTORS.items()}
+    # one broadcast packet each way for six servos
+    assert len(fake.instructions(INST_SYNC_WRITE)) == 1
     assert len(fake.instructions(INST_SYNC_READ)) == 1
     bus.disable_torque()
     assert not any(s.torque or s.peek((55, 1)) for s in fake.servos.values())
@@ -112,7 +114,7 @@ def test_missing_port_names_the_port():
 
 def test_silent_servos_are_named_with_the_ids_that_answer():
     with FakeBus(ids=(1, 2, 3, 5, 6)) as fake:
-        bus = FeetechBus(fake.port, MOTORS, retries=1)
+        bus = FeetechBus(fake.port, MOTORS, retries=1, timeout_margin_ms=SLOW_CI_MS)
         with pytest.raises(FeetechError) as e:
             bus.connect()
         msg = str(e.value)
@@ -124,18 +126,23 @@ def test_wrong_model_is_refused():
     with FakeBus() as fake:
         fake[2].poke((3, 2), 1060)
         with pytest.raises(FeetechError, match=r"'shoulder_lift': 1060.*777"):
-            FeetechBus(fake.port, MOTORS).connect()
+            FeetechBus(fake.port, MOTORS, timeout_margin_ms=SLOW_CI_MS).connect()
 
 
 def test_sync_read_retries_corrupt_replies_then_names_silent_ids(fake, bus):
     fake[1].actual = 1234
     fake.corrupt_replies = 1  # one bad checksum: the retry succeeds
     assert bus.sync_read("Present_Position")["shoulder_pan"] == 1234
+    fake.clear_log()
+    fake.drop_replies = 1  # one lost reply: retried, and never read as position 0
+    assert bus.sync_read("Present_Position")["shoulder_pan"] == 1234
+    assert len(fake.instructions(INST_SYNC_READ)) == 2
     fake[5].silent = True  # a servo drops off mid-run
     t0 = time.monotonic()
     with pytest.raises(FeetechError, match=r"ids \[5\] do not answer.*answer: \[1, 2, 3, 4, 6\]"):
         bus.sync_read("Present_Position")
-    assert time.monotonic() - t0 < 2.0  # bounded by the packet timeout x retries
+    # bounded: (retries + 1) sync reads and 3 pings, each at most one packet timeout
+    assert time.monotonic() - t0 < 7 * (SLOW_CI_MS / 1000) + 1.0
     fake[5].silent = False
     assert bus.sync_read("Present_Position")["wrist_roll"] == 2048  # and the bus recovers
 
@@ -146,16 +153,30 @@ def test_servo_error_byte_is_reported(fake, bus):
         bus.read("Present_Temperature", "elbow_flex")
 
 
+def test_packet_timeout_is_lerobots_not_the_sdks(fake):
+    """byte time x (length + 3) + 50 ms; the SDK would allow byte time x length + 34 ms."""
+    bus = FeetechBus(fake.port, MOTORS, timeout_margin_ms=SLOW_CI_MS)
+    bus.connect()
+    bus._port.margin_ms = 50.0  # the default
+    bus._port.setPacketTimeout(48)  # a 6-servo sync read of 2 bytes: (6 + 2) x 6
+    assert bus._port.packet_timeout == pytest.approx(0.01 * 51 + 50)
+    sdk = scs.PortHandler(fake.port)
+    sdk.tx_time_per_byte = bus._port.tx_time_per_byte
+    sdk.setPacketTimeout(48)
+    assert sdk.packet_timeout == pytest.approx(0.01 * 48 + 34)
+    bus.close()
+
+
 def test_packet_timeout_long_enough_for_a_slow_reply(fake, bus):
-    """A reply 40 ms late: the SDK's own ~34 ms timeout gives up, our bus waits for it."""
-    fake.reply_delay = 0.04
+    """A reply 100 ms late: the SDK's own ~34 ms timeout gives up, our bus waits for it."""
+    fake.reply_delay = 0.1
     port = scs.PortHandler(fake.port)
     assert port.openPort()
     ph = scs.PacketHandler(0)
     _, result, _ = ph.read2ByteTxRx(port, 1, 56)
     assert result == scs.COMM_RX_TIMEOUT
     port.closePort()
-    time.sleep(0.1)  # let the late reply drain
+    time.sleep(0.2)  # let the late reply drain
     assert bus.sync_read("Present_Position")["gripper"] == 2048
 
 
@@ -167,7 +188,7 @@ def test_interrupted_transaction_does_not_wedge_the_bus(fake, bus):
 
 
 def test_misuse_errors_name_the_problem(fake):
-    bus = FeetechBus(fake.port, MOTORS)
+    bus = FeetechBus(fake.port, MOTORS, timeout_margin_ms=SLOW_CI_MS)
     with pytest.raises(FeetechError, match="not connected"):
         bus.sync_read("Present_Position")
     bus.connect()

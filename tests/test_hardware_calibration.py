@@ -111,7 +111,7 @@ def _sweep(fake: FakeBus, moves: list[dict[int, int]]):
 def test_guided_calibration_writes_servos_and_lerobot_json(tmp_path):
     mid_actual = {1: 3000, 2: 1500, 3: 2048, 4: 100, 5: 2500, 6: 1000}
     with FakeBus(actual=mid_actual) as fake:
-        bus = FeetechBus(fake.port, MOTORS)
+        bus = FeetechBus(fake.port, MOTORS, timeout_margin_ms=250.0)
         bus.connect()
         fake[1].poke((40, 1), 1)  # torque on from an earlier session: calibration must turn it off
         prompts = []
@@ -137,7 +137,7 @@ def test_guided_calibration_writes_servos_and_lerobot_json(tmp_path):
 
 def test_a_joint_left_unmoved_is_an_error():
     with FakeBus() as fake:
-        bus = FeetechBus(fake.port, MOTORS)
+        bus = FeetechBus(fake.port, MOTORS, timeout_margin_ms=250.0)
         bus.connect()
         with pytest.raises(ValueError, match=r"\['elbow_flex'\] moved less than"):
             calibrate(
@@ -148,11 +148,11 @@ def test_a_joint_left_unmoved_is_an_error():
 
 def test_apply_calibration_only_writes_on_mismatch(tmp_path):
     with FakeBus() as fake:
-        bus = FeetechBus(fake.port, MOTORS)
+        bus = FeetechBus(fake.port, MOTORS, timeout_margin_ms=250.0)
         bus.connect()
         cal = load_calibration(write_calibration(tmp_path / "c.json", offsets={"elbow_flex": -100}))
         assert apply_calibration(bus, cal) is True
-        assert fake[3].homing_offset == -100 and fake[3].peek((9, 2)) == 1024
+        assert fake[3].homing_offset == -100 and fake[3].peek((9, 2)) == 2048 - 1101
         assert apply_calibration(bus, cal) is False
         bus.close()
 
@@ -167,7 +167,16 @@ def test_calibrate_cli_end_to_end(tmp_path):
 
         def run():
             result["rc"] = calibrate_cli.main(
-                ["--port", fake.port, "--out", str(tmp_path / "cal" / "follower.json")], stdin=stdin, out=out
+                [
+                    "--port",
+                    fake.port,
+                    "--out",
+                    str(tmp_path / "cal" / "follower.json"),
+                    "--timeout-ms",
+                    "250",
+                ],
+                stdin=stdin,
+                out=out,
             )
 
         t = threading.Thread(target=run)

@@ -73,7 +73,11 @@ def fake():
 
 def test_follower_clamps_what_reaches_the_servos(fake, tmp_path):
     f = SO101Follower(
-        fake.port, write_calibration(tmp_path / "c.json"), max_relative_target=10.0, watchdog_s=None
+        fake.port,
+        write_calibration(tmp_path / "c.json"),
+        max_relative_target=10.0,
+        watchdog_s=None,
+        bus_timeout_ms=250.0,
     )
     f.connect()
     try:
@@ -95,7 +99,11 @@ def test_watchdog_holds_then_releases_and_commands_re_arm(fake, tmp_path):
     for s in fake.servos.values():
         s.speed = 200.0  # steps/s: a move of 10 degrees takes ~0.6 s
     f = SO101Follower(
-        fake.port, write_calibration(tmp_path / "c.json"), watchdog_s=0.15, watchdog_release_s=0.5
+        fake.port,
+        write_calibration(tmp_path / "c.json"),
+        watchdog_s=0.15,
+        watchdog_release_s=0.5,
+        bus_timeout_ms=250.0,
     )
     f.connect()
     try:

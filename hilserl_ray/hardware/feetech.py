@@ -11,7 +11,9 @@ Note: `ftservo-python-sdk` installs a module of the same name with another API; 
 from __future__ import annotations
 
 import glob
+import select
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ import scservo_sdk as scs
 STS3215_MODEL = 777
 RESOLUTION = 4096
 COMM_SUCCESS = scs.COMM_SUCCESS
+COMM_RX_CORRUPT = scs.COMM_RX_CORRUPT
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,12 @@ def candidate_ports() -> list[str]:
 
 
 class _PortHandler(scs.PortHandler):
-    """The SDK's port with a usable packet timeout.
+    """The SDK's port with a usable packet timeout and a wait that is not a busy loop.
 
     The SDK allows ~34 ms for a whole reply; a 6-servo sync read over a USB adapter regularly
-    needs more, so (as LeRobot does) allow byte time x (length + 3) + `margin_ms`.
+    needs more, so (as LeRobot does) allow byte time x (length + 3) + `margin_ms`. The SDK polls
+    a non-blocking read in a tight loop while it waits; here an empty read waits up to 0.5 ms
+    for bytes in select(), which frees the CPU (and the GIL) for the policy and camera threads.
     """
 
     margin_ms = 50.0
@@ -107,6 +112,32 @@ class _PortHandler(scs.PortHandler):
     def setPacketTimeout(self, packet_length):  # noqa: N802 (SDK name)
         self.packet_start_time = self.getCurrentTime()
         self.packet_timeout = self.tx_time_per_byte * (packet_length + 3) + self.margin_ms
+
+    def readPort(self, length):  # noqa: N802 (SDK name)
+        data = self.ser.read(length)
+        if not data and length > 0:
+            try:
+                select.select([self.ser.fileno()], [], [], 0.0005)
+            except (AttributeError, OSError, ValueError):  # no fileno (Windows): plain poll
+                return data
+            data = self.ser.read(length)
+        return data
+
+
+def _flush_late(port) -> None:
+    """Before a retry: let replies to the failed request land, then drop them (else the retry
+    would take the previous request's late answer for its own)."""
+    time.sleep(0.002)
+    port.ser.reset_input_buffer()
+
+
+def _attempt(fn, *args):
+    """One SDK transaction. A stale reply (e.g. a late answer to a timed-out request) can make
+    the SDK index an empty payload: report it as a corrupt reply so the caller retries."""
+    try:
+        return fn(*args)
+    except IndexError:
+        return None
 
 
 class FeetechBus:
@@ -225,10 +256,12 @@ class FeetechBus:
         """Model number of the servo with this id, or None if it does not answer."""
         with self._lock:
             port, ph = self._require()
-            for _ in range(max(1, self.retries)):
-                model, result, _err = ph.ping(port, motor_id)
-                if result == COMM_SUCCESS:
-                    return model
+            for attempt in range(max(1, self.retries)):
+                if attempt:
+                    _flush_late(port)
+                out = _attempt(ph.ping, port, motor_id)
+                if out is not None and out[1] == COMM_SUCCESS:
+                    return out[0]
         return None
 
     def scan(self, ids: Iterable[int]) -> dict[int, int]:
@@ -245,8 +278,10 @@ class FeetechBus:
         with self._lock:
             port, ph = self._require()
             fn = {1: ph.read1ByteTxRx, 2: ph.read2ByteTxRx, 4: ph.read4ByteTxRx}[reg.size]
-            for _ in range(self.retries + 1):
-                value, result, error = fn(port, motor_id, reg.address)
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    _flush_late(port)
+                value, result, error = _attempt(fn, port, motor_id, reg.address) or (0, COMM_RX_CORRUPT, 0)
                 if result == COMM_SUCCESS:
                     break
         self._check(result, error, f"read {register} from {motor} (id {motor_id})")
@@ -258,8 +293,10 @@ class FeetechBus:
         with self._lock:
             port, ph = self._require()
             fn = {1: ph.write1ByteTxRx, 2: ph.write2ByteTxRx, 4: ph.write4ByteTxRx}[reg.size]
-            for _ in range(self.retries + 1):
-                result, error = fn(port, motor_id, reg.address, raw)
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    _flush_late(port)
+                result, error = _attempt(fn, port, motor_id, reg.address, raw) or (COMM_RX_CORRUPT, 0)
                 if result == COMM_SUCCESS:
                     break
         self._check(result, error, f"write {register}={value} to {motor} (id {motor_id})")
@@ -277,10 +314,14 @@ class FeetechBus:
                 group.addParam(i)
             for attempt in range(self.retries + 1):
                 if attempt:
-                    port.ser.reset_input_buffer()
-                result = group.txRxPacket()
-                if result == COMM_SUCCESS:
+                    _flush_late(port)
+                result = _attempt(group.txRxPacket)
+                # a stale short reply with the right id "succeeds" with a truncated payload,
+                # which getData would silently turn into position 0: count it as corrupt
+                if result == COMM_SUCCESS and all(len(group.data_dict[i]) == reg.size for i in ids):
                     break
+                if result == COMM_SUCCESS or result is None:
+                    result = COMM_RX_CORRUPT
             else:
                 silent = [i for i in ids if self.ping(i) is None]
                 raise FeetechError(

@@ -37,12 +37,15 @@ class SO101Follower:
         workspace: tuple[Sequence[float], Sequence[float]] | None = None,
         watchdog_s: float | None = 1.0,
         watchdog_release_s: float = 10.0,
+        bus_timeout_ms: float = 50.0,
     ):
         if len(motor_ids) != len(JOINT_NAMES):
             raise ValueError(f"robot.motor_ids: one id per joint {list(JOINT_NAMES)}, got {list(motor_ids)}")
         self.names = JOINT_NAMES
         self.calibration_path = Path(calibration)
-        self.bus = FeetechBus(port, dict(zip(JOINT_NAMES, motor_ids, strict=True)))
+        self.bus = FeetechBus(
+            port, dict(zip(JOINT_NAMES, motor_ids, strict=True)), timeout_margin_ms=bus_timeout_ms
+        )
         self.max_relative_target = max_relative_target
         self._fk, self._workspace = fk, workspace
         self._watchdog_args = (watchdog_s, watchdog_release_s)

@@ -37,8 +37,16 @@ GRIPPER_DEADBAND = 5.0  # gripper units (0..100) of leader/follower difference t
 class LeaderArm:
     """The leader's bus, torque off, read in calibrated units."""
 
-    def __init__(self, port: str, calibration: str | Path, motor_ids: Sequence[int] = (1, 2, 3, 4, 5, 6)):
-        self.bus = FeetechBus(port, dict(zip(JOINT_NAMES, motor_ids, strict=True)))
+    def __init__(
+        self,
+        port: str,
+        calibration: str | Path,
+        motor_ids: Sequence[int] = (1, 2, 3, 4, 5, 6),
+        bus_timeout_ms: float = 50.0,
+    ):
+        self.bus = FeetechBus(
+            port, dict(zip(JOINT_NAMES, motor_ids, strict=True)), timeout_margin_ms=bus_timeout_ms
+        )
         self.calibration_path = Path(calibration)
         self.normalizer: Normalizer | None = None
 
@@ -165,7 +173,7 @@ def make_leader_source(
         except (ImportError, RuntimeError) as e:
             log.warning("leader arm without keys (take over by moving the leader): %s", e)
             keys = None
-    leader = LeaderArm(it.leader_port, it.leader_calibration, cfg.robot.motor_ids)
+    leader = LeaderArm(it.leader_port, it.leader_calibration, cfg.robot.motor_ids, cfg.robot.bus_timeout_ms)
     leader.connect()
     return LeaderSource(
         leader,

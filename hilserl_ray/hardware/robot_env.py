@@ -166,6 +166,7 @@ def make_real_env(cfg: TrainConfig) -> RealSO101Env:
         workspace=(ws_low, ws_high),
         watchdog_s=cfg.robot.watchdog_seconds,
         watchdog_release_s=cfg.robot.watchdog_release_seconds,
+        bus_timeout_ms=cfg.robot.bus_timeout_ms,
     )
     cameras = {c.name: OpenCVCamera(c.name, c.device, c.width, c.height, c.fps) for c in cfg.env.cameras}
     try:
