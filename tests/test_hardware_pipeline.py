@@ -9,13 +9,11 @@ converges to the leader's gripper position.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from fake_sts3215 import FakeBus, real_config, write_calibration, write_video
 
+from hilserl_ray.envs import make
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.pipeline import pipeline_spec
-
-make = pytest.importorskip("hilserl_ray.envs.make")
 
 RESET = np.array([0.0, -20.0, 30.0, 70.0, 0.0, 30.0])
 
