@@ -117,9 +117,15 @@ def test_watchdog_holds_then_releases_and_commands_re_arm(fake, tmp_path):
         time.sleep(0.4)
         assert f.watchdog.state == "released"
         assert not any(s.torque for s in fake.servos.values())
-        f.send(f.read())  # the controller comes back: torque on again, from where the arm is
+        fake[2].set_present(fake[2].present - 300)  # unpowered, the arm sagged meanwhile
+        stale = f.read()
+        stale[1] += 300 * 360 / 4095  # what the controller last saw, before the sag
+        f.send(stale, present=stale)  # the controller comes back with its stale view
+        f.read()
         assert all(s.torque for s in fake.servos.values())
         assert f.watchdog.state == "active"
+        # clamped from where the arm really is: at most 10 degrees (114 steps) above the sagged pose
+        assert fake[2].goal <= 2048 - 300 + 114 + 1
     finally:
         f.close()
 

@@ -122,7 +122,10 @@ class SO101Follower:
         it; returns the target actually sent."""
         if self._closed:
             raise RuntimeError("the follower is closed (torque off); create a new env to move it again")
-        if self.watchdog is not None and self.watchdog.kick() == "released":
+        before = self.watchdog.kick() if self.watchdog is not None else "active"
+        if before != "active":
+            present = None  # the arm was held or dropped meanwhile: clamp from where it is now
+        if before == "released":
             log.warning("commands resumed after the watchdog released the arm: re-enabling torque")
             self._hold_raw()
             self.bus.enable_torque()
