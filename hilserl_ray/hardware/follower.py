@@ -117,9 +117,9 @@ class SO101Follower:
         """Present joint positions (6,) float32 in state units."""
         return self.normalizer.to_user(self.bus.sync_read("Present_Position"))
 
-    def send(self, target, present: np.ndarray | None = None) -> np.ndarray:
+    def send(self, target, present: np.ndarray | None = None, *, workspace: bool = True) -> np.ndarray:
         """Clamp `target` by the safety limits relative to `present` (read if not given) and write
-        it; returns the target actually sent."""
+        it; returns the target actually sent. `workspace=False` skips the FK box (reset ramp)."""
         if self._closed:
             raise RuntimeError("the follower is closed (torque off); create a new env to move it again")
         before = self.watchdog.kick() if self.watchdog is not None else "active"
@@ -131,7 +131,7 @@ class SO101Follower:
             self.bus.enable_torque()
         if present is None:
             present = self.read()
-        safe = self.safety.clamp(target, present)
+        safe = self.safety.clamp(target, present, workspace=workspace)
         self.bus.sync_write("Goal_Position", self.normalizer.to_raw(safe))
         self.last_target = safe.astype(np.float32)
         return self.last_target

@@ -122,30 +122,26 @@ class RealSO101Env(gym.Env):
         return obs
 
     def _ramp_to(self, target: np.ndarray, seconds: float) -> None:
-        """Cosine-eased joint-space ramp from the present pose, at RAMP_HZ, then settle."""
+        """Cosine-eased joint-space ramp from the present pose, at RAMP_HZ, then settle. The path
+        is fixed and ends at a configured pose, so only the joint clamps apply (not the FK box,
+        which a folded start pose may lie outside of)."""
         start = self.follower.read().astype(np.float64)
         target = np.clip(target, self.joint_low, self.joint_high)
         n = max(1, int(round(seconds * RAMP_HZ)))
         t_next = time.monotonic()
-        safety = self.follower.safety
-        saved_fk = safety.fk
-        safety.fk = None  # the ramp follows a fixed path to a configured pose: joint limits only
-        try:
-            for i in range(1, n + 1):
-                s = 0.5 - 0.5 * np.cos(np.pi * i / n)
-                self.follower.send(start + s * (target - start), present=self.follower.read())
-                t_next += 1.0 / RAMP_HZ
-                delay = t_next - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            for _ in range(int(RAMP_HZ)):  # settle: a step clamp or a slow servo can leave it short
-                present = self.follower.read()
-                if np.max(np.abs(present - target)) <= 1.0:
-                    break
-                self.follower.send(target, present=present)
-                time.sleep(1.0 / RAMP_HZ)
-        finally:
-            safety.fk = saved_fk
+        for i in range(1, n + 1):
+            s = 0.5 - 0.5 * np.cos(np.pi * i / n)
+            self.follower.send(start + s * (target - start), present=self.follower.read(), workspace=False)
+            t_next += 1.0 / RAMP_HZ
+            delay = t_next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        for _ in range(int(RAMP_HZ)):  # settle: a step clamp or a slow servo can leave it short
+            present = self.follower.read()
+            if np.max(np.abs(present - target)) <= 1.0:
+                break
+            self.follower.send(target, present=present, workspace=False)
+            time.sleep(1.0 / RAMP_HZ)
 
 
 def make_real_env(cfg: TrainConfig) -> RealSO101Env:

@@ -54,7 +54,8 @@ class SafetyLimits:
         p = np.asarray(self.fk(joints), dtype=np.float64)
         return float(np.linalg.norm(np.maximum(self.ws_low - p, 0) + np.maximum(p - self.ws_high, 0)))
 
-    def clamp(self, target, present) -> np.ndarray:
+    def clamp(self, target, present, *, workspace: bool = True) -> np.ndarray:
+        """The target the arm may go to this step (`workspace=False`: joint clamps only)."""
         target = np.asarray(target, dtype=np.float64)
         present = np.asarray(present, dtype=np.float64)
         if target.shape != self.low.shape:
@@ -72,7 +73,7 @@ class SafetyLimits:
         if np.any(stepped != out):
             self.last["max_step"] = [n for n, a, b in zip(self.names, stepped, out, strict=True) if a != b]
         out = stepped
-        err = self.outside(out)
+        err = self.outside(out) if workspace else 0.0
         if err > 0:
             now = self.outside(present)
             if now > 0:
