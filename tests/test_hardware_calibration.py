@@ -59,6 +59,28 @@ def test_lerobot_file_loads_and_normalizes_like_lerobot(tmp_path):
     assert abs(norm.to_user({**raw, "shoulder_pan": (758 + 3292) // 2 + 1024})[0] - 90.02) < 0.05
 
 
+def test_lerobot_range_units_convert_to_degrees(tmp_path):
+    """Datasets recorded with LeRobot's default use_degrees=False (-100..100) line up with ours."""
+    path = tmp_path / "so101_follower.json"
+    path.write_text(json.dumps(LEROBOT_FILE))
+    norm = Normalizer(load_calibration(path), JOINTS)
+    raw = {
+        "shoulder_pan": 2025,
+        "shoulder_lift": 900,
+        "elbow_flex": 3000,
+        "wrist_flex": 2026,
+        "wrist_roll": 100,
+        "gripper": 2500,
+    }
+    # what LeRobot stores with use_degrees=False: (raw - min) / (max - min) * 200 - 100
+    recorded = [
+        (raw[m] - c["range_min"]) / (c["range_max"] - c["range_min"]) * 200 - 100
+        for m, c in LEROBOT_FILE.items()
+    ]
+    recorded[5] = (2500 - 2023) / (3542 - 2023) * 100  # gripper 0..100 either way
+    np.testing.assert_allclose(norm.from_lerobot_range(np.array([recorded])), [norm.to_user(raw)], atol=1e-3)
+
+
 def test_round_trip_and_limits():
     cal = {m: MotorCalibration(i, 0, 0, 1024, 3072) for m, i in MOTORS.items()}
     cal["gripper"] = MotorCalibration(6, 0, 0, 2000, 3000)

@@ -133,3 +133,13 @@ def test_leader_arm_takes_over_by_moving_and_by_key(tmp_path):
         finally:
             src.close()
         assert not any(s.torque for s in leader_bus.servos.values())
+
+
+def test_human_sources_need_the_ee_action_format(tmp_path):
+    cfg = real_config(
+        "/dev/null",
+        tmp_path / "c.json",
+        pipeline={"intervention": {"source": "keyboard"}, "ee_action": {"enabled": False}},
+    )
+    with pytest.raises(ValueError, match=r"source='keyboard'.*pipeline.ee_action.enabled=true"):
+        make_teleop_source(cfg)

@@ -99,6 +99,7 @@ class Normalizer:
         self._mid = (self._min + self._max) / 2
         self._pct = np.array([m in RANGE_0_100 for m in motors])
         self._flip = np.array([bool(c.drive_mode) for c in cals]) & self._pct
+        self._flip_range = np.array([bool(c.drive_mode) for c in cals]) & ~self._pct
 
     def to_user(self, raw: Mapping[str, int]) -> np.ndarray:
         r = np.array([raw[m] for m in self.motors], dtype=np.float64)
@@ -117,6 +118,14 @@ class Normalizer:
         raw = np.rint(np.where(self._pct, pct_raw, deg_raw))
         raw = np.clip(raw, 0, MAX_RES).astype(int)
         return {m: int(r) for m, r in zip(self.motors, raw, strict=True)}
+
+    def from_lerobot_range(self, values: np.ndarray) -> np.ndarray:
+        """LeRobot's default SO-101 units (`use_degrees=False`: arm joints -100..100 over the
+        calibrated range, gripper 0..100) -> ours, for datasets recorded that way. (..., 6)."""
+        v = np.asarray(values, dtype=np.float64)
+        arm = np.where(self._flip_range, -v, v)
+        raw = (arm + 100.0) / 200.0 * (self._max - self._min) + self._min
+        return np.where(self._pct, v, (raw - self._mid) * 360.0 / MAX_RES).astype(np.float32)
 
     def limits(self) -> tuple[np.ndarray, np.ndarray]:
         """The calibrated range of each joint in user units (what the arm can reach)."""
