@@ -199,3 +199,19 @@ def test_misuse_errors_name_the_problem(fake):
     with pytest.raises(ValueError, match="Acceleration: 300 does not fit 1"):
         bus.write("Acceleration", "gripper", 300)
     bus.close()
+
+
+def test_shadowing_sdk_is_refused(monkeypatch):
+    """ftservo-python-sdk installs a module named scservo_sdk too: say so instead of failing oddly."""
+    import importlib.metadata
+
+    from hilserl_ray.hardware import feetech
+
+    monkeypatch.setattr(feetech, "_SDK_CHECKED", False)
+    monkeypatch.setattr(
+        importlib.metadata,
+        "packages_distributions",
+        lambda: {"scservo_sdk": ["feetech-servo-sdk", "ftservo-python-sdk"]},
+    )
+    with pytest.raises(ImportError, match="pip uninstall -y ftservo-python-sdk"):
+        FeetechBus("/dev/null", MOTORS).connect()

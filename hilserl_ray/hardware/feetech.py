@@ -92,6 +92,27 @@ def describe_error_byte(error: int) -> str:
     return ", ".join(names) or f"error byte {error:#04x}"
 
 
+_SDK_CHECKED = False
+
+
+def check_sdk() -> None:
+    """Refuse a `scservo_sdk` shadowed by ftservo-python-sdk (same module name, other API)."""
+    global _SDK_CHECKED
+    if _SDK_CHECKED:
+        return
+    import importlib.metadata
+
+    dists = importlib.metadata.packages_distributions().get("scservo_sdk", [])
+    if any(d.lower().replace("_", "-") == "ftservo-python-sdk" for d in dists) or not hasattr(
+        scs, "GroupSyncRead"
+    ):
+        raise ImportError(
+            f"module scservo_sdk comes from {dists}: ftservo-python-sdk installs the same module name with "
+            "another API. Fix: pip uninstall -y ftservo-python-sdk feetech-servo-sdk && pip install feetech-servo-sdk"
+        )
+    _SDK_CHECKED = True
+
+
 def candidate_ports() -> list[str]:
     """Serial devices a USB servo adapter usually shows up as (for error messages)."""
     pats = ("/dev/ttyACM*", "/dev/ttyUSB*", "/dev/serial/by-id/*", "/dev/tty.usbmodem*", "/dev/cu.usbmodem*")
@@ -177,6 +198,7 @@ class FeetechBus:
         with self._lock:
             if self._port is not None:
                 return
+            check_sdk()
             port = _PortHandler(self.port)
             port.margin_ms = self.timeout_margin_ms
             port.baudrate = self.baudrate
