@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -64,7 +63,8 @@ class LeRobotReader:
         self.video_keys = [k for k, f in self.features.items() if f.get("dtype") == "video"]
         self.image_keys = [k for k, f in self.features.items() if f.get("dtype") == "image"]
         self.episodes = self._load_episodes_v3() if self.version == "v3.0" else self._load_episodes_v2()
-        self.episodes.sort(key=lambda e: e.index)
+        # an episode without frames has nothing to read (and no final observation to keep)
+        self.episodes = sorted((e for e in self.episodes if e.length > 0), key=lambda e: e.index)
         start = 0
         for ep in self.episodes:
             ep.start = start
@@ -241,12 +241,11 @@ class LeRobotReader:
         by_file: dict[Path, list[Episode]] = {}
         for e in self.episodes:
             by_file.setdefault(e.videos[key][0], []).append(e)
-        fps = Fraction(self.fps).limit_denominator(1001)
-        tol = Fraction(TIME_TOLERANCE_S)
+        fps, tol = self.fps, TIME_TOLERANCE_S
         self.converter = convert = PipelineImages(crop, size)
         for path, eps in sorted(by_file.items()):
             eps = sorted(eps, key=lambda e: e.videos[key][1])
-            spans = [(Fraction(e.videos[key][1]), e) for e in eps]
+            spans = [(e.videos[key][1], e) for e in eps]
             found = dict.fromkeys((e.index for e in eps), 0)
             convert.new_file()
             j = 0

@@ -1,8 +1,8 @@
 """Video files through PyAV: append-only encoding and strictly sequential decoding.
 
 Decoding never seeks per frame: a file is read front to back once with frame threading.
-Frame times are exact rationals (pts * time_base), so frame i of an episode is matched to
-`from_timestamp + i / fps` without float drift.
+Frame times come from each frame's pts (never from counting frames), so frame i of an
+episode is matched to `from_timestamp + i / fps` even across episodes sharing a file.
 
 `pipeline_image` turns a decoded frame into the pipeline's image. The exact route converts
 the full frame to RGB and calls `process_image` (crop, INTER_AREA resize) like the live env.
@@ -102,7 +102,7 @@ def video_info(path: Path) -> dict:
 
 def decode(
     path: Path, size: tuple[int, int] | None = None, interpolation: str | None = None
-) -> Iterator[tuple[Fraction, np.ndarray]]:
+) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (time in seconds, rgb24 frame) for every frame of `path`, in order.
 
     `size` = (height, width) resizes inside the same libswscale call that converts the
@@ -117,8 +117,11 @@ def decode(
         yield t, frame.to_ndarray(**kwargs)
 
 
-def decode_frames(path: Path) -> Iterator[tuple[Fraction, av.VideoFrame]]:
-    """Yield (time in seconds, decoded frame) for every frame of `path`, in order."""
+def decode_frames(path: Path) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Yield (time in seconds, decoded frame) for every frame of `path`, in order.
+
+    Times are pts * time_base in float64: exact to ~1e-11 s for hours of video.
+    """
     try:
         container = av.open(str(path))
     except (av.error.FileNotFoundError, FileNotFoundError):
@@ -128,7 +131,7 @@ def decode_frames(path: Path) -> Iterator[tuple[Fraction, av.VideoFrame]]:
             raise ValueError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        tb = stream.time_base
+        tb = float(stream.time_base)
         for frame in container.decode(stream):
             if frame.pts is None:
                 raise ValueError(f"{path}: a frame without a timestamp (pts); re-encode the file")
