@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,7 +34,12 @@ SMALL = [
     "--logging.tensorboard=false",
     "--ray.num_cpus=2",
 ]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(ROOT),
+    "RAY_DEDUP_LOGS": "0",
+    "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+}
 
 
 def train_cmd(out: Path, *extra: str) -> list[str]:
@@ -73,8 +78,14 @@ def trained(out: Path, min_updates: int = 1):
 def test_end_to_end_resume_and_continue(tmp_path):
     out = tmp_path / "run"
     # --resume with no checkpoint: one warning line, then a fresh run
-    r = subprocess.run(train_cmd(out, "--resume", "--total_env_steps=300"), env=ENV, cwd=ROOT,
-                       capture_output=True, text=True, timeout=240)
+    r = subprocess.run(
+        train_cmd(out, "--resume", "--total_env_steps=300"),
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "no checkpoint" in r.stdout and "starting fresh" in r.stdout
     first = counters(out)
@@ -84,32 +95,57 @@ def test_end_to_end_resume_and_continue(tmp_path):
     assert rows[-1]["env_steps"] >= 300 and "success_rate" in rows[-1]
 
     # a fresh run into the same dir refuses (exit 2) and loses nothing
-    r = subprocess.run(train_cmd(out, "--total_env_steps=300"), env=ENV, cwd=ROOT, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        train_cmd(out, "--total_env_steps=300"), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "not empty" in r.stderr and "--resume" in r.stderr
     assert counters(out) == first
 
     # resume continues the counters
-    r = subprocess.run(train_cmd(out, "--resume", "--total_env_steps=450"), env=ENV, cwd=ROOT,
-                       capture_output=True, text=True, timeout=240)
+    r = subprocess.run(
+        train_cmd(out, "--resume", "--total_env_steps=450"),
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     second = counters(out)
     assert second["env_steps"] >= 450 and second["updates"] > first["updates"]
     assert second["episodes"] > first["episodes"]
 
-    r = subprocess.run([sys.executable, "-m", "hilserl_ray.plot", str(out)], env=ENV, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.plot", str(out)], env=ENV, capture_output=True, text=True
+    )
     assert r.returncode == 0 and (out / "curves.png").stat().st_size > 10_000
 
 
-def test_sigint_mid_run_leaves_a_resumable_checkpoint(tmp_path):
+def test_learner_restart_then_sigint_leaves_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(out, "--total_env_steps=100000"), env=ENV, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_log = tmp_path / "driver.log"
+    proc = subprocess.Popen(
+        train_cmd(out, "--total_env_steps=100000"),
+        env=ENV,
+        cwd=ROOT,
+        stdout=out_log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for(trained(out, 5), 180, "training to start", proc)
+        # a dead learner is restarted by the driver from the last checkpoint
+        wait_for(lambda: latest_checkpoint(out / "checkpoints"), 120, "a first checkpoint", proc)
+        pid = int(re.search(r"learner up \(pid (\d+)", log_so_far(out_log)).group(1))
+        os.kill(pid, signal.SIGKILL)
+        wait_for(
+            lambda: "learner died: restarting it from" in log_so_far(out_log), 120, "learner restart", proc
+        )
+        wait_for(lambda: log_so_far(out_log).count("learner up") == 2, 120, "the new learner", proc)
         t0 = time.time()
         proc.send_signal(signal.SIGINT)
-        log, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        log = log_so_far(out_log)
         assert time.time() - t0 < 30, "shutdown took longer than shutdown_timeout_s"
     finally:
         if proc.poll() is None:
@@ -121,6 +157,10 @@ def test_sigint_mid_run_leaves_a_resumable_checkpoint(tmp_path):
     # the checkpoint is loadable: the agent weights and buffers are in it
     last = latest_checkpoint(out / "checkpoints")
     assert (last / "agent").is_dir() and (last / "online").is_dir()
+
+
+def log_so_far(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def _free_port() -> int:
@@ -135,28 +175,70 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
     env = {**ENV, "RAY_AUTH_MODE": "token"}
     out = tmp_path / "run"
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-                    f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            f"--dashboard-port={dash}",
+            "--dashboard-host=127.0.0.1",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         address = f"http://127.0.0.1:{dash}"
         # the runtime env the README documents for `ray job submit`
-        runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "30"}})
+        runtime_env = json.dumps(
+            {"env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "30"}}
+        )
         sub = subprocess.run(
-            [ray_bin, "job", "submit", f"--address={address}", "--no-wait", f"--working-dir={ROOT}",
-             f"--runtime-env-json={runtime_env}",
-             "--", sys.executable, "-m", "hilserl_ray.train", *SMALL, f"--output_dir={out}",
-             "--total_env_steps=100000"],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+            [
+                ray_bin,
+                "job",
+                "submit",
+                f"--address={address}",
+                "--no-wait",
+                f"--working-dir={ROOT}",
+                f"--runtime-env-json={runtime_env}",
+                "--",
+                sys.executable,
+                "-m",
+                "hilserl_ray.train",
+                *SMALL,
+                f"--output_dir={out}",
+                "--total_env_steps=100000",
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert sub.returncode == 0, sub.stdout + sub.stderr
         job_id = re.search(r"raysubmit_[A-Za-z0-9]+", sub.stdout).group(0)
         wait_for(trained(out, 5), 180, "the job to train")
-        stop = subprocess.run([ray_bin, "job", "stop", f"--address={address}", job_id], env=env,
-                              capture_output=True, text=True, timeout=90)
+        stop = subprocess.run(
+            [ray_bin, "job", "stop", f"--address={address}", job_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert stop.returncode == 0, stop.stdout + stop.stderr
-        logs = subprocess.run([ray_bin, "job", "logs", f"--address={address}", job_id], env=env,
-                              capture_output=True, text=True, timeout=60).stdout
+        logs = subprocess.run(
+            [ray_bin, "job", "logs", f"--address={address}", job_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         assert "SIGINT received" in logs, logs[-3000:]
         c = counters(out)
         assert c["updates"] >= 5
@@ -177,8 +259,8 @@ def test_killed_robot_actor_restarts_and_training_continues(local_ray, tmp_path)
 
     cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL[2:], f"--output_dir={tmp_path}"])
     d = cfg.model_dump(mode="json")
-    learner = LearnerActor.options(num_cpus=1).remote(d, None)
-    robot = RobotActor.options(**robot_actor_options(cfg)).remote(d, 0, learner)
+    learner = LearnerActor.options(num_cpus=1, name="test_learner").remote(d, None)
+    robot = RobotActor.options(**robot_actor_options(cfg)).remote(d, 0, "test_learner")
     wait_for(lambda: ray.get(learner.stats.remote())["updates"] > 0, 120, "first updates")
     pid = ray.get(robot.stats.remote())["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -186,7 +268,9 @@ def test_killed_robot_actor_restarts_and_training_continues(local_ray, tmp_path)
     # Ray restarts the actor; its loop starts again by itself and the learner keeps training
     new = wait_for(lambda: _stats_or_none(robot), 120, "the robot actor to come back")
     assert new["pid"] != pid and new["alive"]
-    wait_for(lambda: ray.get(learner.stats.remote())["env_steps"] > before["env_steps"] + 50, 120, "new env steps")
+    wait_for(
+        lambda: ray.get(learner.stats.remote())["env_steps"] > before["env_steps"] + 50, 120, "new env steps"
+    )
     assert ray.get(learner.stats.remote())["updates"] > before["updates"]
     ray.get(robot.stop.remote())
     ray.get(learner.stop.remote())
@@ -213,6 +297,7 @@ def test_real_robot_actor_is_pinned_by_label_and_owns_the_arm():
     cluster.add_node(num_cpus=2)  # a third node with no arm
     ray.init(address=cluster.address)
     try:
+
         @ray.remote
         class Where:
             def node(self):

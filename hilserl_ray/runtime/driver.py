@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import ray
@@ -107,20 +108,29 @@ class Run:
         self.out = Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.cfg_dict = cfg.model_dump(mode="json")
+        self.learner_name = f"hilserl_learner_{uuid.uuid4().hex[:8]}"  # robots find it by name
         self.learner = self._start_learner(resume_from)
         self.robots = [
-            RobotActor.options(**robot_actor_options(cfg)).remote(self.cfg_dict, i, self.learner)
+            RobotActor.options(**robot_actor_options(cfg)).remote(self.cfg_dict, i, self.learner_name)
             for i in range(cfg.actors.num_robot_actors)
         ]
         self.metrics = MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard)
         self.last_ckpt_updates = 0
 
     def _start_learner(self, resume_from: Path | None):
-        opts = {"num_cpus": 1, "num_gpus": self.cfg.learner.num_gpus, "max_restarts": 0}
+        opts = {
+            "num_cpus": 1,
+            "num_gpus": self.cfg.learner.num_gpus,
+            "max_restarts": 0,
+            "name": self.learner_name,
+        }
         learner = LearnerActor.options(**opts).remote(
             self.cfg_dict, str(resume_from) if resume_from else None
         )
-        ray.get(learner.counters_now.remote())  # surfaces a failing __init__ here, not later
+        d = ray.get(learner.describe.remote())  # surfaces a failing __init__ here, not later
+        say(
+            f"learner up (pid {d['pid']}, device {d['device']}, {d['online']} online + {d['offline']} offline transitions)"
+        )
         return learner
 
     def checkpoint(self) -> Path:
@@ -139,8 +149,15 @@ class Run:
     def _restart_learner(self) -> None:
         last = latest_checkpoint(self.ckpt_root)
         say(f"learner died: restarting it from {last or 'scratch'}")
-        self.learner = self._start_learner(last)
-        ray.get([r.set_learner.remote(self.learner) for r in self.robots])
+        ray.kill(self.learner, no_restart=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # Ray frees a dead actor's name shortly after
+            try:
+                ray.get_actor(self.learner_name)
+            except ValueError:
+                break
+            self.stop.event.wait(0.2)
+        self.learner = self._start_learner(last)  # same name: the robots reconnect by themselves
 
     def loop(self) -> bool:
         """Poll until total_env_steps or a stop signal. True when the step budget was reached."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -182,6 +183,14 @@ class Learner:
         self.counters.update(state["counters"])
         self.recent.extend(state.get("recent", []))
         torch.set_rng_state(torch.from_numpy(np.load(d / "torch_rng.npy")))
+
+    def describe(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "device": str(self.device),
+            "online": len(self.online),
+            "offline": len(self.offline),
+        }
 
     def counters_now(self) -> dict:
         with self._lock:

@@ -33,18 +33,23 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 class Robot:
-    def __init__(self, cfg_dict: dict, index: int, learner):
+    def __init__(self, cfg_dict: dict, index: int, learner_name: str):
         from hilserl_ray.envs.make import make_env
         from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
         self.cfg = cfg = TrainConfig.model_validate(cfg_dict)
         self.index = index
-        self.learner = learner
+        # The learner by name, not by handle: a handle among the constructor args would stop Ray
+        # from restarting this actor (ray#53727), and a name also finds a restarted learner.
+        self.learner_name = learner_name
+        self._stop = threading.Event()
+        self._reconnect()
         self.spec = spec = pipeline_spec(cfg)
-        # A fresh random id per incarnation keeps episode ids unique across Ray restarts.
-        self._incarnation = secrets.randbits(20)
-        self._seed = cfg.seed + 1000 * index + self._incarnation
+        # A fresh random 40-bit id per actor incarnation keeps episode ids unique across actors
+        # and Ray restarts (the buffer links rows by episode id).
+        self._incarnation = secrets.randbits(40)
+        self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
         self.env = make_env(cfg, seed=self._seed)
         low, high = state_bounds(spec, cfg)
         stats = {STATE: {"min": np.asarray(low, np.float32), "max": np.asarray(high, np.float32)}}
@@ -52,7 +57,6 @@ class Robot:
         self.weights_version = -1
         self._weights_req = None
         self._pending: list[ray.ObjectRef] = []
-        self._stop = threading.Event()
         self._closed = False
         self.episodes = 0
         self._thread = threading.Thread(target=self._run_guarded, name=f"robot-{index}", daemon=True)
@@ -71,6 +75,7 @@ class Robot:
             reply = ray.get(self._weights_req)
         except ray.exceptions.RayActorError:
             reply = None  # learner restarting: keep the current policy
+            self._reconnect()
         self._weights_req = None
         if reply is not None:
             version, (ref,) = reply
@@ -82,7 +87,11 @@ class Robot:
         if not rows:
             return
         max_pending = self.cfg.learner.max_pending_chunks
-        self._pending = [r for r in self._pending if not ray.wait([r], timeout=0)[0]]
+        done, self._pending = ray.wait(self._pending, num_returns=len(self._pending), timeout=0)
+        try:
+            ray.get(done)
+        except ray.exceptions.RayActorError:
+            self._reconnect()  # those chunks died with the learner; its checkpoint has the rest
         if len(self._pending) >= max_pending:  # back-pressure: the learner is behind
             ray.wait(self._pending, num_returns=len(self._pending) - max_pending + 1)
         self._pending.append(self.learner.add_chunk.remote(stack_rows(rows), episodes))
@@ -92,13 +101,16 @@ class Robot:
     def _wait_for_learner(self) -> None:
         """Sim pacing: hold while the env steps run ahead of what the learner's updates allow."""
         ratio, starts = self.cfg.learner.env_steps_per_update, self.cfg.learner.training_starts
-        ray.get(self._pending)
-        self._pending = []
-        while not self._stop.is_set():
-            c = ray.get(self.learner.counters_now.remote())
-            if c["env_steps"] < starts or c["env_steps"] <= starts + c["updates"] * ratio:
-                return
-            self._stop.wait(0.01)
+        try:
+            ray.get(self._pending)
+            self._pending = []
+            while not self._stop.is_set():
+                c = ray.get(self.learner.counters_now.remote())
+                if c["env_steps"] < starts or c["env_steps"] <= starts + c["updates"] * ratio:
+                    return
+                self._stop.wait(0.01)
+        except ray.exceptions.RayActorError:
+            self._reconnect()
 
     # ---------------------------------------------------------------------------- loop
     def _run_guarded(self) -> None:
@@ -117,7 +129,7 @@ class Robot:
         obs, _ = self.env.reset(seed=self._seed)
         rows: list[dict] = []
         finished: list[dict] = []
-        episode_id = (self.index << 44) | (self._incarnation << 24) | self.episodes
+        episode_id = self._episode_id()
         ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
         while not self._stop.is_set():
             self._poll_weights()
@@ -161,12 +173,15 @@ class Robot:
                 self._send(rows, finished)
                 rows, finished = [], []
                 self.episodes += 1
-                episode_id = (self.index << 44) | (self._incarnation << 24) | self.episodes
+                episode_id = self._episode_id()
                 ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
                 obs, _ = self.env.reset()
             elif len(rows) >= cfg.actors.chunk_size:
                 self._send(rows, [])
                 rows = []
+
+    def _episode_id(self) -> int:
+        return (self._incarnation << 23) | self.episodes
 
     def _last_row(self, obs: dict, keys: list[str], episode_id: int) -> dict:
         return {
@@ -182,9 +197,15 @@ class Robot:
         }
 
     # -------------------------------------------------------------------------- control
-    def set_learner(self, learner) -> None:
-        """After the driver restarted the learner: send to the new one."""
-        self.learner = learner
+    def _reconnect(self) -> None:
+        """Find the learner by name; after a learner death, wait until the driver restarts it."""
+        while not self._stop.is_set():
+            try:
+                self.learner = ray.get_actor(self.learner_name)
+                ray.get(self.learner.counters_now.remote(), timeout=10)
+                break
+            except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                self._stop.wait(1.0)
         self._weights_req = None
         self._pending = []
 

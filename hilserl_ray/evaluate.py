@@ -1,0 +1,98 @@
+"""`python -m hilserl_ray.evaluate <output_dir> [--episodes N] [--video eval.mp4]`.
+
+Runs the run's last checkpoint with the deterministic policy (no interventions) in the run's
+own env and pipeline, prints success rate and return, writes `eval.json` and an mp4 of the
+episodes (the sim's first camera, or its `front` camera when the task is state-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.runtime.checkpoint import latest_checkpoint
+
+
+def evaluate(
+    output_dir: Path,
+    episodes: int = 20,
+    video: Path | None = None,
+    checkpoint: Path | None = None,
+    seed_offset: int = 10_000,
+) -> dict:
+    from hilserl_ray.data.video import VideoEncoder
+    from hilserl_ray.envs.make import make_env
+    from hilserl_ray.policy import SACAgent
+
+    output_dir = Path(output_dir)
+    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(output_dir / "checkpoints")
+    if ckpt is None:
+        raise FileNotFoundError(f"no checkpoint in {output_dir / 'checkpoints'}: train first")
+    cfg = load_config(output_dir, ["--pipeline.intervention.source=none"])
+    agent = SACAgent.load(ckpt / "agent", device="cpu")
+    env = make_env(cfg, seed=cfg.seed + seed_offset)
+    encoder = None
+    results = []
+    try:
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=cfg.seed + seed_offset + ep)
+            done, ret, length, info = False, 0.0, 0, {}
+            while not done:
+                if video is not None:
+                    frame = env.render()
+                    if encoder is None:
+                        encoder = VideoEncoder(
+                            video, frame.shape[1], frame.shape[0], cfg.env.fps, codec="h264"
+                        )
+                    encoder.add(frame)
+                obs, reward, terminated, truncated, info = env.step(
+                    agent.select_action(obs, deterministic=True)
+                )
+                ret += float(reward)
+                length += 1
+                done = terminated or truncated
+            results.append({"success": bool(info.get("is_success", False)), "return": ret, "length": length})
+    finally:
+        if encoder is not None:
+            encoder.close()
+        env.close()
+    summary = {
+        "checkpoint": str(ckpt),
+        "episodes": episodes,
+        "success_rate": float(np.mean([r["success"] for r in results])),
+        "mean_return": float(np.mean([r["return"] for r in results])),
+        "mean_length": float(np.mean([r["length"] for r in results])),
+        "video": str(video) if video else None,
+    }
+    (output_dir / "eval.json").write_text(json.dumps({**summary, "per_episode": results}, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hilserl_ray.evaluate", description=__doc__)
+    p.add_argument("output_dir", type=Path)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--video", type=Path, default=None, help="mp4 path (default <output_dir>/eval.mp4)")
+    p.add_argument("--no-video", action="store_true")
+    p.add_argument("--checkpoint", type=Path, default=None)
+    args = p.parse_args(argv)
+    video = None if args.no_video else (args.video or args.output_dir / "eval.mp4")
+    try:
+        s = evaluate(args.output_dir, args.episodes, video, args.checkpoint)
+    except (FileNotFoundError, ConfigError) as e:
+        print(e.message() if isinstance(e, ConfigError) else e, file=sys.stderr)
+        return 2
+    print(
+        f"success {s['success_rate']:.0%} over {s['episodes']} episodes, mean return {s['mean_return']:+.2f}, "
+        f"mean length {s['mean_length']:.1f}" + (f"; video {s['video']}" if s["video"] else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
