@@ -164,12 +164,12 @@ def record(
     source = None
     if cfg.robot.type == "sim" and cfg.pipeline.intervention.source == "oracle" and assist == "always":
         source = ExpertSource(cfg, cfg.seed)
+    writer = LeRobotWriter(
+        Path(out), cfg.env.fps, features, robot_type=f"so101_{cfg.robot.type}", codec=codec
+    )  # first: refuses an existing dataset before the robot moves
     env = make_env(cfg, seed=cfg.seed, intervention=source)
     tap = RawTap(env)
     task = task or f"{cfg.env.task} (so101 {cfg.robot.type})"
-    writer = LeRobotWriter(
-        Path(out), cfg.env.fps, features, robot_type=f"so101_{cfg.robot.type}", codec=codec
-    )
     policy_action = neutral_action(spec)
     saved = successes = steps = 0
     bar = tqdm(total=episodes, unit="episode", desc=f"recording {Path(out).name}", disable=not progress)
