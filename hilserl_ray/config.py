@@ -177,8 +177,8 @@ class PolicyConfig(Strict):
     image_head: Literal["spatial_embedding", "spatial_softmax"] = "spatial_embedding"
     drq_pad: Annotated[int, Field(ge=0)] = 4
     grad_clip: PositiveFloat = 40.0
-    compile: bool = False
-    bf16: bool = False
+    compile: bool = Field(False, description="torch.compile the loss computations (slow first update)")
+    bf16: bool = Field(False, description="bf16 autocast: CUDA whole forward; CPU the conv encoder only")
 
 
 # ---------------------------------------------------------------------------- data, buffers

@@ -203,3 +203,16 @@ def test_uses_the_config_device_and_rejects_missing_cuda():
     assert SACAgent(spec, PolicyConfig(device="auto")).device.type == (
         "cuda" if torch.cuda.is_available() else "cpu"
     )
+
+
+def test_spatial_softmax_head_and_two_cameras():
+    spec = make_spec(state_dim=4, cont=3, gripper=True, cameras={"front": (32, 32), "wrist": (32, 48)})
+    agent = SACAgent(spec, small_cfg(utd_ratio=1, image_head="spatial_softmax"))
+    assert agent.policy.encoder.out_dim == 3 * 32
+    before = [p.detach().clone() for p in agent.policy.encoder.images[1].parameters()]
+    agent.update([random_batch(spec, 8, 0)])
+    after = list(agent.policy.encoder.images[1].parameters())
+    assert all(
+        not torch.equal(a, b) for a, b in zip(after, before, strict=True)
+    )  # each camera's encoder trains
+    assert agent.select_action(numpy_obs(spec), deterministic=True).shape == (4,)

@@ -62,7 +62,7 @@ class _Nets(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(log_alpha, dtype=torch.float32))
 
 
-def _adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+def _adam(params, lr: float) -> torch.optim.Adam:
     params = list(params)
     try:  # fused Adam: one kernel for all parameters (CPU and CUDA in torch >= 2.4)
         return torch.optim.Adam(params, lr=lr, fused=True)
@@ -71,6 +71,14 @@ def _adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
 
 
 class SACAgent:
+    """The learner's agent, sized from the FeatureSpec and PolicyConfig.
+
+    `stats`: per-feature normalization stats ({"mean", "std"} or {"min", "max"}); missing ones
+    default from the spec (see normalize.py). They are stored in the weights and the checkpoint.
+    `backbone_weights`: the frozen pretrained backbone's tensors, to skip reading
+    `cfg.encoder_weights` (used by `load`).
+    """
+
     def __init__(
         self,
         spec: FeatureSpec,
@@ -105,12 +113,12 @@ class SACAgent:
         self._actor_params = list(n.policy.actor.parameters())
         self._gripper_params = list(n.policy.gripper.parameters()) if n.policy.gripper is not None else []
         self.optimizers: dict[str, torch.optim.Optimizer] = {
-            "critic": _adam(self._critic_params, cfg.critic_lr, self.device),
-            "actor": _adam(self._actor_params, cfg.actor_lr, self.device),
-            "temperature": _adam([n.log_alpha], cfg.temperature_lr, self.device),
+            "critic": _adam(self._critic_params, cfg.critic_lr),
+            "actor": _adam(self._actor_params, cfg.actor_lr),
+            "temperature": _adam([n.log_alpha], cfg.temperature_lr),
         }
         if self._gripper_params:
-            self.optimizers["gripper"] = _adam(self._gripper_params, cfg.critic_lr, self.device)
+            self.optimizers["gripper"] = _adam(self._gripper_params, cfg.critic_lr)
         self._polyak_pairs = [
             (list(n.critic_target.parameters()), list(n.critic.parameters())),
         ]
