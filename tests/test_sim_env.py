@@ -115,13 +115,13 @@ def test_pick_success_needs_the_cube_lifted():
     env = SO101SimEnv(cfg_for("pick_cube", env={"dense_reward": True}))
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step(env.joint_state())
-    assert not terminated and 0.0 < reward < 0.3  # dense shaping only
+    assert not terminated and -0.2 < reward < 0.0  # dense shaping only: a cost until success
     q = env.cube_pos()
     env.data.qpos[env._cube_q : env._cube_q + 3] = [q[0], q[1], CUBE_HALF + LIFT_M + 0.05]  # in the air...
     env.data.qvel[env._cube_v : env._cube_v + 6] = 0
     env.model.opt.gravity[:] = 0  # ...and staying there for this step
     _, reward, terminated, _, info = env.step(env.joint_state())
-    assert terminated and info["is_success"] and reward >= 1.0
+    assert terminated and info["is_success"] and reward > 0.9
 
 
 def test_registered_ids_build_state_and_image_variants():

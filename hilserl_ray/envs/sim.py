@@ -181,11 +181,13 @@ class SO101SimEnv(gym.Env):
         return bool(self.cube_pos()[2] - CUBE_HALF > LIFT_M)
 
     def shaped_reward(self) -> float:
-        """Optional dense shaping in [0, 0.3): closeness of the gripper to the object (+ lift)."""
+        """Optional dense shaping in (-0.2, 0]: a cost for the gripper's distance to the object
+        (and, for pick-cube, for the cube not yet lifted). A cost, never a bonus, so ending the
+        episode by succeeding always beats hovering near the goal to collect shaping reward."""
         dist = np.linalg.norm(self.ee_pos() - self.object_pos())
-        r = 0.1 * (1.0 - np.tanh(10.0 * dist))
+        r = -0.1 * np.tanh(10.0 * dist)
         if self.task == "pick_cube":
-            r += 0.2 * float(np.clip((self.cube_pos()[2] - CUBE_HALF) / LIFT_M, 0.0, 1.0))
+            r -= 0.1 * (1.0 - float(np.clip((self.cube_pos()[2] - CUBE_HALF) / LIFT_M, 0.0, 1.0)))
         return float(r)
 
     # ------------------------------------------------------------------ internals
