@@ -216,3 +216,25 @@ def test_spatial_softmax_head_and_two_cameras():
         not torch.equal(a, b) for a, b in zip(after, before, strict=True)
     )  # each camera's encoder trains
     assert agent.select_action(numpy_obs(spec), deterministic=True).shape == (4,)
+
+
+def test_critic_learns_a_reward_that_only_the_camera_shows():
+    """End to end through the conv encoder (normalization folded into the stem, DrQ shift)."""
+    spec = make_spec(state_dim=2, cont=1, cameras={"front": (32, 32)})
+    agent = SACAgent(spec, small_cfg(utd_ratio=1, critic_lr=1e-3))
+    cam = "observation.images.front"
+
+    def batch(seed):
+        b = random_batch(spec, 32, seed)
+        bright = torch.arange(32) % 2 == 0
+        img = torch.where(bright[:, None, None, None], 200, 40).to(torch.uint8).expand(32, 32, 32, 3)
+        b["observation"][cam] = (img + torch.randint(0, 30, img.shape, dtype=torch.uint8)).contiguous()
+        b["reward"], b["terminated"] = bright.float(), torch.ones(32)
+        return b
+
+    for i in range(80):
+        agent.update([batch(i)])
+    test = batch(1000)
+    with torch.no_grad():
+        q = agent.nets.critic(agent.policy.encoder(test["observation"]), test["action"][:, :1]).mean(0)
+    assert q[0::2].mean() - q[1::2].mean() > 0.8  # bright frames pay 1, dark ones 0
