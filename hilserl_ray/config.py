@@ -197,6 +197,11 @@ class DatasetConfig(Strict):
     missing_reward: Literal["zero", "success_last_frame"] = "success_last_frame"
     rename: dict[str, str] = Field(default_factory=dict, description="dataset key -> pipeline feature name")
     cache: bool = True
+    joint_units: Literal["degrees", "lerobot_range"] = Field(
+        "degrees",
+        description="units of the state's 6 joints in the dataset: degrees (gripper 0..100), or LeRobot's "
+        "default -100..100 (recorded with use_degrees=False; converted with robot.calibration)",
+    )
 
 
 # ---------------------------------------------------------------------------------- runtime

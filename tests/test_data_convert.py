@@ -240,3 +240,49 @@ def test_images_stored_in_parquet(tmp_path):
     chunk, _ = convert(make_cfg(root, tmp_path, **{"pipeline.image.size": [48, 64]}), progress=False)
     assert [read_code(i) for i in chunk[CAM]] == [0, 1, 2, 2, 3, 4, 4]
     np.testing.assert_array_equal(chunk[CAM][0], code_image(0, 48, 64))  # lossless
+
+
+# A calibration as `lerobot-calibrate` writes it for an SO-101 follower.
+CALIBRATION = {
+    "shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": -1470, "range_min": 758, "range_max": 3292},
+    "shoulder_lift": {"id": 2, "drive_mode": 0, "homing_offset": 153, "range_min": 816, "range_max": 3333},
+    "elbow_flex": {"id": 3, "drive_mode": 0, "homing_offset": 1367, "range_min": 880, "range_max": 3153},
+    "wrist_flex": {"id": 4, "drive_mode": 0, "homing_offset": -2020, "range_min": 833, "range_max": 3219},
+    "wrist_roll": {"id": 5, "drive_mode": 0, "homing_offset": 1890, "range_min": 0, "range_max": 4095},
+    "gripper": {"id": 6, "drive_mode": 0, "homing_offset": 1216, "range_min": 2023, "range_max": 3542},
+}
+
+
+def test_lerobot_range_joint_units_convert_to_degrees(dataset, tmp_path):
+    """A dataset recorded with LeRobot's use_degrees=False gives the same observations as in degrees."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    calib = tmp_path / "so101_follower.json"
+    calib.write_text(json.dumps(CALIBRATION))
+    lo = np.array([c["range_min"] for c in CALIBRATION.values()], float)
+    hi = np.array([c["range_max"] for c in CALIBRATION.values()], float)
+    ranged = tmp_path / "ranged"
+    shutil.copytree(dataset, ranged)
+    data = ranged / "data/chunk-000/file-000.parquet"
+    t = pq.read_table(data)
+    deg = np.array(t.column("observation.state").to_pylist())
+    raw = deg * 4095 / 360 + (lo + hi) / 2  # what the servos read at those angles
+    rec = (raw - lo) / (hi - lo) * 200 - 100  # what LeRobot stores with use_degrees=False
+    rec[:, 5] = deg[:, 5]  # the gripper is 0..100 either way
+    col = pa.FixedSizeListArray.from_arrays(pa.array(rec.reshape(-1), pa.float32()), 6)
+    pq.write_table(
+        t.set_column(t.schema.get_field_index("observation.state"), "observation.state", col), data
+    )
+
+    units = {"dataset.joint_units": "lerobot_range"}
+    problems = feature_problems(LeRobotReader(ranged).info, make_cfg(ranged, tmp_path, **units))
+    assert [p for p, _, _ in problems] == ["robot.calibration"]
+    want, _ = convert(make_cfg(dataset, tmp_path), progress=False)
+    got, _ = convert(make_cfg(ranged, tmp_path, **units, **{"robot.calibration": str(calib)}), progress=False)
+    np.testing.assert_allclose(got["observation.state"], want["observation.state"], atol=2e-3)
+    naive, _ = convert(make_cfg(ranged, tmp_path), progress=False)  # read as degrees: wrong angles
+    assert np.abs(naive["observation.state"][:, :5] - want["observation.state"][:, :5]).max() > 2.0

@@ -88,7 +88,7 @@ def convert(
     out: dict[str, np.ndarray] = {}
 
     # ---- state: full proprioception per episode, from the joint positions
-    joints = cols[key[STATE]][:, : mapping.NUM_JOINTS].astype(np.float64)
+    joints = joint_degrees(cols[key[STATE]][:, : mapping.NUM_JOINTS], cfg)
     _check_finite(joints, key[STATE], eps)
     kin = Kinematics(cfg.robot.mjcf)
     state = alloc(STATE, (rows, *spec.observation[STATE].shape), "float32")
@@ -169,6 +169,25 @@ def convert(
         "missing": sorted(set(opt) - set(present)),
     }
     return out, summary
+
+
+def joint_degrees(values: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """The dataset's 6 joint values in state units (degrees, gripper 0..100), as float64.
+
+    `dataset.joint_units: lerobot_range` undoes LeRobot's default -100..100 normalization with
+    the arm's calibration (the same file the real robot uses), so FK sees real angles.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if cfg.dataset.joint_units == "degrees":
+        return values
+    from hilserl_ray.config import JOINT_NAMES
+    from hilserl_ray.hardware.calibration import Normalizer, load_calibration
+
+    return (
+        Normalizer(load_calibration(cfg.robot.calibration), JOINT_NAMES)
+        .from_lerobot_range(values)
+        .astype(np.float64)
+    )
 
 
 def _signals(
@@ -294,6 +313,13 @@ def offline_cache_key(cfg: TrainConfig, spec: FeatureSpec, reader: LeRobotReader
             "mjcf": [str(kin_file.resolve()), st.st_size, st.st_mtime_ns],
         }
     )
+
+
+def _file_stamp(path) -> list | None:
+    if path is None or not Path(path).is_file():
+        return None
+    st = Path(path).stat()
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
 
 
 def load_offline_transitions(

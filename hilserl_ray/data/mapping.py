@@ -8,6 +8,7 @@ wrapped env's action space. `dataset.rename` maps dataset keys onto these names.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.data.layout import DEFAULT_FEATURES
@@ -124,6 +125,16 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                         "so crop and resize give the live env's images",
                     )
                 )
+    if cfg.dataset.joint_units == "lerobot_range" and (
+        cfg.robot.calibration is None or not Path(cfg.robot.calibration).is_file()
+    ):
+        problems.append(
+            (
+                "robot.calibration",
+                str(cfg.robot.calibration) if cfg.robot.calibration else None,
+                "the arm's LeRobot calibration JSON: dataset.joint_units 'lerobot_range' converts -100..100 to degrees with it",
+            )
+        )
     fps = info.get("fps")
     if fps is not None and abs(float(fps) - cfg.env.fps) > 1e-6:
         problems.append(
