@@ -51,10 +51,17 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
     except json.JSONDecodeError as e:
         return [("dataset.path", str(info_path), f"valid JSON ({e})")]
     problems: list[Problem] = []
-    frames = int(info.get("total_frames", 0))
+    frames, episodes = int(info.get("total_frames", 0)), int(info.get("total_episodes", 0))
+    rows = frames + episodes  # the buffer stores each episode's final observation as one more row
     cap = cfg.buffer.offline_capacity
-    if isinstance(cap, int) and cap < frames:
-        problems.append(("buffer.offline_capacity", cap, f">= the dataset's {frames} frames, or 'auto'"))
+    if isinstance(cap, int) and cap < rows:
+        problems.append(
+            (
+                "buffer.offline_capacity",
+                cap,
+                f">= {rows} (the dataset's {frames} frames + {episodes} episode ends), or 'auto'",
+            )
+        )
     try:
         from hilserl_ray.data.mapping import feature_problems
     except ImportError:  # the data package provides the feature check

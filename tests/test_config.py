@@ -179,14 +179,16 @@ def test_offline_capacity_smaller_than_dataset(tmp_path):
     ds = tmp_path / "ds"
     (ds / "meta").mkdir(parents=True)
     (ds / "meta" / "info.json").write_text(
-        '{"codebase_version": "v3.0", "total_frames": 15858, "features": {}}'
+        '{"codebase_version": "v3.0", "total_frames": 15858, "total_episodes": 100, "features": {}}'
     )
     cfg = load_config(
         ROOT / "configs" / "sim_pick_cube.yaml", [f"--dataset.path={ds}", "--buffer.offline_capacity=1000"]
     )
     with pytest.raises(ConfigError) as e:
         preflight(cfg)
-    assert "buffer.offline_capacity: got 1000; >= the dataset's 15858 frames, or 'auto'" in e.value.message()
+    assert "buffer.offline_capacity: got 1000; >= 15958 (the dataset's 15858 frames + 100 episode ends)" in (
+        e.value.message()
+    )
 
 
 def test_bad_yaml_and_missing_file_exit_2(tmp_path):
