@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hilserl_ray.features import FeatureSpec
+from hilserl_ray.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from hilserl_ray.buffer.replay import ReplayBuffer
@@ -70,13 +71,13 @@ def save(buf: ReplayBuffer, directory: Path) -> Path:
             json.dump(manifest, f, indent=1, default=str)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = None
         if directory.exists():
             old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(directory, old)
         os.rename(tmp, directory)
-        _fsync_dir(directory.parent)
+        fsync_dir(directory.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -203,11 +204,3 @@ def _read_into(src: np.memmap, dst: np.ndarray) -> None:
         got = f.readinto(memoryview(dst).cast("B"))
     if got != dst.nbytes:
         raise BufferFileError(f"{src.filename}: expected {dst.nbytes} bytes of data, read {got}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

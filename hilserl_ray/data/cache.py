@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hilserl_ray.fsutil import fsync_dir
+
 log = logging.getLogger(__name__)
 
 FORMAT = "hilserl_ray.offline_chunk"
@@ -83,12 +85,12 @@ class CacheWriter:
             **meta,
         }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        _fsync_dir(self.tmp)
+        fsync_dir(self.tmp)
         self.fields.clear()
         if self.final.exists():  # built meanwhile by someone else, or a corrupt one being replaced
             _remove(self.final)
         os.replace(self.tmp, self.final)
-        _fsync_dir(self.final.parent)
+        fsync_dir(self.final.parent)
         return self.final
 
     def abort(self) -> None:
@@ -170,14 +172,6 @@ def _remove(path: Path) -> None:
     trash = path.parent / f".{path.name}.trash-{uuid.uuid4().hex[:8]}"
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _alive(pid: int) -> bool:

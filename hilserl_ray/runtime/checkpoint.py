@@ -13,16 +13,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from hilserl_ray.fsutil import fsync_dir
+
 COMPLETE = "COMPLETE"  # marker written last inside a checkpoint dir
 POINTER = "last"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_checkpoint(root: Path, step: int, write: Callable[[Path], dict], keep_last: int = 3) -> Path:
@@ -35,7 +29,7 @@ def write_checkpoint(root: Path, step: int, write: Callable[[Path], dict], keep_
     try:
         summary = write(tmp)
         (tmp / COMPLETE).write_text(json.dumps({"step": step, **(summary or {})}, indent=1))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():  # the same step saved twice (e.g. a final save right after a periodic one)
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -54,7 +48,7 @@ def _write_pointer(root: Path, name: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, root / POINTER)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
