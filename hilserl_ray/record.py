@@ -46,6 +46,8 @@ def dataset_features(cfg: TrainConfig, spec: FeatureSpec) -> dict[str, dict]:
                 "shape": list(f.shape),
                 "names": ["height", "width", "channels"],
             }
+        elif key != STATE:  # e.g. the sim's privileged observation.environment_state
+            features[key] = {"dtype": f.dtype, "shape": list(f.shape), "names": list(f.names or []) or None}
     features[ACTION] = {
         "dtype": "float32",
         "shape": list(spec.action.shape),

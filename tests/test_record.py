@@ -181,3 +181,18 @@ def test_cli_records_with_the_shipped_sim_config(tmp_path, capsys):
     r = LeRobotReader(out)
     assert [e.length for e in r.episodes] == [5] and r.video_keys == ["observation.images.gripper_cam"]
     assert main(argv) == 2  # never overwrites a dataset
+
+
+def test_state_only_reach_demos_keep_the_environment_state(tmp_path):
+    """A state-only sim task observes the target (observation.environment_state): demos must too."""
+    reach = {"env.task": "reach", "env.cameras": [], "env.max_episode_steps": 20}
+    cfg = sim_cfg(tmp_path, **reach)
+    spec = pipeline_spec(cfg)
+    assert "observation.environment_state" in spec.observation
+    out = record(cfg, 1, tmp_path / "reach", codec="h264", progress=False)
+    chunk, _ = convert(sim_cfg(tmp_path, **reach, **{"dataset.path": str(out)}), spec)
+    env_state = chunk["observation.environment_state"]
+    assert env_state.shape[1:] == (3,) and np.all(np.isfinite(env_state))
+    assert (
+        np.ptp(env_state[~chunk["is_last"]], axis=0).max() < 1e-6
+    )  # the target stays put within the episode
