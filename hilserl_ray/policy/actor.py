@@ -79,7 +79,8 @@ class ActorPolicy(nn.Module):
                 raise ValueError(
                     f"actor state '{k}': shape {tuple(state[k].shape)}, this policy has {tuple(v.shape)}"
                 )
-        self.load_state_dict({k: torch.from_numpy(np.asarray(state[k])) for k in ours})
+        # torch.tensor copies: broadcast arrays arrive read-only from Ray's object store
+        self.load_state_dict({k: torch.tensor(state[k]) for k in ours})
 
     @classmethod
     def from_state_numpy(
