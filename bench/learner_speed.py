@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/learner_speed.py                  # CPU (+ CUDA when present)
     .venv/bin/python bench/learner_speed.py --threads 1 --updates 20
+    .venv/bin/python bench/learner_speed.py --omp-default      # without OMP_WAIT_POLICY=PASSIVE
 
 One "update" = one `SACAgent.update` call = utd_ratio critic updates + one actor/temperature/
 gripper update (LeRobot's "optimization step" with the same settings). Batches are prebuilt in
@@ -15,18 +16,25 @@ next to the wall time, so a slow figure caused by other jobs can be told apart. 
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import time
+import sys
 
-import numpy as np
-import torch
+# libgomp reads this once, when torch loads. Spinning OpenMP threads on cores shared with other
+# processes cost 3-8x here (see hilserl_ray/policy/perf.py); --omp-default measures without it.
+if "--omp-default" not in sys.argv:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hilserl_ray.config import CameraConfig, EnvConfig, PolicyConfig, TrainConfig
-from hilserl_ray.envs.pipeline import pipeline_spec
-from hilserl_ray.policy import ActorPolicy, SACAgent
-from hilserl_ray.policy.perf import configure_cpu
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from hilserl_ray.config import CameraConfig, EnvConfig, PolicyConfig, TrainConfig  # noqa: E402
+from hilserl_ray.envs.pipeline import pipeline_spec  # noqa: E402
+from hilserl_ray.policy import ActorPolicy, SACAgent  # noqa: E402
+from hilserl_ray.policy.perf import configure_cpu  # noqa: E402
 
 LEROBOT = {1: 0.52, 2: 0.26}
 TARGET = {1: 1.6, 2: 0.8}
@@ -135,6 +143,7 @@ def main() -> None:
     p.add_argument("--cameras", type=int, nargs="+", default=[1, 2])
     p.add_argument("--bf16", action="store_true", help="policy.bf16 (autocast; see PolicyConfig)")
     p.add_argument("--compile", action="store_true", help="policy.compile (torch.compile the losses)")
+    p.add_argument("--omp-default", action="store_true", help="keep OpenMP's default (spinning) wait policy")
     args = p.parse_args()
 
     threads = configure_cpu(args.threads)
