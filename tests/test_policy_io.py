@@ -69,18 +69,23 @@ def test_load_reports_a_missing_checkpoint(tmp_path):
         SACAgent.load(tmp_path)
 
 
+@pytest.mark.filterwarnings("error")  # e.g. torch's warning on read-only arrays
 def test_actor_state_broadcast_reproduces_the_learners_actions():
     spec = _spec()
     learner = SACAgent(spec, small_cfg(utd_ratio=1), {STATE: {"mean": [1.0] * 6, "std": [3.0] * 6}})
     learner.update([random_batch(spec, 16, 0)])
     state = learner.actor_state()
     assert all(isinstance(v, np.ndarray) for v in state.values())
+    for v in state.values():  # as they arrive from Ray's object store
+        v.flags.writeable = False
     assert not any("critic" in k for k in state)  # robots get no critics
     robot = ActorPolicy.from_state_numpy(spec, small_cfg(), state)
     other = SACAgent(spec, small_cfg(utd_ratio=1))
     other.load_actor_state(state)
     for seed in range(3):
         obs = numpy_obs(spec, seed)
+        for v in obs.values():
+            v.flags.writeable = False
         want = learner.select_action(obs, True)
         np.testing.assert_array_equal(robot.select_action(obs, True), want)
         np.testing.assert_array_equal(other.select_action(obs, True), want)

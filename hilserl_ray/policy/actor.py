@@ -53,7 +53,8 @@ class ActorPolicy(nn.Module):
         self.spec.check_observation(obs)
         dev = next(self.parameters()).device
         batch = {
-            k: torch.from_numpy(np.ascontiguousarray(obs[k]))[None].to(dev) for k in self.spec.observation
+            k: torch.tensor(obs[k])[None].to(dev)
+            for k in self.spec.observation  # a copy: obs may be read-only
         }
         feat = self.encoder(batch)
         cont = self.actor.deterministic(feat) if deterministic else self.actor.sample(feat)[0]
@@ -87,7 +88,7 @@ class ActorPolicy(nn.Module):
         cls, spec: FeatureSpec, cfg: PolicyConfig, state: dict[str, np.ndarray], device=None
     ) -> ActorPolicy:
         """A robot actor's policy from the learner's broadcast alone (no weights file needed)."""
-        tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
+        tensors = {k: torch.tensor(v) for k, v in state.items()}
         policy = cls(spec, cfg, None, backbone_weights_from(tensors, "encoder."))
         policy.load_state_numpy(state)
         return policy.to(device or "cpu").eval()

@@ -340,7 +340,7 @@ class SACAgent:
     def _tensor(self, value, what: str) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
             if isinstance(value, np.ndarray):
-                value = torch.from_numpy(value)
+                value = torch.from_numpy(value) if value.flags.writeable else torch.tensor(value)
             else:
                 raise TypeError(f"{what}: expected a torch tensor, got {type(value).__name__}")
         return value.to(self.device, non_blocking=True)
