@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -169,19 +172,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
-    """`ray start --head` on localhost, `ray job submit`, then `ray job stop` lands a final checkpoint."""
-    port, dash = _free_port(), _free_port()
+@contextlib.contextmanager
+def ray_head(env: dict):
+    """`ray start --head` on localhost in its own temp dir; torn down by that dir alone, so other
+    Ray clusters on the machine (a developer's training run) are left alone, unlike `ray stop`."""
     ray_bin = str(Path(sys.executable).parent / "ray")
-    env = {**ENV, "RAY_AUTH_MODE": "token"}
-    out = tmp_path / "run"
+    temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a limit
+    dash = _free_port()
     subprocess.run(
         [
             ray_bin,
             "start",
             "--head",
-            f"--port={port}",
+            f"--port={_free_port()}",
             "--num-cpus=2",
+            f"--temp-dir={temp_dir}",
             "--include-dashboard=true",
             f"--dashboard-port={dash}",
             "--dashboard-host=127.0.0.1",
@@ -193,35 +198,48 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
         timeout=120,
     )
     try:
-        address = f"http://127.0.0.1:{dash}"
-        # the runtime env the README documents for `ray job submit`
-        runtime_env = json.dumps(
-            {"env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "30"}}
-        )
-        sub = subprocess.run(
-            [
-                ray_bin,
-                "job",
-                "submit",
-                f"--address={address}",
-                "--no-wait",
-                f"--working-dir={ROOT}",
-                f"--runtime-env-json={runtime_env}",
-                "--",
-                sys.executable,
-                "-m",
-                "hilserl_ray.train",
-                *SMALL,
-                f"--output_dir={out}",
-                "--total_env_steps=100000",
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert sub.returncode == 0, sub.stdout + sub.stderr
+        yield ray_bin, f"http://127.0.0.1:{dash}"
+    finally:
+        for sig in ("-TERM", "-KILL"):
+            subprocess.run(["pkill", sig, "-f", temp_dir], capture_output=True)
+            time.sleep(2)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
+    """`ray start --head` on localhost, `ray job submit`, then `ray job stop` lands a final checkpoint."""
+    env = {**ENV, "RAY_AUTH_MODE": "token"}
+    out = tmp_path / "run"
+    # the runtime env the README documents for `ray job submit`
+    runtime_env = json.dumps(
+        {"env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "30"}}
+    )
+    with ray_head(env) as (ray_bin, address):
+        submit = [
+            ray_bin,
+            "job",
+            "submit",
+            f"--address={address}",
+            "--no-wait",
+            f"--working-dir={ROOT}",
+            f"--runtime-env-json={runtime_env}",
+            "--",
+            sys.executable,
+            "-m",
+            "hilserl_ray.train",
+            *SMALL,
+            f"--output_dir={out}",
+            "--total_env_steps=100000",
+        ]
+
+        def submitted():  # the job agent needs a few seconds after `ray start` on a busy machine
+            r = subprocess.run(submit, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            if r.returncode != 0 and "No available agent" in r.stdout + r.stderr:
+                return None
+            assert r.returncode == 0, r.stdout + r.stderr
+            return r
+
+        sub = wait_for(submitted, 120, "the job agent")
         job_id = re.search(r"raysubmit_[A-Za-z0-9]+", sub.stdout).group(0)
         wait_for(trained(out, 5), 180, "the job to train")
         stop = subprocess.run(
@@ -240,10 +258,7 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
             timeout=60,
         ).stdout
         assert "SIGINT received" in logs, logs[-3000:]
-        c = counters(out)
-        assert c["updates"] >= 5
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        assert counters(out)["updates"] >= 5
 
 
 @pytest.fixture
