@@ -129,7 +129,8 @@ def test_default_state_stats_follow_the_pipeline_units():
     spec = make_spec()
     spec = spec.__class__({STATE: Feature(STATE, (8,), "float32", "t", names)}, spec.action, 1, False)
     s = resolve_stats(spec, None)[STATE]
-    assert s["min"][0] == -180.0 and s["max"][5] == 100.0 and s["min"][5] == 0.0  # degrees, gripper 0..100
+    # SO-101 joint ranges in degrees, gripper 0..100, metres for the end effector
+    assert s["min"][0] == -110.0 and s["max"][5] == 100.0 and s["min"][5] == 0.0 and s["max"][6] == 0.5
     assert s["max"][7] == pytest.approx(np.pi)
 
 

@@ -97,38 +97,3 @@ def pipeline_spec(cfg: TrainConfig) -> FeatureSpec:
         "mjcf": str(cfg.robot.mjcf) if cfg.robot.mjcf else "builtin",
     }
     return replace(spec, params=params)
-
-
-# Physical ranges of the state elements, by element name: the policy's default normalization
-# ("stats from the env spec") when no dataset stats exist. Joint ranges follow the SO-101 model.
-_STATE_RANGES = {
-    "shoulder_pan.pos": (-110.0, 110.0),
-    "shoulder_lift.pos": (-100.0, 100.0),
-    "elbow_flex.pos": (-97.0, 97.0),
-    "wrist_flex.pos": (-95.0, 95.0),
-    "wrist_roll.pos": (-157.0, 163.0),
-    "gripper.pos": (0.0, 100.0),
-    "ee.roll": (-3.1416, 3.1416),
-    "ee.pitch": (-3.1416, 3.1416),
-    "ee.yaw": (-3.1416, 3.1416),
-}
-_MAX_JOINT_SPEED_DEG_S = 180.0
-
-
-def state_bounds(spec: FeatureSpec, cfg: TrainConfig) -> tuple[list[float], list[float]]:
-    """(low, high) per element of observation.state, from joint ranges, joint speed and workspace."""
-    ws_lo, ws_hi = cfg.pipeline.ee_action.workspace_low, cfg.pipeline.ee_action.workspace_high
-    ee = {"ee.x": 0, "ee.y": 1, "ee.z": 2}
-    low, high = [], []
-    for name in spec.observation[STATE].names:
-        if name in _STATE_RANGES:
-            lo, hi = _STATE_RANGES[name]
-        elif name.endswith(".vel"):
-            lo, hi = -_MAX_JOINT_SPEED_DEG_S, _MAX_JOINT_SPEED_DEG_S
-        else:
-            i = ee[name]
-            margin = 0.05
-            lo, hi = ws_lo[i] - margin, ws_hi[i] + margin
-        low.append(lo)
-        high.append(hi)
-    return low, high

@@ -27,11 +27,19 @@ _EPS = 1e-6
 # (name suffix or full name) -> (min, max) in the pipeline's units; first match wins.
 _STATE_RANGES: list[tuple[str, tuple[float, float]]] = [
     ("gripper.pos", (0.0, 100.0)),  # 0 closed .. 100 open
-    (".pos", (-180.0, 180.0)),  # degrees
+    ("shoulder_pan.pos", (-110.0, 110.0)),  # degrees: the SO-101 joint ranges
+    ("shoulder_lift.pos", (-100.0, 100.0)),
+    ("elbow_flex.pos", (-97.0, 97.0)),
+    ("wrist_flex.pos", (-95.0, 95.0)),
+    ("wrist_roll.pos", (-157.0, 163.0)),
+    (".pos", (-180.0, 180.0)),  # any other joint, degrees
     (".vel", (-100.0, 100.0)),  # degrees/s: 10 deg/step at 10 Hz
-    ("ee.x", (-0.5, 0.5)),  # metres
-    ("ee.y", (-0.5, 0.5)),
-    ("ee.z", (-0.5, 0.5)),
+    ("ee.x", (0.0, 0.5)),  # metres, in the arm's base frame: what the SO-101 can reach
+    ("ee.y", (-0.4, 0.4)),
+    ("ee.z", (-0.05, 0.45)),
+    ("object.x", (0.0, 0.5)),  # the sim's privileged target / cube position, same frame
+    ("object.y", (-0.4, 0.4)),
+    ("object.z", (-0.05, 0.45)),
     ("ee.roll", (-math.pi, math.pi)),  # radians
     ("ee.pitch", (-math.pi, math.pi)),
     ("ee.yaw", (-math.pi, math.pi)),

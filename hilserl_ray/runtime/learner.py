@@ -21,8 +21,7 @@ import ray
 import torch
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.envs.pipeline import pipeline_spec, state_bounds
-from hilserl_ray.features import STATE
+from hilserl_ray.envs.pipeline import pipeline_spec
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,7 @@ class Learner:
                 else 1
             )
         offline = self._offline_data()
-        low, high = state_bounds(spec, cfg)
-        stats = {STATE: {"min": np.asarray(low, np.float32), "max": np.asarray(high, np.float32)}}
-        self.agent = SACAgent(spec, cfg.policy, stats=stats, device=self.device)
+        self.agent = SACAgent(spec, cfg.policy, device=self.device)  # normalization from the spec
         offline_rows = 0 if offline is None else len(offline["is_last"])
         cap = cfg.buffer.offline_capacity
         offline_cap = cap if isinstance(cap, int) else offline_rows + cfg.buffer.online_capacity

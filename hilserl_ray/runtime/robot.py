@@ -21,8 +21,7 @@ import ray
 import torch
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.envs.pipeline import pipeline_spec, state_bounds
-from hilserl_ray.features import STATE
+from hilserl_ray.envs.pipeline import pipeline_spec
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,7 @@ class Robot:
         self._incarnation = secrets.randbits(40)
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
         self.env = make_env(cfg, seed=self._seed)
-        low, high = state_bounds(spec, cfg)
-        stats = {STATE: {"min": np.asarray(low, np.float32), "max": np.asarray(high, np.float32)}}
-        self.policy = ActorPolicy(spec, cfg.policy, stats).eval()  # inference only: no critics here
+        self.policy = ActorPolicy(spec, cfg.policy).eval()  # inference only: no critics here
         self.weights_version = -1
         self._weights_req = None
         self._pending: list[ray.ObjectRef] = []
