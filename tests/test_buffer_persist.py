@@ -165,3 +165,13 @@ def test_save_refuses_to_replace_a_directory_that_is_not_a_buffer(spec, tmp_path
     with pytest.raises(BufferFileError, match="is not a saved replay buffer"):
         ReplayBuffer(spec, capacity=10).save(tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_sampling_continues_its_random_stream_after_load(spec, tmp_path):
+    """A resumed run draws the batches the uninterrupted run would have drawn, not the seed's first ones."""
+    buf, _ = wrapped_buffer(spec)
+    buf.sample(32)  # move the stream on
+    buf.save(tmp_path / "buf")
+    loaded = ReplayBuffer.load(tmp_path / "buf", spec=spec)
+    a, b = buf.sample(64), loaded.sample(64)
+    assert all(np.array_equal(x, y) for x, y in zip(identity(a), identity(b), strict=True))

@@ -65,6 +65,7 @@ def save(buf: ReplayBuffer, directory: Path) -> Path:
             "transitions": len(buf),
             "bytes_per_transition": buf.bytes_per_transition,
             "open_episodes": [[int(e), int(g)] for e, g in buf._open.items()],
+            "rng": buf._rng.bit_generator.state,  # a resumed run samples on, not from the seed again
             "arrays": arrays,
         }
         with open(tmp / MANIFEST, "w") as f:
@@ -122,6 +123,8 @@ def load(cls, directory: Path, device, spec: FeatureSpec | None, capacity: int |
         link[link >= 0] -= offset
         buf._written = m
         buf._open = {int(e): int(g) - offset for e, g in manifest["open_episodes"] if g - offset >= 0}
+    if "rng" in manifest:
+        buf._rng.bit_generator.state = manifest["rng"]
     d = buf._data
     low = buf._written - buf.capacity
     d["valid"][:] = d["is_start"] & (d["next"] >= 0) & (d["next"] >= low)
