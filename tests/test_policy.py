@@ -14,14 +14,7 @@ from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.features import STATE
 from hilserl_ray.policy import SACAgent
 
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: one thread avoids OpenMP contention with other jobs
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_single_thread_torch")
 
 
 def test_agent_from_pipeline_spec_shapes_and_ranges():

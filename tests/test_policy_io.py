@@ -20,13 +20,7 @@ from hilserl_ray.policy.normalize import resolve_stats
 CAM = "observation.images.front"
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: one thread avoids OpenMP contention with other jobs
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_single_thread_torch")
 
 
 def _spec():

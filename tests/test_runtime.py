@@ -49,6 +49,12 @@ def train_cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "hilserl_ray.train", *SMALL, f"--output_dir={out}", *extra]
 
 
+def train(out: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_cmd(out, *extra), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def counters(out: Path) -> dict:
     last = latest_checkpoint(out / "checkpoints")
     assert last is not None, f"no checkpoint in {out}"
@@ -81,14 +87,7 @@ def trained(out: Path, min_updates: int = 1):
 def test_end_to_end_resume_and_continue(tmp_path):
     out = tmp_path / "run"
     # --resume with no checkpoint: one warning line, then a fresh run
-    r = subprocess.run(
-        train_cmd(out, "--resume", "--total_env_steps=300"),
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    r = train(out, "--resume", "--total_env_steps=300")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "no checkpoint" in r.stdout and "starting fresh" in r.stdout
     first = counters(out)
@@ -98,21 +97,12 @@ def test_end_to_end_resume_and_continue(tmp_path):
     assert rows[-1]["env_steps"] >= 300 and "success_rate" in rows[-1]
 
     # a fresh run into the same dir refuses (exit 2) and loses nothing
-    r = subprocess.run(
-        train_cmd(out, "--total_env_steps=300"), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    r = train(out, "--total_env_steps=300", timeout=60)
     assert r.returncode == 2 and "not empty" in r.stderr and "--resume" in r.stderr
     assert counters(out) == first
 
     # resume continues the counters
-    r = subprocess.run(
-        train_cmd(out, "--resume", "--total_env_steps=450"),
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    r = train(out, "--resume", "--total_env_steps=450")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     second = counters(out)
     assert second["env_steps"] >= 450 and second["updates"] > first["updates"]
