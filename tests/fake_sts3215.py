@@ -260,6 +260,16 @@ class FakeBus:
 # ------------------------------------------------------------------------------ test fixtures
 JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 
+# A calibration file exactly as `lerobot-calibrate` writes it for an SO-101 follower.
+LEROBOT_FILE = {
+    "shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": -1470, "range_min": 758, "range_max": 3292},
+    "shoulder_lift": {"id": 2, "drive_mode": 0, "homing_offset": 153, "range_min": 816, "range_max": 3333},
+    "elbow_flex": {"id": 3, "drive_mode": 0, "homing_offset": 1367, "range_min": 880, "range_max": 3153},
+    "wrist_flex": {"id": 4, "drive_mode": 0, "homing_offset": -2020, "range_min": 833, "range_max": 3219},
+    "wrist_roll": {"id": 5, "drive_mode": 0, "homing_offset": 1890, "range_min": 0, "range_max": 4095},
+    "gripper": {"id": 6, "drive_mode": 0, "homing_offset": 1216, "range_min": 2023, "range_max": 3542},
+}
+
 
 def write_calibration(
     path, ranges: dict[str, tuple[int, int]] | None = None, offsets: dict[str, int] | None = None

@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+from fake_sts3215 import LEROBOT_FILE
 
 from hilserl_ray.buffer.chunk import validate_chunk
 from hilserl_ray.configio import ConfigError, load_config
@@ -242,17 +243,6 @@ def test_images_stored_in_parquet(tmp_path):
     np.testing.assert_array_equal(chunk[CAM][0], code_image(0, 48, 64))  # lossless
 
 
-# A calibration as `lerobot-calibrate` writes it for an SO-101 follower.
-CALIBRATION = {
-    "shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": -1470, "range_min": 758, "range_max": 3292},
-    "shoulder_lift": {"id": 2, "drive_mode": 0, "homing_offset": 153, "range_min": 816, "range_max": 3333},
-    "elbow_flex": {"id": 3, "drive_mode": 0, "homing_offset": 1367, "range_min": 880, "range_max": 3153},
-    "wrist_flex": {"id": 4, "drive_mode": 0, "homing_offset": -2020, "range_min": 833, "range_max": 3219},
-    "wrist_roll": {"id": 5, "drive_mode": 0, "homing_offset": 1890, "range_min": 0, "range_max": 4095},
-    "gripper": {"id": 6, "drive_mode": 0, "homing_offset": 1216, "range_min": 2023, "range_max": 3542},
-}
-
-
 def test_lerobot_range_joint_units_convert_to_degrees(dataset, tmp_path):
     """A dataset recorded with LeRobot's use_degrees=False gives the same observations as in degrees."""
     import json
@@ -262,9 +252,9 @@ def test_lerobot_range_joint_units_convert_to_degrees(dataset, tmp_path):
     import pyarrow.parquet as pq
 
     calib = tmp_path / "so101_follower.json"
-    calib.write_text(json.dumps(CALIBRATION))
-    lo = np.array([c["range_min"] for c in CALIBRATION.values()], float)
-    hi = np.array([c["range_max"] for c in CALIBRATION.values()], float)
+    calib.write_text(json.dumps(LEROBOT_FILE))
+    lo = np.array([c["range_min"] for c in LEROBOT_FILE.values()], float)
+    hi = np.array([c["range_max"] for c in LEROBOT_FILE.values()], float)
     ranged = tmp_path / "ranged"
     shutil.copytree(dataset, ranged)
     data = ranged / "data/chunk-000/file-000.parquet"

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from fake_sts3215 import JOINTS, FakeBus, write_calibration
+from fake_sts3215 import JOINTS, LEROBOT_FILE, FakeBus, write_calibration
 
 from hilserl_ray import calibrate as calibrate_cli
 from hilserl_ray.hardware.calibration import (
@@ -24,15 +24,6 @@ from hilserl_ray.hardware.calibration import (
 from hilserl_ray.hardware.feetech import FeetechBus
 
 MOTORS = dict(zip(JOINTS, range(1, 7), strict=True))
-# A file exactly as `lerobot-calibrate` writes it for an SO-101 follower.
-LEROBOT_FILE = {
-    "shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": -1470, "range_min": 758, "range_max": 3292},
-    "shoulder_lift": {"id": 2, "drive_mode": 0, "homing_offset": 153, "range_min": 816, "range_max": 3333},
-    "elbow_flex": {"id": 3, "drive_mode": 0, "homing_offset": 1367, "range_min": 880, "range_max": 3153},
-    "wrist_flex": {"id": 4, "drive_mode": 0, "homing_offset": -2020, "range_min": 833, "range_max": 3219},
-    "wrist_roll": {"id": 5, "drive_mode": 0, "homing_offset": 1890, "range_min": 0, "range_max": 4095},
-    "gripper": {"id": 6, "drive_mode": 0, "homing_offset": 1216, "range_min": 2023, "range_max": 3542},
-}
 
 
 def test_lerobot_file_loads_and_normalizes_like_lerobot(tmp_path):
