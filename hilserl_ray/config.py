@@ -76,7 +76,9 @@ class RobotConfig(Strict):
     )
     reset_seconds: PositiveFloat = 2.0
     watchdog_seconds: PositiveFloat = Field(1.0, description="hold, then torque off, if no command arrives")
-    watchdog_release_seconds: PositiveFloat = Field(10.0, description="torque off after this long without commands")
+    watchdog_release_seconds: PositiveFloat = Field(
+        10.0, description="torque off after this long without commands"
+    )
     reset_wait_seconds: Annotated[float, Field(ge=0)] = Field(
         0.0, description="hold at the reset pose this long after the ramp (time to reset the scene)"
     )
