@@ -33,7 +33,8 @@ def evaluate(
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(output_dir / "checkpoints")
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint in {output_dir / 'checkpoints'}: train first")
-    cfg = load_config(output_dir, ["--pipeline.intervention.source=none"])
+    # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
+    cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
     agent = SACAgent.load(ckpt / "agent", device="cpu")
     env = make_env(cfg, seed=cfg.seed + seed_offset)
     encoder = None
