@@ -113,6 +113,18 @@ def test_end_to_end_resume_and_continue(tmp_path):
     )
     assert r.returncode == 0 and (out / "curves.png").stat().st_size > 10_000
 
+    # the trained policy alone, deterministic, with a video of its episodes
+    r = subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.evaluate", str(out), "--episodes", "2"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["episodes"] == 2 and len(ev["per_episode"]) == 2 and (out / "eval.mp4").stat().st_size > 1000
+
 
 def test_learner_restart_then_sigint_leaves_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
