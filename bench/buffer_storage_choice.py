@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import ray
 import torch
+from buffer_speed import timed  # the same timer as bench/buffer_speed.py
 
 from hilserl_ray.buffer import ReplayBuffer
 from hilserl_ray.buffer import batch as batching
@@ -68,16 +68,6 @@ class ObjectStoreBuffer:
         return batching.to_batch(self.spec, host, batch_size, torch.device("cpu"))
 
 
-def timed(fn, n: int = 100) -> float:
-    fn()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts) * 1e3)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=16_000)
@@ -107,8 +97,8 @@ def main() -> None:
         for b in (store.sample(args.batch), ring.sample(args.batch)):  # both return correct pairs
             e, s, ne, ns = identity(b)
             assert (ne == e).all() and (ns == s + 1).all()
-        t_store = timed(lambda: store.sample(args.batch))
-        t_ring = timed(lambda: ring.sample(args.batch))
+        t_store = timed(lambda: store.sample(args.batch), 100)[1]  # median
+        t_ring = timed(lambda: ring.sample(args.batch), 100)[1]
         print(
             f"{n:,} rows in {n // CHUNK} chunks of {CHUNK}, one 128x128 camera, batch {args.batch}, one core"
         )
