@@ -27,7 +27,13 @@ from hilserl_ray.config import JOINT_NAMES, TrainConfig
 from hilserl_ray.envs.intervention import no_events
 from hilserl_ray.hardware.calibration import Normalizer, apply_calibration, check_ids, load_calibration
 from hilserl_ray.hardware.feetech import FeetechBus
-from hilserl_ray.hardware.teleop import KeyboardListener, KeyEvents, check_action_format, ee_action
+from hilserl_ray.hardware.teleop import (
+    KeyboardListener,
+    KeyEvents,
+    check_action_format,
+    ee_action,
+    make_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +174,7 @@ def make_leader_source(
 
     if keys is None and use_keyboard:
         try:
-            keys = KeyboardListener()
+            keys = make_keys(cfg)
             keys.start()
         except (ImportError, RuntimeError) as e:
             log.warning("leader arm without keys (take over by moving the leader): %s", e)
