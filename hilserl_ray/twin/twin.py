@@ -202,6 +202,7 @@ class Twin:
         return {
             "time": round(time.time(), 3),
             "plugged": {"follower": self.bus.plugged, "leader": self.leader_bus.plugged},
+            "devices": {"follower": self.bus.port, "leader": self.leader_bus.port},
             "joints": {"names": list(self.map.norm.motors), "commanded": commanded, "reached": reached},
             **self.report.status(),
             "human": self.human.status(),
