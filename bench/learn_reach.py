@@ -58,7 +58,28 @@ def twin_episodes(events: list[dict]) -> list[dict]:
     return eps
 
 
+def start_ray(tries: int = 5) -> None:
+    """The robot node, as the driver would start it; retried, because on a machine this loaded
+    Ray's fixed 30 s raylet start-up wait sometimes runs out."""
+    import ray
+
+    for attempt in range(tries):
+        try:
+            ray.init(
+                address="local", num_cpus=2, labels={"robot": "so101"}, resources={"so101": 1},
+                include_dashboard=False,
+            )  # fmt: skip
+            return
+        except Exception as e:
+            print(f"ray.init failed ({e}); retrying ({attempt + 1}/{tries})", flush=True)
+            ray.shutdown()
+            time.sleep(5)
+    raise SystemExit("could not start Ray")
+
+
 def run_twin(args) -> None:
+    import ray
+
     from hilserl_ray import train
     from hilserl_ray.runtime.metrics import read_metrics
     from hilserl_ray.twin.launch import running_twin
@@ -69,13 +90,21 @@ def run_twin(args) -> None:
         target = ["--target", *map(str, TWIN_TARGET)]
         twin_dir = out.parent / f"{out.name}_twin"  # not inside out: --overwrite empties out
         with running_twin(cfg[1], twin_dir, *cfg[2:], *target, "--seed", str(seed)) as twin:
+            start_ray()
             t0 = time.monotonic()
             rc = train.main(
-                [*cfg, *twin.overrides(), f"--seed={seed}", f"--total_env_steps={args.steps}",
-                 f"--output_dir={out}", "--overwrite"]
+                [
+                    *cfg,
+                    *twin.overrides(),
+                    f"--seed={seed}",
+                    f"--total_env_steps={args.steps}",
+                    f"--output_dir={out}",
+                    "--overwrite",
+                ]
             )
             minutes = (time.monotonic() - t0) / 60
             events = twin.events()
+            ray.shutdown()
         if rc != 0:
             raise SystemExit(f"training exited {rc}")
         rows = read_metrics(out)

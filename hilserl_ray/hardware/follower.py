@@ -100,7 +100,9 @@ class SO101Follower:
                     self.bus.port, list(self.bus.motors.values()), release_s, self.bus.timeout_margin_ms
                 )
                 self._guards.append(self.guard)
-                self.watchdog = Watchdog(hold_s, release_s, self.hold, self._release, heartbeat=self.guard.beat)
+                self.watchdog = Watchdog(
+                    hold_s, release_s, self.hold, self._release, heartbeat=self.guard.beat
+                )
                 self.watchdog.start()
         except BaseException:
             self.close()

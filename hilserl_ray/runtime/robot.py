@@ -127,7 +127,9 @@ class Robot:
                     raise
                 self.waiting_for = f"{type(e).__name__}: {e}"
                 if time.monotonic() - last_said > 30:
-                    log.warning("robot %d: the arm is not reachable (%s); retrying every second", self.index, e)
+                    log.warning(
+                        "robot %d: the arm is not reachable (%s); retrying every second", self.index, e
+                    )
                     print(f"robot {self.index}: waiting for the arm: {e}", flush=True)
                     last_said = time.monotonic()
                 self._stop.wait(1.0)

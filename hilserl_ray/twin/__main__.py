@@ -23,10 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m hilserl_ray.twin",
         description="A simulated SO-101 on the wire: STS3215 servos on ptys, MJPEG cameras, a scripted person.",
     )
-    p.add_argument("--config", required=True, help="the training config (robot.type so101) the twin stands in for")
-    p.add_argument("--dir", type=Path, default=Path("outputs/twin"), help="where the ptys, calibrations, log go")
+    p.add_argument(
+        "--config", required=True, help="the training config (robot.type so101) the twin stands in for"
+    )
+    p.add_argument(
+        "--dir", type=Path, default=Path("outputs/twin"), help="where the ptys, calibrations, log go"
+    )
     p.add_argument("--port", type=int, default=8765, help="HTTP port on 127.0.0.1: cameras, keys, status")
-    p.add_argument("--seed", type=int, default=0, help="calibration offsets, scene, dropped replies, the person")
+    p.add_argument(
+        "--seed", type=int, default=0, help="calibration offsets, scene, dropped replies, the person"
+    )
     p.add_argument("--drop-rate", type=float, default=0.002, help="probability that a servo reply is lost")
     p.add_argument("--latency-ms", type=float, default=0.5, help="USB adapter turnaround per reply")
     p.add_argument("--target", type=float, nargs=3, default=None, help="reach: a fixed target x y z (metres)")

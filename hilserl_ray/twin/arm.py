@@ -25,12 +25,11 @@ from hilserl_ray.twin.sts3215 import GOAL, HOMING, MAX_LIMIT, MIN_LIMIT, ServoBu
 
 STEPS_PER_RAD = 4096 / (2 * math.pi)
 REST_POSE = (0.0, -95.0, 90.0, 60.0, 0.0, 5.0)  # folded on the table, as an arm is left unpowered
-RANGE_MARGIN_DEG = 3.0  # a person calibrating never quite reaches the mechanical stops
+RANGE_MARGIN_DEG = 3.0
+TICK_S = 0.008  # physics advances in 8 ms slices (2 MuJoCo steps): servo readings are <= 8 ms old  # a person calibrating never quite reaches the mechanical stops
 
 
-def make_calibration(
-    kin, motor_ids: list[int], rng: np.random.Generator
-) -> dict[str, MotorCalibration]:
+def make_calibration(kin, motor_ids: list[int], rng: np.random.Generator) -> dict[str, MotorCalibration]:
     """A LeRobot calibration as `calibrate` would record on this arm: homing offsets that make the
     mid-range pose read 2047 (here: random, as each servo's horn is mounted), ranges a little
     inside the model's joint limits, wrist_roll a full turn, the gripper over its travel."""
@@ -173,18 +172,17 @@ class TwinArm:
         self._thread.start()
 
     def _run(self) -> None:
-        """Keep simulated time with the wall clock; at most 0.1 s of catch-up after a stall."""
+        """Keep simulated time with the wall clock, TICK_S at a time (fewer wake-ups leave the
+        CPU and the GIL to the bus threads); at most 0.1 s of catch-up after a stall."""
         sim_t = time.monotonic()
+        per_tick = max(1, round(TICK_S / self.timestep))
         while not self._stop.is_set():
             now = time.monotonic()
-            steps = int((now - sim_t) / self.timestep)
-            if steps > 0:
-                if steps > 25:
-                    sim_t = now - 25 * self.timestep
-                    steps = 25
+            steps = min(int((now - sim_t) / self.timestep), 25)
+            if steps >= per_tick:
                 self.tick(steps)
-                sim_t += steps * self.timestep
-            self._stop.wait(max(0.0005, sim_t + self.timestep - time.monotonic()))
+                sim_t = max(sim_t + steps * self.timestep, now - 25 * self.timestep)
+            self._stop.wait(max(0.001, sim_t + per_tick * self.timestep - time.monotonic()))
 
     def stop(self) -> None:
         self._stop.set()

@@ -26,7 +26,9 @@ from hilserl_ray.envs.oracle import CLOSE, OPEN, OracleSource
 
 log = logging.getLogger(__name__)
 
-RESET_TOL = 0.5  # degrees (gripper: units) between a goal and the reset pose that mean "reset"
+RESET_TOL = (
+    0.15  # degrees (gripper: units): the reset ramp ends exactly on the pose; a policy step rarely does
+)
 AWAY_DEG = 3.0
 
 
@@ -100,8 +102,7 @@ class ScriptedHuman:
                 log.exception("scripted human")
 
     def _process(self, kind: str, goal: np.ndarray) -> None:
-        if kind == "hold":
-            return
+        """Every write is an episode step, holds too (a policy that keeps still commands a hold)."""
         at_reset = float(np.max(np.abs(goal - self.reset_pose))) <= RESET_TOL
         if self.phase == "wait_reset":
             if at_reset:

@@ -25,7 +25,9 @@ def free_port() -> int:
 
 
 class TwinProcess:
-    def __init__(self, config: str, run_dir: Path, *args: str, port: int | None = None, log: Path | None = None):
+    def __init__(
+        self, config: str, run_dir: Path, *args: str, port: int | None = None, log: Path | None = None
+    ):
         self.dir = Path(run_dir)
         self.port = port or free_port()
         self.log_path = log or self.dir / "twin.out"
@@ -40,7 +42,9 @@ class TwinProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the twin exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"the twin exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
             try:
                 self.paths = self.status()["paths"]
                 return self

@@ -92,7 +92,11 @@ def holders(device: str, exclude: set[int]) -> list[int]:
 
 
 def after(events: list[dict], t: float, kind: str, **match) -> list[dict]:
-    return [e for e in events if e["t"] >= t and e["event"] == kind and all(e.get(k) == v for k, v in match.items())]
+    return [
+        e
+        for e in events
+        if e["t"] >= t and e["event"] == kind and all(e.get(k) == v for k, v in match.items())
+    ]
 
 
 def env_steps(run: Path) -> int:
@@ -115,11 +119,16 @@ def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml
     cmd.append(f"--output_dir={run}")
     train = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        print(f"[twin-test] twin on port {twin.port}, training into {run} (log {out / 'train.log'})", flush=True)
+        print(
+            f"[twin-test] twin on port {twin.port}, training into {run} (log {out / 'train.log'})", flush=True
+        )
         # 1. training runs: commands reach the arm, the person takes over and presses keys
         wait_for(lambda: len(twin.events(("goal",))) >= 60, 150, "the robot actor to drive the arm", train)
         st = twin.status()
-        check(st["torque"] and all(st["torque"].values()), "the robot actor took the arm: torque on, goals arriving")
+        check(
+            st["torque"] and all(st["torque"].values()),
+            "the robot actor took the arm: torque on, goals arriving",
+        )
 
         # 2. kill -9 of the robot actor
         device = st["devices"]["follower"]
@@ -128,7 +137,9 @@ def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         print(f"[twin-test] kill -9 {pids} (the process with {device} open)", flush=True)
-        off = wait_for(lambda: after(twin.events(), t_kill, "torque", all_off=True), RELEASE_S + 15, "torque off")
+        off = wait_for(
+            lambda: after(twin.events(), t_kill, "torque", all_off=True), RELEASE_S + 15, "torque off"
+        )
         ev = twin.events()
         last_cmd = max([e["t"] for e in ev if e["event"] == "goal" and e["t"] <= t_kill] or [t_kill])
         holds = after(ev, t_kill, "hold")
@@ -136,17 +147,34 @@ def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml
               f"hold {holds[0]['t'] - t_kill if holds else float('nan'):.2f} s after kill -9 (robot.watchdog_seconds {WATCHDOG_S})")  # fmt: skip
         check(off[0]["t"] - last_cmd <= RELEASE_S + SLACK_S and off[0]["t"] > holds[0]["t"],
               f"then torque off {off[0]['t'] - last_cmd:.2f} s after the last command (watchdog_release_seconds {RELEASE_S})")  # fmt: skip
-        back = wait_for(lambda: after(twin.events(), off[0]["t"], "torque", all_on=True), 120, "the restarted actor", train)
-        wait_for(lambda: after(twin.events(), back[0]["t"], "goal"), 60, "commands from the restarted actor", train)
-        check(True, f"Ray restarted the robot actor: torque on again {back[0]['t'] - t_kill:.1f} s after the kill")
+        back = wait_for(
+            lambda: after(twin.events(), off[0]["t"], "torque", all_on=True),
+            120,
+            "the restarted actor",
+            train,
+        )
+        wait_for(
+            lambda: after(twin.events(), back[0]["t"], "goal"), 60, "commands from the restarted actor", train
+        )
+        check(
+            True,
+            f"Ray restarted the robot actor: torque on again {back[0]['t'] - t_kill:.1f} s after the kill",
+        )
 
         # 3. the USB cable out for 3 s
         t_unplug = time.time()
         twin.post("unplug?seconds=3")
         plug = wait_for(lambda: after(twin.events(), t_unplug, "plug"), 20, "the cable back")
-        again = wait_for(lambda: after(twin.events(), plug[0]["t"], "torque", all_on=True), 120, "a reconnect", train)
-        wait_for(lambda: after(twin.events(), again[0]["t"], "goal"), 60, "commands after the reconnect", train)
-        check(True, f"unplugged 3 s: the actor failed, restarted and reconnected {again[0]['t'] - plug[0]['t']:.1f} s after the plug")
+        again = wait_for(
+            lambda: after(twin.events(), plug[0]["t"], "torque", all_on=True), 120, "a reconnect", train
+        )
+        wait_for(
+            lambda: after(twin.events(), again[0]["t"], "goal"), 60, "commands after the reconnect", train
+        )
+        check(
+            True,
+            f"unplugged 3 s: the actor failed, restarted and reconnected {again[0]['t'] - plug[0]['t']:.1f} s after the plug",
+        )
 
         # 4. train on, checkpoint, Ctrl+C
         wait_for(lambda: env_steps(run) >= steps and (run / "checkpoints" / "last").exists(), 240,
@@ -157,7 +185,10 @@ def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml
         ev = twin.events()
         holds, offs = after(ev, t_int, "hold"), after(ev, t_int, "torque", all_off=True)
         check(rc == 130, f"Ctrl+C: the run exited {rc} (130 = interrupted, final checkpoint written)")
-        check(bool(holds) and bool(offs) and holds[0]["t"] <= offs[0]["t"], "the twin felt a hold, then the torque off")
+        check(
+            bool(holds) and bool(offs) and holds[0]["t"] <= offs[0]["t"],
+            "the twin felt a hold, then the torque off",
+        )
         later = [e for e in ev if e["t"] > offs[0]["t"] and e["event"] in ("goal", "torque") and e.get("on")]
         check(not later, "and nothing moved the arm after that")
         summary = twin.status()
@@ -179,7 +210,9 @@ def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hilserl_ray.twin.rehearse", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m hilserl_ray.twin.rehearse", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", type=Path, default=Path("outputs/twin_rehearsal"))
     p.add_argument("--steps", type=int, default=300)
     args = p.parse_args(argv)

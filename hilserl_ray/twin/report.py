@@ -66,7 +66,9 @@ class Reporter:
         Goal_Position write returns ("goal" or "hold", the goal in state units)."""
         if inst == INST_SYNC_WRITE and params[0] == GOAL[0] and params[1] == GOAL[1]:
             return self._goal(params)
-        if (inst == INST_SYNC_WRITE and params[0] == TORQUE[0]) or (inst == INST_WRITE and params[0] == TORQUE[0]):
+        if (inst == INST_SYNC_WRITE and params[0] == TORQUE[0]) or (
+            inst == INST_WRITE and params[0] == TORQUE[0]
+        ):
             self._torque()
         return None
 
@@ -94,24 +96,32 @@ class Reporter:
         present = self.map.state(present_raw)
         step = np.abs(goal - present)
         ee = self.kin.fk(goal)[0]
-        outside = float(
-            np.linalg.norm(np.maximum(self.ws_low - ee, 0) + np.maximum(ee - self.ws_high, 0))
-        )
+        outside = float(np.linalg.norm(np.maximum(self.ws_low - ee, 0) + np.maximum(ee - self.ws_high, 0)))
         face = min(np.min(np.abs(ee - self.ws_low)), np.min(np.abs(ee - self.ws_high)))
         names = JOINT_NAMES
         now = time.monotonic()
-        is_hold = all(self.torque.values()) and all(
-            abs(raw[j] - present_raw[j]) <= HOLD_STEPS for j in names
-        )
+        is_hold = all(self.torque.values()) and all(abs(raw[j] - present_raw[j]) <= HOLD_STEPS for j in names)
         row = {
             "goal": [round(float(x), 2) for x in goal],
             "present": [round(float(x), 2) for x in present],
             "step_deg": round(float(step[:5].max()), 2),
             "ee": [round(float(x), 4) for x in ee],
-            "beyond_limits": [j for j, g, lo, hi in zip(names, goal, self.low, self.high, strict=True) if g < lo - BOUND_DEG or g > hi + BOUND_DEG],
-            "at_limit": [j for j, g, lo, hi in zip(names, goal, self.low, self.high, strict=True) if abs(g - lo) <= BOUND_DEG or abs(g - hi) <= BOUND_DEG],
-            "over_step": [j for j, s in zip(names, step, strict=True) if s > self.max_step + STEP_TOLERANCE_DEG],
-            "at_max_step": [j for j, s in zip(names, step, strict=True) if abs(s - self.max_step) <= STEP_TOLERANCE_DEG],
+            "beyond_limits": [
+                j
+                for j, g, lo, hi in zip(names, goal, self.low, self.high, strict=True)
+                if g < lo - BOUND_DEG or g > hi + BOUND_DEG
+            ],
+            "at_limit": [
+                j
+                for j, g, lo, hi in zip(names, goal, self.low, self.high, strict=True)
+                if abs(g - lo) <= BOUND_DEG or abs(g - hi) <= BOUND_DEG
+            ],
+            "over_step": [
+                j for j, s in zip(names, step, strict=True) if s > self.max_step + STEP_TOLERANCE_DEG
+            ],
+            "at_max_step": [
+                j for j, s in zip(names, step, strict=True) if abs(s - self.max_step) <= STEP_TOLERANCE_DEG
+            ],
             "outside_box_m": round(outside, 4),
             "on_box_face": bool(outside == 0 and face <= FACE_M),
         }

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlparse
 
 import cv2
 import mujoco
+
 from hilserl_ray.envs.sim import make_renderer
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ class Cameras:
                 r = renderers[(h, w)]
                 r.update_scene(data, camera=name)
                 rgb = r.render()
-                ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+                ok, jpg = cv2.imencode(
+                    ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+                )
                 self.render_s += time.monotonic() - t0
                 with self._cond:
                     seq = self.frames.get(name, (0, b""))[0] + 1
@@ -110,7 +113,9 @@ class Cameras:
 
     def wait_frame(self, name: str, after: int, timeout: float = 2.0) -> tuple[int, bytes] | None:
         with self._cond:
-            self._cond.wait_for(lambda: self.frames.get(name, (0, b""))[0] > after or self._stop.is_set(), timeout)
+            self._cond.wait_for(
+                lambda: self.frames.get(name, (0, b""))[0] > after or self._stop.is_set(), timeout
+            )
             frame = self.frames.get(name)
             return frame if frame is not None and frame[0] > after else None
 
@@ -208,7 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
                     continue
                 seq, jpg = frame
                 self.wfile.write(
-                    b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg) + jpg + b"\r\n"
+                    b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
+                    + jpg
+                    + b"\r\n"
                 )
                 self.wfile.flush()
         except OSError:
@@ -217,4 +224,3 @@ class _Handler(BaseHTTPRequestHandler):
 
 def camera_devices(host: str, port: int, names) -> dict[str, str]:
     return {n: f"http://{host}:{port}/{n}.mjpg" for n in names}
-

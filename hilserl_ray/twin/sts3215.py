@@ -41,12 +41,19 @@ def _reg(name: str) -> tuple[int, int]:
 
 
 # (address, size) of the registers the servo gives behaviour to
-MODEL, ID, MIN_LIMIT, MAX_LIMIT = _reg("Model_Number"), _reg("ID"), _reg("Min_Position_Limit"), _reg(
-    "Max_Position_Limit"
+MODEL, ID, MIN_LIMIT, MAX_LIMIT = (
+    _reg("Model_Number"),
+    _reg("ID"),
+    _reg("Min_Position_Limit"),
+    _reg("Max_Position_Limit"),
 )
 RETURN_DELAY, HOMING = _reg("Return_Delay_Time"), _reg("Homing_Offset")
 TORQUE, GOAL, LOCK = _reg("Torque_Enable"), _reg("Goal_Position"), _reg("Lock")
-PRESENT_POS, PRESENT_VEL, PRESENT_LOAD = _reg("Present_Position"), _reg("Present_Velocity"), _reg("Present_Load")
+PRESENT_POS, PRESENT_VEL, PRESENT_LOAD = (
+    _reg("Present_Position"),
+    _reg("Present_Velocity"),
+    _reg("Present_Load"),
+)
 MOVING, PRESENT_CURRENT = _reg("Moving"), _reg("Present_Current")
 
 

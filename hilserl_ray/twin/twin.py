@@ -78,7 +78,11 @@ class Twin:
             cal = make_calibration(kin, cfg.robot.motor_ids, rng)
             save_calibration(path, cal)
             maps[which] = ServoMap(cal)
-        timing = {"reply_delay": opts.latency_ms / 1000, "byte_time": BYTE_TIME_1M, "drop_rate": opts.drop_rate}
+        timing = {
+            "reply_delay": opts.latency_ms / 1000,
+            "byte_time": BYTE_TIME_1M,
+            "drop_rate": opts.drop_rate,
+        }
         self.bus = ServoBus(
             cfg.robot.motor_ids, link=self.dir / "follower.tty", seed=opts.seed, keep_packets=256, **timing
         )
@@ -113,7 +117,8 @@ class Twin:
             self.bus.close()
             self.leader_bus.close()
             raise ConfigError(
-                "command line", [f"--port: {opts.host}:{opts.port} is not free ({e}); pick another with --port"]
+                "command line",
+                [f"--port: {opts.host}:{opts.port} is not free ({e}); pick another with --port"],
             ) from e
         self.bus.on_packet = self._on_packet
         self._timers: list[threading.Timer] = []
@@ -220,4 +225,3 @@ class Twin:
             },
             "paths": self.paths(),
         }
-
