@@ -109,6 +109,11 @@ class GripperConfig(Strict):
     discrete: bool = Field(True, description="close/stay/open as a separate discrete action (HIL-SERL)")
     penalty: float = Field(-0.02, le=0, description="reward added when the gripper flips state")
     step_deg: PositiveFloat = Field(30.0, description="continuous mode: degrees per unit action")
+    command_threshold: Annotated[float, Field(ge=0)] = Field(
+        5.0,
+        description="discrete mode, from joint targets (leader arm, LeRobot datasets): a commanded change "
+        "of the gripper (0..100) larger than this opens/closes, a smaller one stays",
+    )
 
 
 class ProprioConfig(Strict):
@@ -193,17 +198,44 @@ class BufferConfig(Strict):
 
 
 class DatasetConfig(Strict):
-    """An offline LeRobot v2.1/v3.0 dataset in a local directory (demos, interventions)."""
+    """Offline LeRobot v2.1/v3.0 datasets in local directories (demos, interventions).
+
+    `python -m hilserl_ray.data.inspect DIR --config X` shows what a dataset holds and the
+    overrides that make it fit a config.
+    """
 
     path: Path | None = None
+    paths: list[Path] = Field(
+        default_factory=list, description="several datasets, all into the offline buffer (with or without path)"
+    )
     missing_reward: Literal["zero", "success_last_frame"] = "success_last_frame"
     rename: dict[str, str] = Field(default_factory=dict, description="dataset key -> pipeline feature name")
     cache: bool = True
-    joint_units: Literal["degrees", "lerobot_range"] = Field(
-        "degrees",
-        description="units of the state's 6 joints in the dataset: degrees (gripper 0..100), or LeRobot's "
-        "default -100..100 (recorded with use_degrees=False; converted with robot.calibration)",
+    cache_dir: Path | None = Field(
+        None,
+        description="where converted datasets are cached, keyed by dataset content and pipeline, shared by "
+        "runs; default $HILSERL_RAY_CACHE_DIR or ~/.cache/hilserl_ray/offline",
     )
+    action_format: Literal["auto", "pipeline", "joint_targets", "joint_deltas"] = Field(
+        "auto",
+        description="the dataset's `action`: the pipeline's own (EE or joint deltas in [-1, 1] + gripper), "
+        "absolute joint targets (what LeRobot teleop records), or joint deltas in state units; auto decides "
+        "from meta/info.json names and meta/stats.json ranges",
+    )
+    joint_units: Literal["auto", "degrees", "lerobot_range"] = Field(
+        "auto",
+        description="units of the 6 joints in the dataset: degrees (gripper 0..100), or LeRobot's "
+        "default -100..100 (recorded with use_degrees=False; converted with robot.calibration); auto "
+        "decides from the value ranges and the calibration, and stops when it cannot",
+    )
+
+    def all_paths(self) -> list[Path]:
+        """`path` then `paths`, each once."""
+        out: list[Path] = []
+        for p in ([self.path] if self.path is not None else []) + list(self.paths):
+            if p not in out:
+                out.append(p)
+        return out
 
 
 # ---------------------------------------------------------------------------------- runtime
@@ -346,7 +378,7 @@ class TrainConfig(Strict):
             )
         if p.encoder == "pretrained" and p.encoder_weights is None:
             problems.append(("policy.encoder_weights", None, "a local weights file (nothing is downloaded)"))
-        if self.buffer.online_ratio < 1 and self.dataset.path is None and it.source == "none":
+        if self.buffer.online_ratio < 1 and not self.dataset.all_paths() and it.source == "none":
             problems.append(
                 (
                     "buffer.online_ratio",

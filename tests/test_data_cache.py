@@ -24,6 +24,7 @@ def make_cfg(root, out, **overrides):
         "env.cameras": [{"name": "front", "width": 64, "height": 48}],
         "pipeline.image.size": [32, 32],
         "dataset.path": str(root),
+        "dataset.cache_dir": str(out / "cache"),
         "output_dir": str(out),
     }
     data.update(overrides)
