@@ -87,4 +87,8 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
 def preflight(cfg: TrainConfig, source: str = "config") -> None:
     problems = check_files(cfg) + check_dataset(cfg)
     if problems:
-        raise ConfigError(source, [m if p == "hint" else f"{p}: got {v!r}; {m}" for p, v, m in problems])
+        config = source if Path(source).exists() else "<your config>"
+        lines = [
+            m.replace("<your config>", config) if p == "hint" else f"{p}: got {v!r}; {m}" for p, v, m in problems
+        ]
+        raise ConfigError(source, lines)

@@ -114,7 +114,7 @@ def _action_format(cfg, spec, feature, arange, srange) -> tuple[str, str, list[P
     if names and names == want:
         return "pipeline", f"the action names are the pipeline's {want}", []
     if n >= NUM_JOINTS and len(names) >= NUM_JOINTS and all(x.endswith(".pos") for x in names[:NUM_JOINTS]):
-        return "joint_targets", f"the action names {names[:NUM_JOINTS]} are joint positions (LeRobot teleop)", []
+        return "joint_targets", f"named {names[0]}, ..., {names[NUM_JOINTS - 1]}: absolute joint targets, as LeRobot teleop records", []
     if arange is not None and n == spec.action.shape[0]:
         c = spec.continuous_action_dim
         lo, hi = arange["min"], arange["max"]
