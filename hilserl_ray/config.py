@@ -206,7 +206,8 @@ class DatasetConfig(Strict):
 
     path: Path | None = None
     paths: list[Path] = Field(
-        default_factory=list, description="several datasets, all into the offline buffer (with or without path)"
+        default_factory=list,
+        description="several datasets, all into the offline buffer (with or without path)",
     )
     missing_reward: Literal["zero", "success_last_frame"] = "success_last_frame"
     rename: dict[str, str] = Field(default_factory=dict, description="dataset key -> pipeline feature name")

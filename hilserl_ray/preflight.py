@@ -89,6 +89,7 @@ def preflight(cfg: TrainConfig, source: str = "config") -> None:
     if problems:
         config = source if Path(source).exists() else "<your config>"
         lines = [
-            m.replace("<your config>", config) if p == "hint" else f"{p}: got {v!r}; {m}" for p, v, m in problems
+            m.replace("<your config>", config) if p == "hint" else f"{p}: got {v!r}; {m}"
+            for p, v, m in problems
         ]
         raise ConfigError(source, lines)

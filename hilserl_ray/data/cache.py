@@ -159,7 +159,11 @@ def prune(cache_root: Path, keep: Path, n: int = KEEP_CACHES) -> None:
     and any leftover temp dirs of dead builds."""
     prefix = keep.name.rsplit("-", 1)[0]  # offline-<tag> (or offline)
     caches = sorted(
-        (p for p in cache_root.glob(f"{prefix}-*") if p.is_dir() and p != keep and p.name.rsplit("-", 1)[0] == prefix),
+        (
+            p
+            for p in cache_root.glob(f"{prefix}-*")
+            if p.is_dir() and p != keep and p.name.rsplit("-", 1)[0] == prefix
+        ),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )

@@ -209,7 +209,9 @@ def format_report(r: dict) -> str:
     ]
     if r["action_format"] != "pipeline":
         lines.append(f"  gripper: {r['gripper']}")
-        lines.append(f"  clipped to [-1, 1]: {r['clipped_frames']} frames ({100 * r['clipped_fraction']:.1f}%)")
+        lines.append(
+            f"  clipped to [-1, 1]: {r['clipped_frames']} frames ({100 * r['clipped_fraction']:.1f}%)"
+        )
     lines.append(f"  reward: {r['reward_rule']}")
     lines.append(f"  done: {r['done_rule']}")
     lines.append("  keys: " + ", ".join(f"{src} -> {dst}" for src, dst in r["keys"].items()))
@@ -273,7 +275,9 @@ def _signals(
             what = "reward 0 everywhere"
         reward_rule = f"no {mapping.REWARD!r} column: dataset.missing_reward={rule!r} gives {what}"
     done_rule = (
-        f"column {done_key!r}" if done_key else f"no {mapping.DONE!r} column: episodes end done at their last frame"
+        f"column {done_key!r}"
+        if done_key
+        else f"no {mapping.DONE!r} column: episodes end done at their last frame"
     )
 
     def field(name, dtype, values, last_value=None):

@@ -112,7 +112,11 @@ def dataset_features(spec: FeatureSpec) -> dict[str, dict]:
             feats[key] = {"dtype": "video", "shape": list(f.shape), "names": ["height", "width", "channels"]}
         else:
             feats[key] = {"dtype": "float32", "shape": list(f.shape), "names": list(f.names or []) or None}
-    feats[ACTION] = {"dtype": "float32", "shape": list(spec.action.shape), "names": list(spec.action.names or [])}
+    feats[ACTION] = {
+        "dtype": "float32",
+        "shape": list(spec.action.shape),
+        "names": list(spec.action.names or []),
+    }
     for key, dtype in (
         (REWARD, "float32"),
         (DONE, "bool"),

@@ -94,7 +94,9 @@ def decide(
         return None, []  # the feature check reports missing keys
     spec = pipeline_spec(cfg)
     ranges = value_ranges(root, info, [state_key, action_key], reader)
-    fmt, why, problems = _action_format(cfg, spec, features[action_key], ranges.get(action_key), ranges.get(state_key))
+    fmt, why, problems = _action_format(
+        cfg, spec, features[action_key], ranges.get(action_key), ranges.get(state_key)
+    )
     if problems:
         return None, problems
     units, uwhy, problems = _joint_units(cfg, fmt, ranges.get(state_key), ranges.get(action_key))
@@ -114,7 +116,11 @@ def _action_format(cfg, spec, feature, arange, srange) -> tuple[str, str, list[P
     if names and names == want:
         return "pipeline", f"the action names are the pipeline's {want}", []
     if n >= NUM_JOINTS and len(names) >= NUM_JOINTS and all(x.endswith(".pos") for x in names[:NUM_JOINTS]):
-        return "joint_targets", f"named {names[0]}, ..., {names[NUM_JOINTS - 1]}: absolute joint targets, as LeRobot teleop records", []
+        return (
+            "joint_targets",
+            f"named {names[0]}, ..., {names[NUM_JOINTS - 1]}: absolute joint targets, as LeRobot teleop records",
+            [],
+        )
     if arange is not None and n == spec.action.shape[0]:
         c = spec.continuous_action_dim
         lo, hi = arange["min"], arange["max"]
@@ -182,9 +188,17 @@ def _joint_units(cfg, fmt, srange, arange) -> tuple[str, str, list[Problem]]:
     at_clip = (np.abs(np.abs(lo) - RANGE_LIMIT) < 1e-3) | (np.abs(np.abs(hi) - RANGE_LIMIT) < 1e-3)
     if at_clip.any():
         j = int(np.argmax(at_clip))
-        return "lerobot_range", f"{JOINT_NAMES[j]} stops at exactly +-100 (LeRobot clips range units there)", []
+        return (
+            "lerobot_range",
+            f"{JOINT_NAMES[j]} stops at exactly +-100 (LeRobot clips range units there)",
+            [],
+        )
     spans = ", ".join(f"{j} {a:.1f}..{b:.1f}" for j, a, b in zip(JOINT_NAMES[:5], lo, hi, strict=True))
-    why = "with robot.calibration the ranges fit both" if limits is not None else "no robot.calibration to compare with"
+    why = (
+        "with robot.calibration the ranges fit both"
+        if limits is not None
+        else "no robot.calibration to compare with"
+    )
     return (
         "",
         "",

@@ -41,7 +41,9 @@ def describe(reader: LeRobotReader) -> str:
         "  features:",
     ]
     numeric = [
-        k for k, f in reader.features.items() if k not in DEFAULT_FEATURES and f.get("dtype") not in mapping.CAMERA_DTYPES
+        k
+        for k, f in reader.features.items()
+        if k not in DEFAULT_FEATURES and f.get("dtype") not in mapping.CAMERA_DTYPES
     ]
     ranges = formats.value_ranges(reader.root, info, numeric, reader)
     for key, f in reader.features.items():
@@ -53,7 +55,9 @@ def describe(reader: LeRobotReader) -> str:
             vi = f.get("info") or {}
             codec = vi.get("video.codec") or _probe_codec(reader, key)
             size = f"{hw[0]}x{hw[1]}" if hw else str(shape)
-            lines.append(f"    {key:<40} {dtype} {size}, codec {codec}, pix_fmt {vi.get('video.pix_fmt', '?')}")
+            lines.append(
+                f"    {key:<40} {dtype} {size}, codec {codec}, pix_fmt {vi.get('video.pix_fmt', '?')}"
+            )
             continue
         names = formats.feature_names(f)
         lines.append(f"    {key:<40} {dtype} {shape}" + (f" {names}" if names else ""))
@@ -83,7 +87,10 @@ def _fit_step(reader: LeRobotReader, cfg: TrainConfig) -> dict:
         out["env.fps"] = int(reader.fps) if float(reader.fps).is_integer() else reader.fps
     rename = dict(cfg.dataset.rename)
     numeric = [k for k in reader.keys if feats[k].get("dtype") not in mapping.CAMERA_DTYPES]
-    for name, pool in ((STATE, [k for k in numeric if "state" in k]), (ACTION, [k for k in numeric if "action" in k])):
+    for name, pool in (
+        (STATE, [k for k in numeric if "state" in k]),
+        (ACTION, [k for k in numeric if "action" in k]),
+    ):
         if mapping.dataset_key(name, cfg) not in feats:
             src = mapping.closest(name, pool or numeric)
             if src:
@@ -154,7 +161,9 @@ def as_argument(key: str, value) -> str:
 
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hilserl_ray.data.inspect", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m hilserl_ray.data.inspect", description=__doc__.splitlines()[0]
+    )
     p.add_argument("dir", help="a LeRobot dataset directory (v3.0 or v2.1)")
     p.add_argument("--config", help="a train config (YAML or a run's output dir): does the dataset fit it?")
     args, rest = p.parse_known_args(argv)
@@ -171,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(None, {"dataset.path": str(reader.root)})
         decision, undecided = formats.decide(reader.root, reader.info, cfg, STATE, ACTION, reader)
         _print_decision(decision, undecided)
-        print("\nrun with --config <your train config> to see whether it fits and the overrides that make it fit")
+        print(
+            "\nrun with --config <your train config> to see whether it fits and the overrides that make it fit"
+        )
         return 0
     try:
         from hilserl_ray.configio import parse_overrides
@@ -181,14 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(e.message(), file=sys.stderr)
         return EXIT_ERROR
-    decision, undecided = formats.decide(reader.root, reader.info, cfg, *formats.state_and_action_keys(cfg), reader)
+    decision, undecided = formats.decide(
+        reader.root, reader.info, cfg, *formats.state_and_action_keys(cfg), reader
+    )
     _print_decision(decision, undecided)
     overrides = [as_argument(k, v) for k, v in found.items()]
     print()
     if not found and not problems:
         print(f"fits {args.config} as it is")
     elif found:
-        print(f"fits {args.config} with these overrides:" if not problems else "these overrides fix part of it:")
+        print(
+            f"fits {args.config} with these overrides:" if not problems else "these overrides fix part of it:"
+        )
         print("  " + " ".join(overrides))
     if problems:
         print("still does not fit (needs your decision):")

@@ -171,7 +171,9 @@ def problem_lines(problems: list[Problem], root: Path | str | None = None) -> li
     """Problems as lines, plus where to look: `inspect` prints the overrides that make it fit."""
     lines = [f"{p}: got {v!r}; {m}" for p, v, m in problems]
     if problems and root is not None:
-        lines.append(f"see python -m hilserl_ray.data.inspect {root} --config <your config> for the overrides that fit")
+        lines.append(
+            f"see python -m hilserl_ray.data.inspect {root} --config <your config> for the overrides that fit"
+        )
     return lines
 
 
