@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 from fake_sts3215 import LEROBOT_FILE
@@ -200,7 +198,9 @@ def test_actions_outside_the_policy_range_are_rejected(tmp_path):
     w.finalize()
     cfg = make_cfg(tmp_path / "ds", tmp_path, **{"env.cameras": [], "env.environment_state": False})
     # 4 values, not joint names, not inside the bounds: auto cannot tell, and says which setting decides
-    with pytest.raises(DatasetError, match=r"(?s)dataset.action_format.*cannot tell.*hilserl_ray.data.inspect"):
+    with pytest.raises(
+        DatasetError, match=r"(?s)dataset.action_format.*cannot tell.*hilserl_ray.data.inspect"
+    ):
         convert(cfg, progress=False)
     cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"action_format": "pipeline"})})
     with pytest.raises(DatasetError, match=r"\[-1, 1\].*episode 0 frame 1"):

@@ -74,7 +74,10 @@ def expected_actions(present, target, cfg):
     p = cfg.pipeline
     if p.ee_action.enabled:
         arm = np.stack(
-            [(kin.fk(t)[0] - kin.fk(q)[0]) / p.ee_action.step_size_m for q, t in zip(present, target)]
+            [
+                (kin.fk(t)[0] - kin.fk(q)[0]) / p.ee_action.step_size_m
+                for q, t in zip(present, target, strict=True)
+            ]
         )
     else:
         arm = (target[:, :5] - present[:, :5]) / cfg.robot.max_relative_target_deg
