@@ -228,3 +228,41 @@ def test_import_registers_env_ids_lightly():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "(128, 128, 3)" in r.stdout
+
+
+@pytest.mark.slow
+def test_real_run_on_a_teleop_dataset_then_export(datasets, tmp_path, capsys):
+    """The whole path on local Ray: inspect's overrides -> train fills the offline buffer -> export."""
+    assert inspect.main([str(datasets["degrees"]), "--config", PICK]) == 0
+    args = train_args_printed(capsys.readouterr().out)
+    fast = [
+        f"--output_dir={tmp_path / 'run'}",
+        "--total_env_steps=60",
+        "--env.max_episode_steps=20",
+        "--learner.training_starts=20",
+        "--policy.batch_size=16",
+        "--policy.hidden_dims=[32,32]",
+        "--policy.latent_dim=32",
+        "--checkpoint.every_updates=10",
+        "--pipeline.image.size=[64,64]",
+        "--logging.tensorboard=false",
+        "--ray.num_cpus=2",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    r = subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.train", *args, *fast],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=480,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"0 online + {sum(LENGTHS)} offline transitions" in r.stdout
+    assert "joint_targets" in r.stdout  # the conversion report, printed by the learner
+    assert export.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    spec, arrays, episodes = export.read_run_replay(tmp_path / "run")
+    back = LeRobotReader(tmp_path / "out")
+    assert [e.length for e in back.episodes] == [len(rows) - 1 for rows in episodes]
+    trans = np.concatenate([rows[:-1] for rows in episodes])
+    np.testing.assert_array_equal(back.read(["action"])["action"], arrays["action"][trans])

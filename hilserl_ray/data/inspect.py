@@ -85,22 +85,28 @@ def _fit_step(reader: LeRobotReader, cfg: TrainConfig) -> dict:
     out: dict = {}
     if abs(reader.fps - cfg.env.fps) > 1e-6:
         out["env.fps"] = int(reader.fps) if float(reader.fps).is_integer() else reader.fps
-    rename = dict(cfg.dataset.rename)
+    # renames from the config that this dataset has no key for are stale here: dropped
+    rename = {src: dst for src, dst in cfg.dataset.rename.items() if src in feats}
+
+    def key_of(name: str) -> str:
+        return next((src for src, dst in rename.items() if dst == name), name)
+
     numeric = [k for k in reader.keys if feats[k].get("dtype") not in mapping.CAMERA_DTYPES]
     for name, pool in (
         (STATE, [k for k in numeric if "state" in k]),
         (ACTION, [k for k in numeric if "action" in k]),
     ):
-        if mapping.dataset_key(name, cfg) not in feats:
+        if key_of(name) not in feats:
             src = mapping.closest(name, pool or numeric)
             if src:
                 rename[src] = name
     cams = [k for k, f in feats.items() if f.get("dtype") in mapping.CAMERA_DTYPES]
     wanted = [IMAGE_PREFIX + c.name for c in cfg.env.cameras]
-    unmatched_ds = [k for k in cams if k not in {mapping.dataset_key(w, cfg) for w in wanted}]
+    unmatched_ds = [k for k in cams if k not in {key_of(w) for w in wanted}]
     for w in wanted:
-        if mapping.dataset_key(w, cfg) not in feats and unmatched_ds:
+        if key_of(w) not in feats and unmatched_ds:
             rename[unmatched_ds.pop(0)] = w
+    rename = {src: dst for src, dst in rename.items() if src != dst}
     if rename != cfg.dataset.rename:
         out["dataset.rename"] = rename
     for i, cam in enumerate(cfg.env.cameras):
