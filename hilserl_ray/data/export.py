@@ -148,11 +148,16 @@ def export_run(
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     spec, arrays, eps = read_run_replay(run_dir)
+    if only_interventions:
+        eps = [r for r in eps if arrays["is_intervention"][r[:-1]].any()]
+    if not eps:
+        what = "episode with an intervention" if only_interventions else "finished episode"
+        raise ExportError(f"{run_dir}: its last checkpoint holds no {what}; nothing to export")
     feats = dataset_features(spec)
     obs_keys = list(spec.observation)
     stats = {"episodes": 0, "frames": 0, "successes": 0, "skipped": 0}
-    total_eps = len(set(arrays["episode_id"][:].tolist()))
-    stats["skipped"] = total_eps - len(eps)
+    if not only_interventions:
+        stats["skipped"] = len(set(arrays["episode_id"][:].tolist())) - len(eps)
     robot = "so101_follower" if cfg.robot.type == "so101" else f"so101_{cfg.robot.type}"
     writer = LeRobotWriter(out, cfg.env.fps, feats, robot_type=robot, codec=codec)
     n_frames = sum(len(r) - 1 for r in eps)
