@@ -100,6 +100,34 @@ def test_inspect_names_what_only_a_person_can_decide(datasets, capsys):
     assert "needs your decision" in out and "--dataset.joint_units=lerobot_range" in out
 
 
+def test_inspect_switches_the_action_space_a_pipeline_dataset_was_recorded_in(tmp_path, capsys):
+    """Recorded with a continuous gripper in joint mode: inspect says which two settings match."""
+    from hilserl_ray.data.lerobot_writer import LeRobotWriter
+
+    names = [
+        f"{j}.delta" for j in ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
+    ]
+    feats = {
+        "observation.state": {"dtype": "float32", "shape": [6], "names": None},
+        "action": {"dtype": "float32", "shape": [6], "names": [*names, "gripper.delta"]},
+        "observation.images.front": {"dtype": "video", "shape": [48, 64, 3], "names": None},
+    }
+    with LeRobotWriter(tmp_path / "ds", 10, feats, codec="h264") as w:
+        for i in range(5):
+            w.add_frame(
+                {
+                    "observation.state": np.full(6, 10.0 + i, np.float32),
+                    "action": np.full(6, 0.1, np.float32),
+                    "observation.images.front": np.zeros((48, 64, 3), np.uint8),
+                }
+            )
+        w.save_episode()
+    assert inspect.main([str(tmp_path / "ds"), "--config", PICK]) == 0
+    args = train_args_printed(capsys.readouterr().out)
+    assert "--pipeline.ee_action.enabled=false" in args and "--pipeline.gripper.discrete=false" in args
+    assert train.main([*args, "--dry-run"]) == 0
+
+
 # ------------------------------------------------------------------------------- export
 def fake_run(tmp_path) -> tuple[Path, dict, list]:
     """A run dir whose checkpoint holds an online buffer of known episodes (as the learner saves it)."""
