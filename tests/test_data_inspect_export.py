@@ -237,7 +237,7 @@ def test_export_only_interventions_and_refusals(tmp_path, capsys):
     capsys.readouterr()
     assert export.main(["--run", str(run), "--out", str(out)]) == 2  # never writes into an existing dataset
     assert export.main(["--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
-    assert "config" in capsys.readouterr().err
+    assert "not a run's output_dir" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- gymnasium

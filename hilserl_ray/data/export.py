@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.configio import load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, TRUNCATED
+from hilserl_ray.errors import UserError, command
 from hilserl_ray.features import ACTION, FeatureSpec
 
 SUCCESS = "complementary_info.episode_success"
-EXIT_ERROR = 2
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A run that cannot be exported; the message names the directory and the fix."""
 
 
@@ -146,6 +146,11 @@ def export_run(
 ) -> dict:
     """Write the dataset; returns {episodes, frames, skipped, successes}."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ExportError(
+            f"{run_dir}: not a run's output_dir (no config.yaml)",
+            fix="pass --run <the output_dir of a train run>",
+        )
     cfg = load_config(run_dir)
     spec, arrays, eps = read_run_replay(run_dir)
     if only_interventions:
@@ -193,6 +198,7 @@ def export_run(
     return stats
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hilserl_ray.data.export", description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="a run's output_dir (config.yaml + checkpoints/)")
@@ -201,17 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codec", choices=["av1", "h264"], default="av1", help="video codec (LeRobot: av1)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    if (out / "meta" / "info.json").exists() or (out.exists() and any(out.iterdir())):
-        print(f"--out {out}: exists and is not empty; choose a new directory", file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        stats = export_run(Path(args.run), out, args.only_interventions, args.codec)
-    except ConfigError as e:
-        print(f"--run {args.run}: {e.message()}", file=sys.stderr)
-        return EXIT_ERROR
-    except ExportError as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_ERROR
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(
+            f"{out} exists and is not an empty directory", where="--out", fix="choose a new directory"
+        )
+    stats = export_run(Path(args.run), out, args.only_interventions, args.codec)
     what = "intervention stretches" if args.only_interventions else "episodes"
     print(
         f"{stats['episodes']} {what}, {stats['frames']} frames ({stats['successes']} from successful episodes; "

@@ -18,14 +18,15 @@ import numpy as np
 import yaml
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.configio import ConfigError, load_config, parse_overrides
 from hilserl_ray.data import formats, mapping
 from hilserl_ray.data.layout import DEFAULT_FEATURES
-from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
+from hilserl_ray.data.lerobot_reader import LeRobotReader
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
 
-EXIT_NOT_FIT, EXIT_ERROR = 1, 2
+EXIT_NOT_FIT = 1
 
 
 # ------------------------------------------------------------------------------ describing
@@ -166,6 +167,7 @@ def as_argument(key: str, value) -> str:
 
 
 # ---------------------------------------------------------------------------------- main
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m hilserl_ray.data.inspect", description=__doc__.splitlines()[0]
@@ -173,15 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", help="a LeRobot dataset directory (v3.0 or v2.1)")
     p.add_argument("--config", help="a train config (YAML or a run's output dir): does the dataset fit it?")
     args, rest = p.parse_known_args(argv)
-    try:
-        reader = LeRobotReader(args.dir)
-    except DatasetError as e:
-        print(f"dataset {args.dir}: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    print(describe(reader))
     if args.config is None and rest:
-        print("overrides need a --config to apply to", file=sys.stderr)
-        return EXIT_ERROR
+        raise ConfigError("command line", [f"{rest[0]}: overrides need a --config to apply to"])
+    reader = LeRobotReader(args.dir)
+    print(describe(reader))
     if args.config is None:
         cfg = load_config(None, {"dataset.path": str(reader.root)})
         decision, undecided = formats.decide(reader.root, reader.info, cfg, STATE, ACTION, reader)
@@ -190,14 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             "\nrun with --config <your train config> to see whether it fits and the overrides that make it fit"
         )
         return 0
-    try:
-        from hilserl_ray.configio import parse_overrides
-
-        cli = parse_overrides(rest)
-        found, problems, cfg = fit(reader, args.config, cli)
-    except ConfigError as e:
-        print(e.message(), file=sys.stderr)
-        return EXIT_ERROR
+    found, problems, cfg = fit(reader, args.config, parse_overrides(rest))
     decision, undecided = formats.decide(
         reader.root, reader.info, cfg, *formats.state_and_action_keys(cfg), reader
     )
