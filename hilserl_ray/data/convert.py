@@ -7,8 +7,11 @@ never bootstraps, and a truncated one bootstraps from that last observation.
 
 Observations are rebuilt from the raw robot features: joint positions (first 6 state values)
 -> `proprio_state` (velocities at the env's control dt, FK ee pose), camera frames ->
-`process_image` (crop, INTER_AREA resize). Output arrays come from `alloc`, so the cache
-writes straight into memory-mapped files and peak RAM stays near the chunk itself.
+`process_image` (crop, INTER_AREA resize). Actions in the pipeline's format are kept; joint
+targets (what LeRobot teleop records) or joint deltas become the pipeline's action through
+`envs.joint_actions`, the function the live leader arm uses (`formats` decides which, and the
+units). Output arrays come from `alloc`, so the cache writes straight into memory-mapped files
+and peak RAM stays near the chunk itself.
 """
 
 from __future__ import annotations
