@@ -88,7 +88,8 @@ def value_ranges(root: Path, info: dict, keys: list[str], reader=None) -> dict[s
 def decide(
     root: Path, info: dict, cfg: TrainConfig, state_key: str, action_key: str, reader=None
 ) -> tuple[Decision | None, list[Problem]]:
-    """(the decision, []) or (None, problems naming the setting that resolves it)."""
+    """(the decision, []), or with problems naming the setting that resolves them: (None, ...) when
+    the format is undecided, a decision with empty `joint_units` when only the units are."""
     features = info.get("features") or {}
     if state_key not in features or action_key not in features:
         return None, []  # the feature check reports missing keys
@@ -100,9 +101,7 @@ def decide(
     if problems:
         return None, problems
     units, uwhy, problems = _joint_units(cfg, fmt, ranges.get(state_key), ranges.get(action_key))
-    if problems:
-        return None, problems
-    return Decision(fmt, why, units, uwhy), []
+    return Decision(fmt, why, units, uwhy), problems  # units "" when undecided (see problems)
 
 
 def _action_format(cfg, spec, feature, arange, srange) -> tuple[str, str, list[Problem]]:

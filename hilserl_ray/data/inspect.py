@@ -215,7 +215,8 @@ def _print_decision(decision: formats.Decision | None, undecided: list) -> None:
     print("conversion would use:")
     if decision is not None:
         print(f"  action format: {decision.action_format} ({decision.action_reason})")
-        print(f"  joint units: {decision.joint_units} ({decision.units_reason})")
+        if decision.joint_units:
+            print(f"  joint units: {decision.joint_units} ({decision.units_reason})")
     for line in mapping.problem_lines(undecided):
         print(f"  - {line}")
 
