@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     decision, undecided = formats.decide(
         reader.root, reader.info, cfg, *formats.state_and_action_keys(cfg), reader
     )
-    _print_decision(decision, undecided)
+    _print_decision(decision, undecided, detail=False)
     overrides = [as_argument(k, v) for k, v in found.items()]
     print()
     if not found and not problems:
@@ -211,14 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_NOT_FIT if problems else 0
 
 
-def _print_decision(decision: formats.Decision | None, undecided: list) -> None:
+def _print_decision(decision: formats.Decision | None, undecided: list, detail: bool = True) -> None:
     print("conversion would use:")
     if decision is not None:
         print(f"  action format: {decision.action_format} ({decision.action_reason})")
         if decision.joint_units:
             print(f"  joint units: {decision.joint_units} ({decision.units_reason})")
-    for line in mapping.problem_lines(undecided):
-        print(f"  - {line}")
+    for p, _, m in undecided:
+        print(f"  - {p}: {m}" if detail else f"  {p}: undecided (below)")
 
 
 if __name__ == "__main__":
