@@ -195,7 +195,8 @@ def test_clip_warning_above_a_few_percent(degrees_ds):
     assert calm["clipped_fraction"] == 0 and "WARNING" not in convert_mod.format_report(calm)
 
 
-def test_leader_intervention_recorded_live_converts_like_the_same_motion_in_a_dataset(tmp_path):
+@pytest.mark.parametrize("ee", [True, False], ids=["ee", "joint_delta"])
+def test_leader_intervention_recorded_live_converts_like_the_same_motion_in_a_dataset(tmp_path, ee):
     """The leader arm on the real-robot pipeline (fake servo buses) vs a LeRobot dataset of it."""
     from hilserl_ray.envs import make
     from hilserl_ray.hardware.leader import LeaderSource
@@ -209,6 +210,7 @@ def test_leader_intervention_recorded_live_converts_like_the_same_motion_in_a_da
             env={"max_episode_steps": 20},
             pipeline={
                 "image": {"size": [32, 32]},
+                "ee_action": {"enabled": ee},
                 "intervention": {
                     "source": "leader",
                     "leader_port": leader_bus.port,
@@ -234,7 +236,9 @@ def test_leader_intervention_recorded_live_converts_like_the_same_motion_in_a_da
             for k in range(8):  # the human sweeps the leader forward, closing the gripper
                 move_leader(reset + [3.0 * k, 18.0 + 2 * k, 10.0, -2.0 * k, 0.0, -3.0 * k])
                 state = obs["observation.state"][:6].copy()
-                obs, *_, info = env.step(np.array([0, 0, 0, 1], np.float32))
+                neutral = np.zeros(env.action_space.shape, np.float32)
+                neutral[-1] = 1.0  # gripper: stay
+                obs, *_, info = env.step(neutral)
                 assert info["is_intervention"]
                 states.append(state)
                 leaders.append(src.last_leader.copy())
