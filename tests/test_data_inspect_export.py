@@ -122,6 +122,10 @@ def test_inspect_switches_the_action_space_a_pipeline_dataset_was_recorded_in(tm
                 }
             )
         w.save_episode()
+    # never read as joint deltas in degrees: train names the two settings
+    assert train.main(["--config", PICK, f"--dataset.path={tmp_path / 'ds'}", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "recorded with --pipeline.ee_action.enabled=false --pipeline.gripper.discrete=false" in err
     assert inspect.main([str(tmp_path / "ds"), "--config", PICK]) == 0
     args = train_args_printed(capsys.readouterr().out)
     assert "--pipeline.ee_action.enabled=false" in args and "--pipeline.gripper.discrete=false" in args

@@ -136,7 +136,7 @@ def test_joint_deltas_convert_like_the_targets_they_encode(degrees_ds, tmp_path)
     names = [f"{j}.pos" for j in JOINT_NAMES]
     feats = {
         "observation.state": {"dtype": "float32", "shape": [6], "names": names},
-        "action": {"dtype": "float32", "shape": [6], "names": [f"{j}.delta" for j in JOINT_NAMES]},
+        "action": {"dtype": "float32", "shape": [6], "names": None},
         "observation.images.wrist": {"dtype": "video", "shape": [48, 64, 3], "names": None},
     }
     with LeRobotWriter(tmp_path / "deltas", 30, feats, codec="h264") as w:

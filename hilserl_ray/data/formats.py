@@ -114,6 +114,14 @@ def _action_format(cfg, spec, feature, arange, srange) -> tuple[str, str, list[P
     want = list(spec.action.names or [])
     if names and names == want:
         return "pipeline", f"the action names are the pipeline's {want}", []
+    for (ee, discrete), other in action_modes(cfg).items():
+        if names == other:  # the pipeline's own action, recorded in another action space
+            fix = f"--pipeline.ee_action.enabled={str(ee).lower()} --pipeline.gripper.discrete={str(discrete).lower()}"
+            return (
+                "",
+                "",
+                [("dataset.action_format", "auto", f"the action {names} was recorded with {fix}; set them")],
+            )
     if n >= NUM_JOINTS and len(names) >= NUM_JOINTS and all(x.endswith(".pos") for x in names[:NUM_JOINTS]):
         return (
             "joint_targets",
@@ -145,6 +153,23 @@ def _action_format(cfg, spec, feature, arange, srange) -> tuple[str, str, list[P
             )
         ],
     )
+
+
+def action_modes(cfg: TrainConfig) -> dict[tuple[bool, bool], list[str]]:
+    """(ee_action.enabled, gripper.discrete) -> the pipeline's action names in that mode."""
+    out = {}
+    for ee in (True, False):
+        for discrete in (True, False):
+            p = cfg.pipeline.model_copy(
+                update={
+                    "ee_action": cfg.pipeline.ee_action.model_copy(update={"enabled": ee}),
+                    "gripper": cfg.pipeline.gripper.model_copy(update={"discrete": discrete}),
+                }
+            )
+            out[(ee, discrete)] = list(
+                pipeline_spec(cfg.model_copy(update={"pipeline": p})).action.names or []
+            )
+    return out
 
 
 def calibration_limits(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray] | None:

@@ -128,21 +128,14 @@ def _action_space_overrides(reader: LeRobotReader, cfg: TrainConfig, rename: dic
     names = formats.feature_names(f)
     if not names or names == list(pipeline_spec(cfg).action.names or []):
         return {}
-    for ee in (True, False):
-        for discrete in (True, False):
-            data = cfg.model_dump(mode="json")
-            data["pipeline"]["ee_action"]["enabled"], data["pipeline"]["gripper"]["discrete"] = ee, discrete
-            try:
-                alt = TrainConfig.model_validate(data)
-            except ValueError:
-                continue
-            if list(pipeline_spec(alt).action.names or []) == names:
-                out = {}
-                if ee != cfg.pipeline.ee_action.enabled:
-                    out["pipeline.ee_action.enabled"] = ee
-                if discrete != cfg.pipeline.gripper.discrete:
-                    out["pipeline.gripper.discrete"] = discrete
-                return out
+    for (ee, discrete), alt in formats.action_modes(cfg).items():
+        if alt == names:
+            out = {}
+            if ee != cfg.pipeline.ee_action.enabled:
+                out["pipeline.ee_action.enabled"] = ee
+            if discrete != cfg.pipeline.gripper.discrete:
+                out["pipeline.gripper.discrete"] = discrete
+            return out
     return {}
 
 
