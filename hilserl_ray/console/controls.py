@@ -135,4 +135,3 @@ class WebSource:
         self.controls.close()
         if self.other is not None:
             self.other.close()
-

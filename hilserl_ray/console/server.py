@@ -94,7 +94,7 @@ class ConsoleServer:
         app.router.add_get("/", self._index)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/static/{name}", self._static)
-        app.router.add_get("/favicon.ico", lambda _request: web.Response(status=204))
+        app.router.add_get("/favicon.ico", self._no_icon)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -127,6 +127,9 @@ class ConsoleServer:
     async def _index(self, request: web.Request) -> web.Response:
         self._check(request)
         return web.Response(text=(STATIC / "index.html").read_text(), content_type="text/html")
+
+    async def _no_icon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

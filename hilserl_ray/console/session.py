@@ -1,8 +1,8 @@
 """`Console`: one page for one env loop (a robot actor, `record`, `evaluate`), wired in three calls.
 
-    console = open_console(cfg, "robot actor 0")              # None when console.enabled is false
-    env = make_env(cfg, seed, intervention=console.source(make_intervention(cfg, seed)))
-    env = console.watch(env)                                    # outermost wrapper
+console = open_console(cfg, "robot actor 0")              # None when console.enabled is false
+env = make_env(cfg, seed, intervention=console.source(make_intervention(cfg, seed)))
+env = console.watch(env)                                    # outermost wrapper
 """
 
 from __future__ import annotations

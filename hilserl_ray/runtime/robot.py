@@ -9,6 +9,7 @@ the arm (an actor's atexit handlers do not run when the driver exits).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -96,10 +97,9 @@ class Robot:
             ready, _ = ray.wait([self._counters_req], timeout=0)
             if not ready:
                 return
-            try:
+            # a learner restarting: the loop reconnects on its next send
+            with contextlib.suppress(ray.exceptions.RayActorError):
                 self.console.learner(self.weights_version, ray.get(self._counters_req))
-            except ray.exceptions.RayActorError:
-                pass  # learner restarting: the loop reconnects on its next send
             self._counters_req = None
         if time.monotonic() - self._counters_at >= 1.0:
             self._counters_at = time.monotonic()
