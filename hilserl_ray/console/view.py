@@ -100,15 +100,15 @@ class Watched(gym.Wrapper):
         return obs, info
 
     def step(self, action):
+        if self.realtime and self.source is not None and self.source.controls.engaged:
+            # wait for the control tick before the step, so a key pressed meanwhile is in it
+            delay = self._last_t + self.dt - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        self._last_t = time.monotonic()
         obs, reward, terminated, truncated, info = self.env.step(action)
         now = time.monotonic()
         human = bool(info.get("is_intervention", False))
-        if self.realtime and self.source is not None and self.source.controls.engaged:
-            delay = self._last_t + self.dt - now
-            if delay > 0:
-                time.sleep(delay)
-                now = time.monotonic()
-        self._last_t = now
         self._step_times.append(now)
         self._ret += float(reward)
         self._len += 1
