@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 import traceback
+import warnings
 
 import numpy as np
 import ray
@@ -58,7 +59,10 @@ class Robot:
         else:
             source = self.console.source(make_intervention(cfg, self._seed))
             self.env = self.console.watch(make_env(cfg, seed=self._seed, intervention=source))
-            if ray.get_runtime_context().was_current_actor_reconstructed:  # new port and token
+            with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
+                warnings.simplefilter("ignore")
+                restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            if restarted:  # a new port and token: the driver listed the old one
                 print(f"console, robot actor {index} (restarted): {self.console.url}", flush=True)
         self._counters_req = None
         self._counters_at = 0.0

@@ -134,7 +134,7 @@ function onFrame(buf) {
 // ----------------------------------------------------------------------- crop tool
 function setupCrop(fig, cam, h, w) {
   const canvas = fig.querySelector("canvas.overlay");
-  fig._crop = { cam, h, w, box: hello.crop[cam] || null, drag: null };
+  fig._crop = { cam, h, w, configured: hello.crop[cam] || null, box: null, drag: null };
   const toImage = (e) => {
     const r = canvas.getBoundingClientRect();
     const x = Math.round(((e.clientX - r.left) / r.width) * w);
@@ -192,7 +192,8 @@ function drawCrop(fig) {
     g.lineWidth = 2;
     g.strokeRect(box[1] * sx, box[0] * sy, box[3] * sx, box[2] * sy);
   };
-  if (c.box) rect(c.box, "#ffd000", [6, 4]);
+  if (c.configured) rect(c.configured, "#9aa0aa", [3, 3]);  // the crop the policy sees now
+  if (c.box) rect(c.box, "#ffd000", [6, 4]);  // the one drawn here, to paste
   if (c.drag) {
     const [a, b] = c.drag;
     rect([Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.abs(b[0] - a[0]), Math.abs(b[1] - a[1])], "#00e0ff", []);
