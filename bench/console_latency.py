@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     cfg_dict = cfg.model_dump(mode="json")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         name = f"learner_{uuid.uuid4().hex[:8]}"
         learner = LearnerActor.options(num_cpus=1, name=name).remote(cfg_dict, None)

@@ -212,7 +212,7 @@ def test_operator_takes_over_steers_and_judges_a_robot_actor_from_the_page(brows
     )
     ee_x = list(pipeline_spec(cfg).observation[STATE].names).index("ee.x")
     cfg_dict = cfg.model_dump(mode="json")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         name = f"learner_{uuid.uuid4().hex[:8]}"
         learner = LearnerActor.options(num_cpus=1, name=name).remote(cfg_dict, None)

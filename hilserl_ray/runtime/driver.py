@@ -95,6 +95,9 @@ def init_ray(cfg: TrainConfig) -> bool:
         return False
     n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + cfg.actors.num_robot_actors)
     kwargs: dict = {
+        # "local": a new Ray of our own, even if another `ray start` cluster runs on this machine
+        # (plain ray.init() would join that one, or fail because num_cpus is given)
+        "address": "local",
         "num_cpus": max(n_cpus, 1 + cfg.actors.num_robot_actors),
         "include_dashboard": cfg.ray.include_dashboard,
         "dashboard_host": cfg.ray.dashboard_host,
