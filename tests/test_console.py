@@ -362,3 +362,39 @@ def test_page_buttons_pause_crop_tool_and_sounds(browser, live_console):
     } in episodes
     assert errors == []
     page.close()
+
+
+def test_pause_holds_the_real_arm_with_torque_on_past_its_watchdog(tmp_path):
+    """The real env on the fake servo bus: a pause longer than the watchdog's release time keeps
+    the torque on (the paused env thread feeds it), then the run resumes."""
+    from fake_sts3215 import INST_SYNC_WRITE, FakeBus, real_config, write_calibration
+
+    from hilserl_ray.hardware.robot_env import make_real_env
+
+    with FakeBus(actual={1: 2048, 2: 2048, 3: 2048, 4: 2048, 5: 2048, 6: 2048}) as fake:
+        cfg = real_config(
+            fake.port,
+            write_calibration(tmp_path / "c.json"),
+            robot={"watchdog_seconds": 0.1, "watchdog_release_seconds": 0.3},
+        )
+        env = make_real_env(cfg)
+        try:
+            obs, _ = env.reset()
+            env.step(obs[STATE])
+            controls = WebControls()
+            src = WebSource(controls, None)
+            controls.press("p")
+            fake.clear_log()
+            t = threading.Thread(target=src.action, args=({}, env))
+            t.start()
+            time.sleep(1.0)  # over three times the watchdog's release time
+            assert t.is_alive() and all(s.torque for s in fake.servos.values())
+            held = [p for _, _, p in fake.instructions(INST_SYNC_WRITE) if p[0] == 42]
+            assert len(set(held)) == 1  # "stop where you are" (goal = present), no move
+            controls.press("p")
+            t.join(5)
+            assert not t.is_alive()
+            env.step(obs[STATE])  # and the arm takes commands again
+        finally:
+            env.close()
+        assert not any(s.torque for s in fake.servos.values())

@@ -21,7 +21,7 @@ PAUSE_KEY = "p"
 TAKEOVER_KEY = "space"
 STEER_KEYS = frozenset({*KeyboardSource.MOVES, "o", "c"})
 KEYS = frozenset({TAKEOVER_KEY, PAUSE_KEY, *STEER_KEYS, *EVENT_BINDINGS})
-HOLD_POLL_S = 0.1  # how often a paused env thread feeds the real arm's watchdog
+HOLD_POLL_S = 0.05  # how often a paused env thread feeds the real arm's watchdog
 
 
 class WebControls:
@@ -84,9 +84,10 @@ class WebControls:
     # ---------------------------------------------------------------------- env thread
     def wait_while_paused(self, env: Any) -> None:
         hold = getattr(getattr(env, "unwrapped", None), "hold_still", None)
-        while not self._running.wait(HOLD_POLL_S):
+        while not self._running.is_set():
             if hold is not None:
                 hold()
+            self._running.wait(HOLD_POLL_S)
 
     def take_pending(self) -> list[int]:
         with self._lock:
