@@ -398,3 +398,19 @@ def test_pause_holds_the_real_arm_with_torque_on_past_its_watchdog(tmp_path):
         finally:
             env.close()
         assert not any(s.torque for s in fake.servos.values())
+
+
+def test_a_taken_port_is_a_user_error_naming_the_key():
+    import socket
+
+    from hilserl_ray.console.session import open_console
+    from hilserl_ray.errors import UserError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = load_config("configs/sim_pick_cube.yaml", [f"--console.port={port}"])
+        with pytest.raises(UserError, match="console.port") as e:
+            open_console(cfg, "x")
+        assert f"127.0.0.1:{port}" in str(e.value) and "console.port=0" in str(e.value)

@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from hilserl_ray.console.controls import WebControls
 from hilserl_ray.console.view import LiveView
+from hilserl_ray.errors import UserError
 
 log = logging.getLogger(__name__)
 STATIC = resources.files("hilserl_ray.console") / "static"
@@ -86,7 +87,12 @@ class ConsoleServer:
         if not started.wait(timeout_s):
             raise RuntimeError(f"console: the server did not start within {timeout_s:.0f} s")
         if failure:
-            raise OSError(f"console: cannot listen on {self.host}:{self.port} ({failure[0]})") from failure[0]
+            raise UserError(
+                f"the console cannot listen on {self.host}:{self.port} ({failure[0]})",
+                where="console.host / console.port",
+                fix="console.port=0 picks a free port; console.host is an address of this machine "
+                "(or console.enabled=false)",
+            ) from failure[0]
         return self.port
 
     async def _bind(self) -> None:
