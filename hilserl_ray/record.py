@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.pipeline.intervention.source == "none":
         problems.append(
             "pipeline.intervention.source: got 'none'; a source that acts: 'oracle' (sim), 'keyboard', "
-            "'gamepad' or 'leader'"
+            "'gamepad', 'leader' or 'web' (the console page)"
         )
     if (args.out / "meta" / "info.json").exists():
         problems.append(f"--out: got '{args.out}'; a new directory (it already holds a dataset)")
