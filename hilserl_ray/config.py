@@ -144,7 +144,9 @@ class OracleConfig(Strict):
 
 
 class InterventionConfig(Strict):
-    source: Literal["none", "oracle", "keyboard", "gamepad", "leader"] = "none"
+    source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] = Field(
+        "none", description="web: only the console page (it is added to any other source while console.enabled)"
+    )
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     leader_port: str | None = None
     leader_calibration: Path | None = None
@@ -270,7 +272,22 @@ class LoggingConfig(Strict):
     every_seconds: PositiveFloat = 10.0
     tensorboard: bool = True
     progress_bar: bool = True
-    sounds: bool = False
+    sounds: bool = Field(
+        False, description="short beeps on the console page at episode start, end and takeover"
+    )
+
+
+class ConsoleConfig(Strict):
+    """The operator's page in a browser, served by each robot actor (and by record / evaluate).
+
+    Bound to `host` with a random token in the printed URL; from another machine use an SSH tunnel
+    (`ssh -L PORT:127.0.0.1:PORT robot-host`), as for the Ray dashboard."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes it (the token still guards it)")
+    port: int = Field(0, ge=0, le=65535, description="0 = a free port (one page per robot actor)")
+    fps: PositiveFloat = Field(5.0, le=30, description="camera frames per second sent to the page")
+    jpeg_quality: int = Field(80, ge=10, le=100)
 
 
 class RayConfig(Strict):
@@ -300,6 +317,7 @@ class TrainConfig(Strict):
     actors: ActorsConfig = Field(default_factory=ActorsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("output_dir", mode="before")
@@ -377,6 +395,16 @@ class TrainConfig(Strict):
         it = self.pipeline.intervention
         if it.source == "leader" and not it.leader_port:
             problems.append(("pipeline.intervention.leader_port", None, "the leader arm's serial port"))
+        if it.source == "web" and not self.console.enabled:
+            problems.append(("console.enabled", False, "true: pipeline.intervention.source='web' is the console"))
+        if it.source == "web" and not self.pipeline.ee_action.enabled:
+            problems.append(
+                ("pipeline.ee_action.enabled", False, "true: the console steers the end effector (source 'web')")
+            )
+        if self.console.port != 0 and self.robot.type == "sim" and self.actors.num_robot_actors > 1:
+            problems.append(
+                ("console.port", self.console.port, "0 (a free port each): several sim robot actors share a node")
+            )
         if it.source == "oracle" and self.robot.type != "sim":
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
         p = self.policy

@@ -26,6 +26,7 @@ def evaluate(
     checkpoint: Path | None = None,
     seed_offset: int = 10_000,
 ) -> dict:
+    from hilserl_ray.console.session import open_console
     from hilserl_ray.data.video import VideoEncoder
     from hilserl_ray.envs.make import make_env
     from hilserl_ray.policy import SACAgent
@@ -39,7 +40,13 @@ def evaluate(
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
     cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
     agent = SACAgent.load(ckpt / "agent", device="cpu")
-    env = make_env(cfg, seed=cfg.seed + seed_offset)
+    # The console lets a person watch and judge (a real arm has no success signal of its own).
+    console = open_console(cfg, f"evaluate {output_dir.name}")
+    if console is None:
+        env = make_env(cfg, seed=cfg.seed + seed_offset)
+    else:
+        print(f"console: {console.url}", flush=True)
+        env = console.watch(make_env(cfg, seed=cfg.seed + seed_offset, intervention=console.source(None)))
     encoder = None
     results = []
     try:
@@ -65,6 +72,8 @@ def evaluate(
         if encoder is not None:
             encoder.close()
         env.close()
+        if console is not None:
+            console.close()
     summary = {
         "checkpoint": str(ckpt),
         "episodes": episodes,
