@@ -69,7 +69,14 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
     return problems + feature_problems(info, cfg)
 
 
+def check_reward_classifier(cfg: TrainConfig) -> list[Problem]:
+    """A configured reward classifier exists and was trained for this pipeline's features."""
+    from hilserl_ray.reward.spec import check_classifier
+
+    return check_classifier(cfg)
+
+
 def preflight(cfg: TrainConfig, source: str = "config") -> None:
-    problems = check_files(cfg) + check_dataset(cfg)
+    problems = check_files(cfg) + check_dataset(cfg) + check_reward_classifier(cfg)
     if problems:
         raise ConfigError(source, [f"{p}: got {v!r}; {m}" for p, v, m in problems])
