@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see policy/perf.py
 
 import numpy as np  # noqa: E402
 

@@ -20,7 +20,7 @@ from hilserl_ray.features import STATE
 from hilserl_ray.preflight import preflight
 from hilserl_ray.record import ExpertSource, record
 from hilserl_ray.reward.detector import choose_threshold, episode_report, first_fire
-from hilserl_ray.reward.labels import frame_labels, split_by_episode
+from hilserl_ray.reward.labels import frame_labels, load_label_files, split_by_episode
 from hilserl_ray.reward.spec import check_classifier, classifier_meta, input_spec
 
 IMG = [32, 32]
@@ -234,6 +234,7 @@ class FakeRobot(gym.Env):
     """Pipeline-shaped observations; terminates on its own 'ground truth' at step 2 (to be ignored)."""
 
     def __init__(self, cfg):
+        self.cfg = cfg
         self.feature_spec = spec = pipeline_spec(cfg)
         self.observation_space = space_from_features(spec.observation)
         self.action_space = gym.spaces.Box(-1, 1, spec.action.shape, np.float32)
@@ -310,8 +311,9 @@ def test_human_keys_win_and_disagreements_are_counted_and_saved(tmp_path):
     keys.next = {**no_events(), "failure": True}  # the classifier fires, the person says no
     _, r, term, _, info = env.step(np.zeros(4, np.float32))
     assert (r, term, info["is_success"], env.disagreements) == (0.0, True, False, 2)
-    saved = sorted((tmp_path / "dis").glob("*.npz"))
-    assert [bool(np.load(f)["label"]) for f in saved] == [True, False]
+    # saved as new labels, which `reward train --dataset <dir>` reads
+    labels, images = load_label_files(tmp_path / "dis", input_spec(env.unwrapped.cfg), env.unwrapped.cfg)
+    assert labels.tolist() == [True, False] and images["observation.images.gripper_cam"].shape == (2, *IMG, 3)
 
 
 def test_state_check_vetoes_the_classifier(tmp_path):

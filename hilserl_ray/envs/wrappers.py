@@ -286,12 +286,14 @@ class ClassifierReward(gym.Wrapper):
         d = Path(self.rcfg.disagreements_dir)
         d.mkdir(parents=True, exist_ok=True)
         self._saved += 1
-        images = {k: np.asarray(obs[k]) for k in self.scorer.keys} if hasattr(self.scorer, "keys") else {}
+        keys = getattr(self.scorer, "keys", [k for k in obs if k.startswith(IMAGE_PREFIX)])
+        meta = getattr(self.scorer, "meta", {})
         np.savez_compressed(
             d / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{self._saved:05d}.npz",
             label=np.bool_(success),
             prob=np.float32(prob),
-            **{k.replace(".", "__"): v for k, v in images.items()},
+            input_fingerprint=np.str_(meta.get("input_fingerprint", "")),
+            **{k.replace(".", "__"): np.asarray(obs[k]) for k in keys},
         )
 
 

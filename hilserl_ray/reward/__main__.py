@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+
+# Spinning OpenMP threads starve each other on a busy CPU (see policy/perf.py): ~10x slower
+# training steps here. libgomp reads this once, when torch loads, so it is set before that.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from hilserl_ray.configio import ConfigError, load_config
 

@@ -8,6 +8,9 @@ A frame's label says "success is visible in this frame". Sources, first present 
 3. `next.done` alone: the last frame of every episode that ends done (not truncated).
 A dataset with none of them has no labels and is refused. Images come from the dataset
 conversion (`data.convert`), i.e. the same crop/resize functions the env and the policy use.
+A directory of `.npz` frames (what the env wrapper saves where the human's key contradicted the
+classifier, `pipeline.reward.disagreements_dir`) is read as labelled frames too, each its own
+episode; they hold processed images already, so their input fingerprint must match.
 """
 
 from __future__ import annotations
@@ -86,6 +89,16 @@ def load_frames(cfg: TrainConfig, spec: FeatureSpec, datasets: list[Path], progr
     labels, episode, frame, names, sources = [], [], [], [], {}
     for path in datasets:
         path = Path(path)
+        if path.is_dir() and not (path / "meta").exists() and any(path.glob("*.npz")):
+            lab, imgs = load_label_files(path, spec, cfg)
+            for k in spec.image_keys:
+                images[k].append(imgs[k])
+            episode.append(len(names) + np.arange(len(lab)))
+            frame.append(np.zeros(len(lab), np.int64))
+            names += [f"{path.name}:{i}" for i in range(len(lab))]
+            labels.append(lab)
+            sources[str(path)] = "human keys (saved disagreements)"
+            continue
         if not (path / "meta" / "info.json").is_file():
             raise ConfigError(
                 "command line", [f"--dataset: got '{path}'; a LeRobot dataset directory (meta/info.json)"]
@@ -129,6 +142,41 @@ def load_frames(cfg: TrainConfig, spec: FeatureSpec, datasets: list[Path], progr
         names,
         sources,
     )
+
+
+def load_label_files(
+    directory: Path, spec: FeatureSpec, cfg: TrainConfig
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels and images of the saved `.npz` frames in `directory` (sorted by name)."""
+    from hilserl_ray.reward.spec import fingerprint, input_description
+
+    want = fingerprint(input_description(spec, cfg))
+    files = sorted(Path(directory).glob("*.npz"))
+    labels, images = [], {k: [] for k in spec.image_keys}
+    for f in files:
+        with np.load(f) as z:
+            got = str(z["input_fingerprint"]) if "input_fingerprint" in z else ""
+            if got and got != want:
+                raise ConfigError(
+                    "command line",
+                    [
+                        f"--dataset '{f}': saved for image inputs {got}, this pipeline gives {want} "
+                        "(another crop, size or camera); label frames of this pipeline"
+                    ],
+                )
+            for k in spec.image_keys:
+                name = k.replace(".", "__")
+                if name not in z or z[name].shape != spec.observation[k].shape:
+                    raise ConfigError(
+                        "command line",
+                        [
+                            f"--dataset '{f}': expected {k} {spec.observation[k].shape} (this pipeline), got "
+                            f"{z[name].shape if name in z else 'no such image'}; saved for another pipeline"
+                        ],
+                    )
+                images[k].append(z[name])
+            labels.append(bool(z["label"]))
+    return np.array(labels, bool), {k: np.stack(v).astype(np.uint8) for k, v in images.items()}
 
 
 def split_by_episode(

@@ -9,6 +9,7 @@ threshold is then chosen on validation frames (`detector.choose_threshold`).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -78,6 +79,10 @@ def train_classifier(
                 "both are needed (record successes and failures, e.g. hilserl_ray.record --expert mix)"
             ],
         )
+    if os.environ.get("OMP_WAIT_POLICY") != "PASSIVE" and torch.get_num_threads() > 1:
+        # torch loaded with spinning OpenMP threads (python -m hilserl_ray.reward avoids it): one
+        # thread is then several times faster than two fighting the busy-waiting ones
+        torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
