@@ -308,6 +308,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     if (args.out / "meta" / "info.json").exists():
         problems.append(f"--out: got '{args.out}'; a new directory (it already holds a dataset)")
+    scripted = (
+        cfg.robot.type == "sim" and cfg.pipeline.intervention.source == "oracle" and args.assist == "always"
+    )
+    if args.expert != "success" and not scripted:
+        problems.append(
+            f"--expert: got '{args.expert}'; only the sim's scripted expert fails on purpose "
+            "(robot.type sim, pipeline.intervention.source oracle, --assist always)"
+        )
     from hilserl_ray.reward.spec import check_classifier
 
     problems += [f"{p}: got {v!r}; {m}" for p, v, m in check_classifier(cfg)]

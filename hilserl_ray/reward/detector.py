@@ -108,18 +108,25 @@ def episode_report(
     return rows, summary
 
 
+BA_TOLERANCE = 0.01  # thresholds this close to the best balanced accuracy count as tied
+
+
 def choose_threshold(probs: np.ndarray, labels: np.ndarray, max_fp_rate: float = 0.005) -> float:
-    """The grid threshold (0.50..0.95) with the best balanced accuracy among those whose false-positive
-    rate on negative frames is <= max_fp_rate (false successes are what hurt RL); of tied thresholds
-    the middle one (the widest margin both ways). If none qualifies, the one with the fewest false
-    positives."""
+    """A grid threshold (0.50..0.95) for use: among those whose false-positive rate on negative
+    frames is <= max_fp_rate (false successes are what hurt RL), the ones within BA_TOLERANCE of
+    the best balanced accuracy, and of those the middle one: a margin both ways, since validation
+    episodes are few and probabilities just past the best-scoring threshold are what fires falsely
+    on new episodes. If none qualifies, the one with the fewest false positives."""
     labels = np.asarray(labels, bool)
-    keys = []
+    scores = []
     for t in THRESHOLD_GRID:
         m = frame_metrics(probs, labels, float(t))
         fpr = m["fp"] / max(m["fp"] + m["tn"], 1)
         ba = m["balanced_accuracy"] if not np.isnan(m["balanced_accuracy"]) else 0.0
-        keys.append((fpr <= max_fp_rate, round(ba, 6) if fpr <= max_fp_rate else -fpr))
-    best = max(keys)
-    tied = [float(t) for t, k in zip(THRESHOLD_GRID, keys, strict=True) if k == best]
+        scores.append((float(t), fpr, ba))
+    ok = [s for s in scores if s[1] <= max_fp_rate]
+    if not ok:
+        return min(scores, key=lambda s: (s[1], -s[0]))[0]
+    best = max(s[2] for s in ok)
+    tied = [s[0] for s in ok if s[2] >= best - BA_TOLERANCE]
     return tied[len(tied) // 2]
