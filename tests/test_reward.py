@@ -71,24 +71,32 @@ def test_a_dataset_without_any_label_column_is_refused():
 
 @pytest.fixture(scope="module")
 def sim_labelled(tmp_path_factory):
-    """One expert success that keeps holding the cube, one near miss (labels: sim ground truth)."""
+    """One expert success that keeps holding the cube, and one episode per deliberate failure
+    (labels: sim ground truth)."""
     tmp = tmp_path_factory.mktemp("lab")
     cfg = sim_cfg(tmp, seed=3)
     kw = {"codec": "h264", "progress": False, "until_time_limit": True}
-    return cfg, [record(cfg, 1, tmp / mode, expert=mode, **kw) for mode in ("success", "near_miss")]
+    return cfg, [
+        record(cfg, 1, tmp / mode, expert=mode, **kw) for mode in ("success", "near_miss", "slip", "hover")
+    ]
 
 
 def test_sim_recording_labels_frames_with_ground_truth_and_keeps_going_after_success(sim_labelled):
-    _, (succ, miss) = sim_labelled
-    for path, lifts in ((succ, True), (miss, False)):
+    _, paths = sim_labelled
+    for path, lifts in zip(paths, (True, False, False, False), strict=True):
         r = LeRobotReader(path)
-        cols = r.read([mapping.SUCCESS_LABEL, mapping.REWARD, mapping.DONE])
+        cols = r.read([mapping.SUCCESS_LABEL, mapping.REWARD, mapping.DONE, "action"])
         assert [e.length for e in r.episodes] == [40]  # a success does not end it: more positive frames
         label, reward = cols[mapping.SUCCESS_LABEL].reshape(-1), cols[mapping.REWARD].reshape(-1)
         assert np.flatnonzero(cols[mapping.DONE]).tolist() == [39] and not label[0]
         # frame i+1 shows what step i earned: the label is the reward shifted by one frame
         assert (label[1:] == (reward[:-1] > 0.5)).all()
-        assert (label.sum() >= 10) if lifts else not label.any()  # the near miss lifts no cube
+        assert (label.sum() >= 10) if lifts else not label.any()  # failures never lift it 4 cm
+        gripper = cols["action"][:, 3].tolist()
+        closes = gripper.index(0) if 0 in gripper else None
+        assert closes is not None  # every mode closes the jaws somewhere (on the cube, beside it, above it)
+        if path.name == "slip":  # grasp, then let go
+            assert 2 in gripper[closes:]
 
 
 class HeldKeySource:
@@ -331,7 +339,7 @@ def test_train_and_evaluate_cli_write_a_usable_classifier(
     from hilserl_ray.envs.make import make_env
     from hilserl_ray.reward.__main__ import main
 
-    cfg, (succ, miss) = sim_labelled
+    cfg, (succ, miss, *_) = sim_labelled
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(to_yaml(cfg))
     out = tmp_path / "clf"

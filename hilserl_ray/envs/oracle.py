@@ -103,7 +103,8 @@ FAILURE_MODES = ("near_miss", "slip", "hover")
 class FailingExpert(ScriptedExpert):
     """The expert failing on purpose, for a reward classifier's hard negatives.
 
-    near_miss: closes 2.5-4 cm beside the cube and lifts the empty gripper as high as a success;
+    near_miss: closes the jaws, lowers them 3-4.5 cm beside the cube and lifts the empty gripper
+    as high as a success;
     slip: grasps, lifts the cube 0.5-2.5 cm (below the 4 cm success height), lets go and rises;
     hover: stops 1-6 cm above the cube and closes the jaws there.
     """
@@ -119,7 +120,8 @@ class FailingExpert(ScriptedExpert):
     def reset(self) -> None:
         super().reset()
         angle = self.rng.uniform(0, 2 * np.pi)
-        self.offset = np.array([np.cos(angle), np.sin(angle), 0.0]) * self.rng.uniform(0.025, 0.04)
+        self.offset = np.array([np.cos(angle), np.sin(angle), 0.0]) * self.rng.uniform(0.03, 0.045)
+        self.phase, self.phase_steps = 0, 0
         self.slip_at = self.rng.uniform(0.005, 0.025)
         self.hover = self.rng.uniform(0.01, 0.06)
         self.released = False
@@ -137,6 +139,14 @@ class FailingExpert(ScriptedExpert):
         return super().lift(ee)
 
     def act(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        if self.mode == "near_miss":  # closed jaws fit beside the cube; open ones would bump it
+            ee, aim = self.sim.ee_pos(), self.aim()
+            targets = (aim + [0.0, 0.0, HOVER_M], aim, np.array([*ee[:2], CUBE_HALF + LIFT_M]))
+            err = targets[self.phase] - ee
+            self.phase_steps += 1
+            if self.phase < 2 and (np.linalg.norm(err) < 0.008 or self.phase_steps > 25):
+                self.phase, self.phase_steps = self.phase + 1, 0
+            return self._action(err, CLOSE)
         if self.mode == "hover":
             cube = self.sim.cube_pos()
             err = np.array([*(cube[:2] - self.sim.ee_pos()[:2]), cube[2] + self.hover - self.sim.ee_pos()[2]])
