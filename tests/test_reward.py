@@ -368,3 +368,25 @@ def test_train_and_evaluate_cli_write_a_usable_classifier(
         assert 0.0 <= info["classifier_prob"] <= 1.0 and r in (0.0, 1.0) and "env_success" in info
     finally:
         env.close()
+
+
+def test_a_frozen_pretrained_backbone_travels_in_the_classifier_weights(tmp_path, seeded_single_thread_torch):
+    import torch
+    from test_policy_io import _resnet10_weights
+
+    from hilserl_ray.reward.model import RewardClassifier, Scorer, save
+
+    weights = tmp_path / "resnet10.safetensors"
+    _resnet10_weights(weights)
+    cfg = sim_cfg(tmp_path, **{"policy.encoder": "pretrained", "policy.encoder_weights": str(weights)})
+    spec = input_spec(cfg)
+    model = RewardClassifier(spec, cfg.policy).eval()
+    assert not any(p.requires_grad for p in model.encoder.pretrained.parameters())  # frozen body
+    assert any(p.requires_grad for p in model.encoder.images.parameters())  # its pooling + bottleneck train
+    save(model, classifier_meta(cfg, spec, 0.7), tmp_path / "clf")
+    weights.unlink()  # the robot need not have the file
+    imgs = np.random.default_rng(1).integers(0, 256, (3, *IMG, 3), dtype=np.uint8)
+    key = "observation.images.gripper_cam"
+    with torch.no_grad():
+        want = torch.sigmoid(model({key: torch.from_numpy(imgs)})).numpy()
+    np.testing.assert_allclose(Scorer(tmp_path / "clf").batch({key: imgs}), want, atol=1e-6)
