@@ -18,9 +18,8 @@ from pathlib import Path
 # training steps here. libgomp reads this once, when torch loads, so it is set before that.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hilserl_ray.configio import ConfigError, load_config
-
-EXIT_USER = 2
+from hilserl_ray.configio import load_config
+from hilserl_ray.errors import ConfigError, command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,14 +127,11 @@ def _evaluate(args, rest) -> int:
     return 0
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return _train(args, rest) if args.command == "train" else _evaluate(args, rest)
-    except ConfigError as e:
-        print(e.message(), file=sys.stderr)
-        return EXIT_USER
+    return _train(args, rest) if args.command == "train" else _evaluate(args, rest)
 
 
 if __name__ == "__main__":

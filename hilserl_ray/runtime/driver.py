@@ -130,7 +130,8 @@ class Run:
         learner = LearnerActor.options(**opts).remote(
             self.cfg_dict, str(resume_from) if resume_from else None
         )
-        d = ray.get(learner.describe.remote())  # surfaces a failing __init__ here, not later
+        ray.get(learner.ready.remote())  # a failing __init__ raises here, its own exception intact
+        d = ray.get(learner.describe.remote())
         say(
             f"learner up (pid {d['pid']}, device {d['device']}, {d['online']} online + {d['offline']} offline transitions)"
         )

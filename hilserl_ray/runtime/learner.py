@@ -22,6 +22,7 @@ import torch
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import UserError, deferred_init
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,12 @@ EPISODE_WINDOW = 50  # episodes behind the "recent" success/return/intervention 
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"got {name!r}, but torch sees no CUDA device on this node",
+            where="policy.device",
+            fix="--policy.device=cpu (or auto), or run the learner on a GPU node (learner.num_gpus)",
+        )
     return name
 
 
@@ -205,4 +212,4 @@ class Learner:
         return self.counters_now()
 
 
-LearnerActor = ray.remote(max_concurrency=4)(Learner)
+LearnerActor = ray.remote(max_concurrency=4)(deferred_init(Learner))
