@@ -390,3 +390,19 @@ def test_a_frozen_pretrained_backbone_travels_in_the_classifier_weights(tmp_path
     with torch.no_grad():
         want = torch.sigmoid(model({key: torch.from_numpy(imgs)})).numpy()
     np.testing.assert_allclose(Scorer(tmp_path / "clf").batch({key: imgs}), want, atol=1e-6)
+
+
+def test_record_refuses_deliberate_failures_where_no_scripted_expert_acts(tmp_path, capsys):
+    from hilserl_ray.record import main
+
+    args = [
+        "--config",
+        _cli_args(sim_cfg(tmp_path), tmp_path)[1],
+        "--episodes",
+        "1",
+        "--out",
+        str(tmp_path / "d"),
+    ]
+    assert main([*args, "--expert", "slip", "--assist", "rule"]) == 2
+    err = capsys.readouterr().err
+    assert "--expert: got 'slip'" in err and "Traceback" not in err and not (tmp_path / "d").exists()
