@@ -153,6 +153,31 @@ class InterventionConfig(Strict):
     leader_divergence_deg: PositiveFloat = Field(15.0, description="leader: auto-engage when arms diverge")
 
 
+class RewardConfig(Strict):
+    """Success (reward 1, episode end) from a trained image classifier instead of the env's reward.
+
+    `python -m hilserl_ray.reward train` makes the directory. The human's success/failure keys
+    still win over it; every disagreement is counted (and saved when `disagreements_dir` is set).
+    """
+
+    classifier: Path | None = Field(
+        None, description="directory written by `python -m hilserl_ray.reward train`; None = the env's reward"
+    )
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="probability at or above which a frame counts as success; None = the model's own"
+    )
+    consecutive_frames: PositiveInt = Field(1, description="success needs this many frames in a row")
+    max_gripper: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        None, description="state check AND-ed with the classifier: gripper.pos <= this (jaws closed on it)"
+    )
+    min_ee_height_m: float | None = Field(
+        None, description="state check AND-ed with the classifier: ee.z >= this (needs proprio.ee_pose)"
+    )
+    disagreements_dir: Path | None = Field(
+        None, description="save frames where the human's key contradicts the classifier, as new labels"
+    )
+
+
 class PipelineConfig(Strict):
     """The one observation/action pipeline: it defines every feature name and shape."""
 
@@ -161,6 +186,7 @@ class PipelineConfig(Strict):
     proprio: ProprioConfig = Field(default_factory=ProprioConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     intervention: InterventionConfig = Field(default_factory=InterventionConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
 
 
 # ----------------------------------------------------------------------------------- policy
@@ -407,6 +433,19 @@ class TrainConfig(Strict):
             )
         if it.source == "oracle" and self.robot.type != "sim":
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
+        rw = self.pipeline.reward
+        if rw.classifier is not None and not self.env.cameras:
+            problems.append(
+                ("pipeline.reward.classifier", str(rw.classifier), "an image classifier needs env.cameras")
+            )
+        if rw.min_ee_height_m is not None and not self.pipeline.proprio.ee_pose:
+            problems.append(
+                (
+                    "pipeline.reward.min_ee_height_m",
+                    rw.min_ee_height_m,
+                    "needs pipeline.proprio.ee_pose: true",
+                )
+            )
         p = self.policy
         if p.num_subsample_critics is not None and p.num_subsample_critics > p.num_critics:
             problems.append(

@@ -67,7 +67,14 @@ def evaluate(
                 ret += float(reward)
                 length += 1
                 done = terminated or truncated
-            results.append({"success": bool(info.get("is_success", False)), "return": ret, "length": length})
+            results.append(
+                {
+                    "success": bool(info.get("is_success", False)),
+                    "env_success": bool(info.get("env_success", info.get("is_success", False))),
+                    "return": ret,
+                    "length": length,
+                }
+            )
     finally:
         if encoder is not None:
             encoder.close()
@@ -82,6 +89,8 @@ def evaluate(
         "mean_length": float(np.mean([r["length"] for r in results])),
         "video": str(video) if video else None,
     }
+    if cfg.pipeline.reward.classifier is not None:  # success is the classifier's: show the env's own too
+        summary["env_success_rate"] = float(np.mean([r["env_success"] for r in results]))
     (output_dir / "eval.json").write_text(json.dumps({**summary, "per_episode": results}, indent=1))
     return summary
 
@@ -101,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     s = evaluate(args.output_dir, args.episodes, video, args.checkpoint)
     print(
         f"success {s['success_rate']:.0%} over {s['episodes']} episodes, mean return {s['mean_return']:+.2f}, "
-        f"mean length {s['mean_length']:.1f}" + (f"; video {s['video']}" if s["video"] else "")
+        f"mean length {s['mean_length']:.1f}"
+        + (f"; the env's own success {s['env_success_rate']:.0%}" if "env_success_rate" in s else "")
+        + (f"; video {s['video']}" if s["video"] else "")
     )
     return 0
 

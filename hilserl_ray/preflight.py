@@ -84,8 +84,15 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
     return problems
 
 
+def check_reward_classifier(cfg: TrainConfig) -> list[Problem]:
+    """A configured reward classifier exists and was trained for this pipeline's features."""
+    from hilserl_ray.reward.spec import check_classifier
+
+    return check_classifier(cfg)
+
+
 def preflight(cfg: TrainConfig, source: str = "config") -> None:
-    problems = check_files(cfg) + check_dataset(cfg)
+    problems = check_files(cfg) + check_dataset(cfg) + check_reward_classifier(cfg)
     if problems:
         config = source if Path(source).exists() else "<your config>"
         lines = [

@@ -22,6 +22,8 @@ DONE = "next.done"
 INTERVENTION = "complementary_info.is_intervention"
 PENALTY = "complementary_info.discrete_penalty"
 TRUNCATED = "complementary_info.truncated"
+# per frame: success is visible in this frame's observation (sim ground truth, or the human's held key)
+SUCCESS_LABEL = "complementary_info.success"
 NUM_JOINTS = 6
 CAMERA_DTYPES = ("video", "image")
 

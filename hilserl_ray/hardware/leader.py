@@ -30,7 +30,7 @@ from hilserl_ray.envs.intervention import no_events
 from hilserl_ray.envs.joint_actions import JointActionParams, joint_targets_to_action
 from hilserl_ray.hardware.calibration import Normalizer, apply_calibration, check_ids, load_calibration
 from hilserl_ray.hardware.feetech import FeetechBus
-from hilserl_ray.hardware.teleop import KeyboardListener, KeyEvents
+from hilserl_ray.hardware.teleop import SUCCESS_HELD_KEY, KeyboardListener, KeyEvents
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,9 @@ class LeaderSource:
 
     def events(self) -> dict[str, bool]:
         return self.control.events() if self.control is not None else no_events()
+
+    def success_held(self) -> bool | None:
+        return self.control.keys.is_down(SUCCESS_HELD_KEY) if self.control is not None else None
 
     def close(self) -> None:
         if self.control is not None:

@@ -155,6 +155,11 @@ class Learner:
             )
             s["episode_length"] = float(np.mean([e["length"] for e in recent]))
             s["policy_hz"] = float(np.mean([e["policy_hz"] for e in recent]))
+            judged = [e for e in recent if "classifier_prob_max" in e]
+            if judged:  # reward classifier: its successes vs the env's own (sim ground truth)
+                s["env_success_rate"] = float(np.mean([e["env_success"] for e in judged]))
+                s["classifier_prob_max"] = float(np.mean([e["classifier_prob_max"] for e in judged]))
+                s["classifier_disagreements"] = float(sum(e["classifier_disagreements"] for e in judged))
         s.update({f"loss/{k}": v for k, v in self.last_metrics.items()})
         return s
 

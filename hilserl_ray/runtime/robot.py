@@ -158,6 +158,7 @@ class Robot:
         finished: list[dict] = []
         episode_id = self._episode_id()
         ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
+        ep_prob, ep_disagree = None, 0
         while not self._stop.is_set():
             self._poll_weights()
             if self.console is not None:
@@ -182,6 +183,9 @@ class Robot:
             ep_return += float(reward)
             ep_len += 1
             ep_interventions += intervened
+            if "classifier_prob" in info:  # a reward classifier decides success
+                ep_prob = max(ep_prob or 0.0, float(info["classifier_prob"]))
+                ep_disagree += bool(info.get("classifier_disagreement"))
             obs = next_obs
             if info.get("rerecord"):  # the human asked to redo it: drop what is not sent yet
                 rows = [r for r in rows if r["episode_id"] != episode_id]
@@ -198,12 +202,19 @@ class Robot:
                         "actor": self.index,
                     }
                 )
+                if ep_prob is not None:  # the env's own success (sim: ground truth) next to it
+                    finished[-1].update(
+                        env_success=bool(info.get("env_success", False)),
+                        classifier_prob_max=ep_prob,
+                        classifier_disagreements=ep_disagree,
+                    )
             if terminated or truncated:
                 self._send(rows, finished)
                 rows, finished = [], []
                 self.episodes += 1
                 episode_id = self._episode_id()
                 ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
+                ep_prob, ep_disagree = None, 0
                 obs, _ = self.env.reset()
             elif len(rows) >= cfg.actors.chunk_size:
                 self._send(rows, [])
