@@ -21,7 +21,6 @@ from hilserl_ray.twin.sts3215 import (  # noqa: F401
 from hilserl_ray.twin.sts3215 import Servo as FakeServo  # noqa: F401
 from hilserl_ray.twin.sts3215 import ServoBus as FakeBus  # noqa: F401
 
-
 # ------------------------------------------------------------------------------ test fixtures
 JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 

@@ -12,12 +12,14 @@ the arm (an actor's atexit handlers do not run when the driver exits).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import threading
 import time
 import traceback
+import warnings
 
 import numpy as np
 import ray
@@ -36,6 +38,7 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 
 class Robot:
     def __init__(self, cfg_dict: dict, index: int, learner_name: str):
+        from hilserl_ray.console.session import open_console
         from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
@@ -51,9 +54,19 @@ class Robot:
         # and Ray restarts (the buffer links rows by episode id).
         self._incarnation = secrets.randbits(40)
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
-        self.env = None
+        self.env = None  # built on the control thread (_make_env): a real arm may be away
         self.waiting_for = ""  # why the env is not up yet (hardware away)
         self._close_lock = threading.Lock()
+        # The operator's page, served from this process: it sees frames without a Ray round trip.
+        self.console = open_console(cfg, f"robot actor {index}")
+        if self.console is not None:
+            with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
+                warnings.simplefilter("ignore")
+                restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            if restarted:  # a new port and token: the driver listed the old one
+                print(f"console, robot actor {index} (restarted): {self.console.url}", flush=True)
+        self._counters_req = None
+        self._counters_at = 0.0
         self.policy = ActorPolicy(spec, cfg.policy).eval()  # inference only: no critics here
         self.weights_version = -1
         self._weights_req = None
@@ -82,6 +95,20 @@ class Robot:
             version, (ref,) = reply
             self.policy.load_state_numpy(ray.get(ref))
             self.weights_version = version
+
+    def _poll_console(self) -> None:
+        """The learner's counters for the page, about once a second; never blocks."""
+        if self._counters_req is not None:
+            ready, _ = ray.wait([self._counters_req], timeout=0)
+            if not ready:
+                return
+            # a learner restarting: the loop reconnects on its next send
+            with contextlib.suppress(ray.exceptions.RayActorError):
+                self.console.learner(self.weights_version, ray.get(self._counters_req))
+            self._counters_req = None
+        if time.monotonic() - self._counters_at >= 1.0:
+            self._counters_at = time.monotonic()
+            self._counters_req = self.learner.counters_now.remote()
 
     # ------------------------------------------------------------------------ transport
     def _send(self, rows: list[dict], episodes: list[dict]) -> None:
@@ -116,12 +143,10 @@ class Robot:
     # ---------------------------------------------------------------------------- loop
     def _make_env(self):
         """make_env, retried while a real arm's hardware is away; None if stopped meanwhile."""
-        from hilserl_ray.envs.make import make_env
-
         last_said = 0.0
         while not self._stop.is_set():
             try:
-                return make_env(self.cfg, seed=self._seed)
+                return self._build_env()
             except Exception as e:
                 if self.cfg.robot.type == "sim" or not _hardware_away(e):
                     raise
@@ -134,6 +159,19 @@ class Robot:
                     last_said = time.monotonic()
                 self._stop.wait(1.0)
         return None
+
+    def _build_env(self):
+        from hilserl_ray.envs.make import make_env, make_intervention
+
+        if self.console is None:
+            return make_env(self.cfg, seed=self._seed)
+        source = self.console.source(make_intervention(self.cfg, self._seed))
+        try:
+            return self.console.watch(make_env(self.cfg, seed=self._seed, intervention=source))
+        except BaseException:
+            if source.other is not None:  # e.g. the leader arm's port, opened before the follower failed
+                source.other.close()
+            raise
 
     def _run_guarded(self) -> None:
         try:
@@ -160,8 +198,11 @@ class Robot:
         finished: list[dict] = []
         episode_id = self._episode_id()
         ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
+        ep_prob, ep_disagree = None, 0
         while not self._stop.is_set():
             self._poll_weights()
+            if self.console is not None:
+                self._poll_console()
             action = self.policy.select_action(obs)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             intervened = bool(info.get("is_intervention", False))
@@ -182,6 +223,9 @@ class Robot:
             ep_return += float(reward)
             ep_len += 1
             ep_interventions += intervened
+            if "classifier_prob" in info:  # a reward classifier decides success
+                ep_prob = max(ep_prob or 0.0, float(info["classifier_prob"]))
+                ep_disagree += bool(info.get("classifier_disagreement"))
             obs = next_obs
             if info.get("rerecord"):  # the human asked to redo it: drop what is not sent yet
                 rows = [r for r in rows if r["episode_id"] != episode_id]
@@ -198,12 +242,19 @@ class Robot:
                         "actor": self.index,
                     }
                 )
+                if ep_prob is not None:  # the env's own success (sim: ground truth) next to it
+                    finished[-1].update(
+                        env_success=bool(info.get("env_success", False)),
+                        classifier_prob_max=ep_prob,
+                        classifier_disagreements=ep_disagree,
+                    )
             if terminated or truncated:
                 self._send(rows, finished)
                 rows, finished = [], []
                 self.episodes += 1
                 episode_id = self._episode_id()
                 ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
+                ep_prob, ep_disagree = None, 0
                 obs, _ = self.env.reset()
             elif len(rows) >= cfg.actors.chunk_size:
                 self._send(rows, [])
@@ -237,6 +288,11 @@ class Robot:
                 self._stop.wait(1.0)
         self._weights_req = None
         self._pending = []
+        self._counters_req = None
+
+    def console_info(self) -> dict | None:
+        """Where this actor's console page is (None when console.enabled is false)."""
+        return None if self.console is None else {"index": self.index, **self.console.describe()}
 
     def stats(self) -> dict:
         return {
@@ -251,6 +307,8 @@ class Robot:
     def stop(self, timeout_s: float = 10.0) -> dict:
         """End the loop, then close the env (real arm: hold, then torque off). Idempotent."""
         self._stop.set()
+        if self.console is not None:
+            self.console.controls.close()  # a paused loop must not hold up the stop
         self._thread.join(timeout=timeout_s)
         self._close_env()
         return self.stats()
@@ -260,6 +318,8 @@ class Robot:
             if not self._closed and self.env is not None:
                 self._closed = True
                 self.env.close()
+                if self.console is not None:
+                    self.console.close()
 
 
 def _hardware_away(e: BaseException) -> bool:

@@ -13,9 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from hilserl_ray.configio import ConfigError, load_config
-
-EXIT_CONFIG = 2
+from hilserl_ray.configio import load_config
+from hilserl_ray.errors import ConfigError, command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,28 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     from hilserl_ray.twin.twin import Twin, TwinOptions
 
-    try:
-        if not 0 <= args.drop_rate < 1:
-            raise ConfigError("command line", [f"--drop-rate: got {args.drop_rate}; a probability in [0, 1)"])
-        cfg = load_config(args.config, rest)
-        opts = TwinOptions(
-            dir=args.dir,
-            port=args.port,
-            seed=args.seed,
-            drop_rate=args.drop_rate,
-            latency_ms=args.latency_ms,
-            target=tuple(args.target) if args.target else None,
-            hand_back_steps=args.hand_back_steps,
-            intervene=not args.no_intervene,
-        )
-        twin = Twin(cfg, opts, source=args.config)
-    except ConfigError as e:
-        print(e.message(), file=sys.stderr)
-        return EXIT_CONFIG
+    if not 0 <= args.drop_rate < 1:
+        raise ConfigError("command line", [f"--drop-rate: got {args.drop_rate}; a probability in [0, 1)"])
+    cfg = load_config(args.config, rest)
+    opts = TwinOptions(
+        dir=args.dir,
+        port=args.port,
+        seed=args.seed,
+        drop_rate=args.drop_rate,
+        latency_ms=args.latency_ms,
+        target=tuple(args.target) if args.target else None,
+        hand_back_steps=args.hand_back_steps,
+        intervene=not args.no_intervene,
+    )
+    twin = Twin(cfg, opts, source=args.config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from hilserl_ray.errors import command
 from hilserl_ray.twin.launch import TwinProcess
 
 WATCHDOG_S, RELEASE_S = 0.5, 2.0
@@ -209,6 +210,7 @@ def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml
     return time.monotonic() - t_start
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m hilserl_ray.twin.rehearse", description=__doc__.splitlines()[0]

@@ -3,7 +3,8 @@
 Every Goal_Position write is checked against what the arm tolerates: the calibrated joint
 ranges, `robot.max_relative_target_deg` from where the arm is, and the end-effector workspace
 box by FK. A goal that violates one lists it (`beyond_limits`, `over_step`, `outside_box_m`);
-one that sits exactly on a bound (a clamped command) lists it too (`at_limit`, `at_max_step`,
+(the step is measured from the Present_Position the host last read, which is what its clamp
+works from); one that sits exactly on a bound (a clamped command) lists it too (`at_limit`, `at_max_step`,
 `on_box_face`). A goal equal to the present position on every servo is a `hold` (what the
 follower writes when it stops: watchdog, Ctrl+C, an error), with the time since the last real
 command. Torque_Enable changes are `torque` events; `all_off` marks the arm released.
@@ -20,10 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from hilserl_ray.config import JOINT_NAMES, TrainConfig
-from hilserl_ray.twin.sts3215 import GOAL, INST_SYNC_WRITE, INST_WRITE, TORQUE, ServoBus, sm_decode
+from hilserl_ray.twin.sts3215 import (
+    GOAL,
+    INST_SYNC_READ,
+    INST_SYNC_WRITE,
+    INST_WRITE,
+    PRESENT_POS,
+    TORQUE,
+    ServoBus,
+    sm_decode,
+)
 
 HOLD_STEPS = 3  # raw steps (0.26 degrees): a goal this close to the present position is a hold
-STEP_TOLERANCE_DEG = 1.5  # the arm moves a little between the follower's read and its write
+STEP_TOLERANCE_DEG = 0.2  # two encoder steps of rounding
 BOUND_DEG = 0.2  # two encoder steps: a goal this close to a bound was clamped to it
 FACE_M = 0.002
 OUTSIDE_M = 5e-4  # the follower bisects the box to 0.1 mm: count what is really outside
@@ -44,6 +54,7 @@ class Reporter:
         self.torque = dict.fromkeys(JOINT_NAMES, False)
         self.last_command_t: float | None = None
         self.last_goal: dict | None = None
+        self.reads: deque = deque(maxlen=2)  # Present_Position as last read by the host
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ log
@@ -66,6 +77,10 @@ class Reporter:
         Goal_Position write returns ("goal" or "hold", the goal in state units)."""
         if inst == INST_SYNC_WRITE and params[0] == GOAL[0] and params[1] == GOAL[1]:
             return self._goal(params)
+        if inst == INST_SYNC_READ and params[0] == PRESENT_POS[0]:
+            self.reads.append(
+                {j: self.bus[i].present for j, i in zip(JOINT_NAMES, self.map.ids, strict=True)}
+            )
         if (inst == INST_SYNC_WRITE and params[0] == TORQUE[0]) or (
             inst == INST_WRITE and params[0] == TORQUE[0]
         ):
@@ -94,7 +109,10 @@ class Reporter:
         present_raw = {j: self.bus[i].present for j, i in zip(JOINT_NAMES, self.map.ids, strict=True)}
         goal = self.map.state(raw)
         present = self.map.state(present_raw)
-        step = np.abs(goal - present)
+        # the step from where the host last saw the arm: what its max-step clamp works from (of
+        # the last two reads: the host's watchdog thread may have read in between)
+        seen = [self.map.state(r) for r in self.reads] or [present]
+        step = np.min([np.abs(goal - s) for s in seen], axis=0)
         ee = self.kin.fk(goal)[0]
         outside = float(np.linalg.norm(np.maximum(self.ws_low - ee, 0) + np.maximum(ee - self.ws_high, 0)))
         face = min(np.min(np.abs(ee - self.ws_low)), np.min(np.abs(ee - self.ws_high)))

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from hilserl_ray.config import SIM_CAMERAS, TrainConfig
-from hilserl_ray.configio import ConfigError
 from hilserl_ray.envs.kinematics import Kinematics
+from hilserl_ray.errors import ConfigError
 from hilserl_ray.hardware.calibration import save_calibration
 from hilserl_ray.twin.arm import ServoMap, TwinArm, make_calibration
 from hilserl_ray.twin.human import ScriptedHuman
