@@ -124,7 +124,7 @@ def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml
             f"[twin-test] twin on port {twin.port}, training into {run} (log {out / 'train.log'})", flush=True
         )
         # 1. training runs: commands reach the arm, the person takes over and presses keys
-        wait_for(lambda: len(twin.events(("goal",))) >= 60, 150, "the robot actor to drive the arm", train)
+        wait_for(lambda: len(twin.events(("goal",))) >= 60, 420, "the robot actor to drive the arm", train)
         st = twin.status()
         check(
             st["torque"] and all(st["torque"].values()),
