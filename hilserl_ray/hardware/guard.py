@@ -143,6 +143,9 @@ def run_guard(port: str, ids: list[int], release_s: float, margin_ms: float) -> 
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C meant for the trainer is not for us
+    from hilserl_ray.hardware.feetech import check_sdk
+
+    check_sdk()  # import and check the SDK now: the moment the robot dies is no time for it
     fd = sys.stdin.fileno()
     last_kick = last_beat = time.monotonic()
     while not stopping["now"]:

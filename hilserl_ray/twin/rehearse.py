@@ -34,6 +34,7 @@ SLACK_S = 1.5  # a loaded CI machine delays every process a little
 FAST = [
     "--env.max_episode_steps=40",
     "--robot.reset_seconds=0.5",
+    "--robot.bus_timeout_ms=500",  # a starved twin on a loaded CI machine: wait, don't crash
     f"--robot.watchdog_seconds={WATCHDOG_S}",
     f"--robot.watchdog_release_seconds={RELEASE_S}",
     "--learner.training_starts=100",
@@ -46,6 +47,7 @@ FAST = [
     "--logging.tensorboard=false",
     "--logging.progress_bar=false",
     "--ray.num_cpus=2",
+    "--actors.max_restarts=10",  # kill -9 and the unplug use two; a starved camera may cost one more
     "--total_env_steps=1000000",  # it ends by Ctrl+C, as a user ends a real-arm run
 ]
 
