@@ -171,6 +171,29 @@ def test_the_leader_arm_takes_over_and_hands_back(tmp_path):
         twin.stop()
 
 
+def test_two_twins_run_side_by_side(tmp_path):
+    """Two arms on one machine (two labelled nodes later): distinct ptys, ports, dirs, calibrations."""
+    a, args = _twin(tmp_path / "a", *NO_CAMERAS)
+    b, _ = _twin(tmp_path / "b", *NO_CAMERAS, seed=1)
+    try:
+        sa, sb = a.status(), b.status()
+        assert sa["devices"]["follower"] != sb["devices"]["follower"] and a.port != b.port
+        assert a.paths["robot.port"] != b.paths["robot.port"]
+        envs = [make_real_env(_cfg(t, args)) for t in (a, b)]
+        try:
+            for env in envs:
+                env.reset()
+        finally:
+            for env in envs:
+                env.close()
+        for t in (a, b):  # each twin felt its own robot: torque on, then off
+            torque = _events(t, "torque")
+            assert any(e["all_on"] for e in torque) and torque[-1]["all_off"]
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_twin_errors_name_the_key_and_the_fix(tmp_path):
     with pytest.raises(ConfigError) as e:
         Twin(load_config(str(ROOT / "configs" / "sim_reach.yaml"), []), TwinOptions(dir=tmp_path / "t"))
