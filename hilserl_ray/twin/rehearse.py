@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from hilserl_ray.errors import command
+from hilserl_ray.errors import ConfigError, command
 from hilserl_ray.twin.launch import TwinProcess
 
 WATCHDOG_S, RELEASE_S = 0.5, 2.0
@@ -112,9 +112,15 @@ def env_steps(run: Path) -> int:
 
 def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml") -> float:
     t_start = time.monotonic()
-    if out.exists():
+    marker = out / ".twin_rehearsal"
+    if out.exists() and any(out.iterdir()):
+        if not marker.exists():  # delete only what a rehearsal made
+            raise ConfigError(
+                "command line", [f"--out: {out} is not empty and not a rehearsal's; pick another dir"]
+            )
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     twin = TwinProcess(config, out / "twin", *FAST).wait_ready()
     run = out / "run"
     log = (out / "train.log").open("w")
