@@ -145,7 +145,8 @@ class OracleConfig(Strict):
 
 class InterventionConfig(Strict):
     source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] = Field(
-        "none", description="web: only the console page (it is added to any other source while console.enabled)"
+        "none",
+        description="web: only the console page (it is added to any other source while console.enabled)",
     )
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     leader_port: str | None = None
@@ -428,14 +429,24 @@ class TrainConfig(Strict):
         if it.source == "leader" and not it.leader_port:
             problems.append(("pipeline.intervention.leader_port", None, "the leader arm's serial port"))
         if it.source == "web" and not self.console.enabled:
-            problems.append(("console.enabled", False, "true: pipeline.intervention.source='web' is the console"))
+            problems.append(
+                ("console.enabled", False, "true: pipeline.intervention.source='web' is the console")
+            )
         if it.source == "web" and not self.pipeline.ee_action.enabled:
             problems.append(
-                ("pipeline.ee_action.enabled", False, "true: the console steers the end effector (source 'web')")
+                (
+                    "pipeline.ee_action.enabled",
+                    False,
+                    "true: the console steers the end effector (source 'web')",
+                )
             )
         if self.console.port != 0 and self.robot.type == "sim" and self.actors.num_robot_actors > 1:
             problems.append(
-                ("console.port", self.console.port, "0 (a free port each): several sim robot actors share a node")
+                (
+                    "console.port",
+                    self.console.port,
+                    "0 (a free port each): several sim robot actors share a node",
+                )
             )
         if it.source == "oracle" and self.robot.type != "sim":
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))

@@ -138,7 +138,9 @@ class Run:
                 say(f"warning: no console page from robot actor {i} ({type(e).__name__})")
                 continue
             pages.append(info)
-            hint = "" if cfg_host_is_public(self.cfg) else f" (on {info['host']}; elsewhere: {info['tunnel']})"
+            hint = (
+                "" if cfg_host_is_public(self.cfg) else f" (on {info['host']}; elsewhere: {info['tunnel']})"
+            )
             say(f"console, robot actor {i}: {info['url']}{hint}")
         (self.out / "console.json").write_text(json.dumps(pages, indent=1))
         return pages
