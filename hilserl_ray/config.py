@@ -224,7 +224,16 @@ class LearnerConfig(Strict):
 class ActorsConfig(Strict):
     num_robot_actors: PositiveInt = 1
     chunk_size: PositiveInt = Field(64, description="transitions per call to the learner")
-    max_restarts: int = Field(3, ge=-1)
+    max_restarts: int = Field(
+        3, ge=-1, description="restarts of a failing robot actor before the run ends (-1: no limit)"
+    )
+    start_timeout_s: PositiveFloat = Field(
+        180.0, description="a robot actor not constructed (env, arm, cameras) by then ends the start"
+    )
+    no_step_timeout_s: PositiveFloat = Field(
+        300.0,
+        description="no env step from any robot actor for this long ends the run (never a silent stall)",
+    )
 
 
 class CheckpointConfig(Strict):
@@ -236,8 +245,10 @@ class CheckpointConfig(Strict):
 class LoggingConfig(Strict):
     every_seconds: PositiveFloat = 10.0
     tensorboard: bool = True
-    progress_bar: bool = True
-    sounds: bool = False
+    progress_bar: bool = Field(
+        True, description="progress bars on long work (dataset conversion, record, evaluate)"
+    )
+    sounds: bool = Field(False, description="the browser console's event sounds; quiet by default")
 
 
 class RayConfig(Strict):
@@ -303,11 +314,11 @@ class TrainConfig(Strict):
                         "a real robot needs a calibration JSON (python -m hilserl_ray.calibrate)",
                     )
                 )
-            for c in self.env.cameras:
+            for i, c in enumerate(self.env.cameras):
                 if c.device is None:
                     problems.append(
                         (
-                            f"env.cameras.{c.name}.device",
+                            f"env.cameras.{i}.device",
                             None,
                             "a real camera needs a device (python -m hilserl_ray.find_cameras)",
                         )
@@ -346,6 +357,23 @@ class TrainConfig(Strict):
             problems.append(("pipeline.intervention.leader_port", None, "the leader arm's serial port"))
         if it.source == "oracle" and self.robot.type != "sim":
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
+        if it.source == "leader" and it.leader_calibration is None:
+            problems.append(
+                (
+                    "pipeline.intervention.leader_calibration",
+                    None,
+                    "the leader arm's calibration JSON (python -m hilserl_ray.calibrate --leader)",
+                )
+            )
+        if it.source != "none" and not self.pipeline.ee_action.enabled:
+            problems.append(
+                (
+                    "pipeline.ee_action.enabled",
+                    False,
+                    f"true: pipeline.intervention.source '{it.source}' acts in end-effector deltas "
+                    "(or --pipeline.intervention.source=none)",
+                )
+            )
         p = self.policy
         if p.num_subsample_critics is not None and p.num_subsample_critics > p.num_critics:
             problems.append(

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.errors import UserError, command
@@ -42,6 +43,7 @@ def evaluate(
     env = make_env(cfg, seed=cfg.seed + seed_offset)
     encoder = None
     results = []
+    bar = tqdm(total=episodes, unit="episode", desc="evaluating", disable=not cfg.logging.progress_bar)
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=cfg.seed + seed_offset + ep)
@@ -61,7 +63,9 @@ def evaluate(
                 length += 1
                 done = terminated or truncated
             results.append({"success": bool(info.get("is_success", False)), "return": ret, "length": length})
+            bar.update(1)
     finally:
+        bar.close()
         if encoder is not None:
             encoder.close()
         env.close()

@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         codec=args.codec,
         task=args.task,
-        progress=not args.no_progress,
+        progress=cfg.logging.progress_bar and not args.no_progress,
         assist=args.assist,
     )
     print(f"dataset written to {args.out} (train with --dataset.path={args.out})")

@@ -185,7 +185,7 @@ def test_feature_problems_lists_every_mismatch(tmp_path):
         "action" in problems["dataset.features.action"][1] and "[4]" in problems["dataset.features.action"][1]
     )
     cfg = make_cfg(root, tmp_path, **{"env.cameras": [{"name": "front", "width": 640, "height": 480}]})
-    assert any(p == "env.cameras.front" for p, _, _ in feature_problems(info, cfg))
+    assert any(p == "env.cameras.0" for p, _, _ in feature_problems(info, cfg))
 
 
 def test_actions_outside_the_policy_range_are_rejected(tmp_path):

@@ -340,6 +340,13 @@ def load_offline_transitions(
     spec = spec or pipeline_spec(cfg)
     reader = LeRobotReader(cfg.dataset.path)
     check_dataset(reader, cfg)
+    missing = [p for p in reader.files() if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p.relative_to(reader.root)) for p in missing[:3])
+        raise DatasetError(
+            f"{reader.root}: {len(missing)} file(s) its metadata lists are missing ({shown}); "
+            "copy the whole dataset directory"
+        )
     if not cfg.dataset.cache:
         chunk, summary = convert(cfg, spec, reader, progress=progress)
         log.info("converted %s: %s", reader.root, summary)
@@ -388,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(args.config, ["dataset.path: not set; nothing to convert (--dataset.path=DIR)"])
     preflight(cfg, source=args.config)
     t0 = time.perf_counter()
-    chunk = load_offline_transitions(cfg, progress=True)
+    chunk = load_offline_transitions(cfg, progress=cfg.logging.progress_bar)
     mb = sum(v.nbytes for v in chunk.values()) / 1e6
     n = int((~chunk["is_last"]).sum())
     print(

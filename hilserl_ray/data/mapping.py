@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.data.layout import DEFAULT_FEATURES
+from hilserl_ray.data.lerobot_reader import image_hw
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec, uses_environment_state
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
 
@@ -102,27 +103,36 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                 )
         elif name == ACTION:
             if len(shape) != 1 or shape[0] != spec.action.shape[0]:
+                fit = {4: "--pipeline.ee_action.enabled=true", 6: "--pipeline.ee_action.enabled=false"}
+                hint = (
+                    f"; {fit[shape[0]]} gives {shape[0]} values"
+                    if len(shape) == 1 and shape[0] in fit
+                    else ""
+                )
                 problems.append(
                     (
                         f"dataset.features.{key}",
                         f"{dtype} {list(shape)}",
                         f"the pipeline's action {list(spec.action.shape)} {list(spec.action.names or [])} "
-                        "(the dataset must be recorded in the same action space)",
+                        "(the dataset must be recorded in the same action space: pipeline.ee_action.enabled "
+                        "chooses 3 end-effector deltas or 5 joint deltas, pipeline.gripper.discrete a gripper "
+                        f"index 0/1/2 or a continuous value{hint})",
                     )
                 )
         else:
             cam = cams[name]
+            i = cfg.env.cameras.index(cam)
             if dtype not in CAMERA_DTYPES:
                 problems.append((f"dataset.features.{key}", dtype, "a camera stored as 'video' or 'image'"))
                 continue
-            hw = _image_hw(f)
+            hw = image_hw(f)
             if hw is not None and hw != (cam.height, cam.width):
                 problems.append(
                     (
-                        f"env.cameras.{cam.name}",
-                        f"{cam.height}x{cam.width}",
-                        f"the dataset's {key} is {hw[0]}x{hw[1]}; set env.cameras.{cam.name}.height/width to match "
-                        "so crop and resize give the live env's images",
+                        f"env.cameras.{i}",
+                        f"{cam.name} {cam.height}x{cam.width}",
+                        f"the dataset's {key} is {hw[0]}x{hw[1]}; match it (--env.cameras.{i}.height={hw[0]} "
+                        f"--env.cameras.{i}.width={hw[1]}) so crop and resize give the live env's images",
                     )
                 )
     if cfg.dataset.joint_units == "lerobot_range" and (
@@ -141,13 +151,3 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
             ("env.fps", cfg.env.fps, f"the dataset's fps ({fps}): a transition must span one control step")
         )
     return problems
-
-
-def _image_hw(feature: dict) -> tuple[int, int] | None:
-    shape = list(feature.get("shape") or [])
-    names = list(feature.get("names") or [])
-    if len(shape) != 3:
-        return None
-    if names[:1] in (["channel"], ["channels"]) or (shape[0] == 3 and shape[2] != 3):
-        return int(shape[1]), int(shape[2])
-    return int(shape[0]), int(shape[1])
