@@ -99,6 +99,9 @@ class RobotSupervisor:
                 ray.get(r.watch)
                 r.watch = None  # the loop ended because it was told to stop
                 continue
+            except ray.exceptions.ActorUnavailableError:  # restarting: ask again once it is back
+                r.watch = r.handle.watch.remote()
+                continue
             except ray.exceptions.RayActorError as e:
                 if r.restarting:  # the death we caused to restart it
                     r.restarting = False

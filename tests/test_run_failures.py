@@ -1,0 +1,187 @@
+"""A run that cannot go on stops with one line and a non-zero exit, on real local Ray: a robot actor
+that cannot start, one that keeps dying, a resume that no longer fits, a damaged checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_sts3215 import FakeBus, write_calibration
+
+from hilserl_ray.runtime.checkpoint import complete_checkpoints, latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+SMALL = [
+    "--config",
+    "configs/sim_reach.yaml",
+    "--env.max_episode_steps=25",
+    "--policy.batch_size=32",
+    "--policy.hidden_dims=[64,64]",
+    "--policy.latent_dim=32",
+    "--learner.training_starts=50",
+    "--learner.weights_every=5",
+    "--checkpoint.every_updates=20",
+    "--buffer.online_capacity=4000",
+    "--logging.every_seconds=1",
+    "--logging.tensorboard=false",
+    "--ray.num_cpus=2",
+]
+
+
+def train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.train", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    """The user-facing failure: no traceback from the driver, an `error:` line naming the cause."""
+    assert "Traceback" not in r.stderr, r.stderr[-4000:]
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1, r.stdout[-2000:] + r.stderr[-4000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One short sim run with three checkpoints, copied by the tests that damage it."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    r = train(*SMALL, f"--output_dir={out}", "--total_env_steps=150")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert len(complete_checkpoints(out / "checkpoints")) >= 3
+    return out
+
+
+def test_resume_after_state_size_change_names_both_shapes_before_ray(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    for extra in ([], ["--checkpoint.save_buffers=false"]):
+        t0 = time.monotonic()
+        r = train(
+            *SMALL, f"--output_dir={out}", "--resume", "--pipeline.proprio.joint_velocity=false", *extra
+        )
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr and "Started a local Ray" not in r.stderr
+        assert "'observation.state' checkpoint (18,) float32, config (12,) float32" in r.stderr
+        assert time.monotonic() - t0 < 120
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written, nothing replaced
+
+
+def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    newest, second, third = complete_checkpoints(out / "checkpoints")[:3]
+    # what only a full load finds (a truncated buffer file): the learner falls back
+    buf = newest / "online" / "observation.state.npy"
+    buf.write_bytes(buf.read_bytes()[:100])
+    # what the pre-flight finds (a truncated weights file): skipped before Ray starts
+    model = second / "agent" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:1000])
+    steps = json.loads((third / "learner.json").read_text())["counters"]["env_steps"]
+    r = train(*SMALL, f"--output_dir={out}", "--resume", f"--total_env_steps={steps + 40}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"checkpoint {second.name} is damaged: {model}" in r.stdout
+    assert f"{buf}: unreadable" in r.stdout and f"trying the previous checkpoint {third.name}" in r.stdout
+    assert f"resumed {third.name}" in r.stdout
+    assert latest_checkpoint(out / "checkpoints").name > newest.name  # went on from there
+
+    # none loadable: exit 2 naming them, before Ray
+    for ckpt in complete_checkpoints(out / "checkpoints"):
+        (ckpt / "learner.json").write_text("{")
+    r = train(*SMALL, f"--output_dir={out}", "--resume")
+    line = one_line_error(r)
+    assert r.returncode == 2 and "no checkpoint in" in line and "learner.json" in line
+
+
+def _robot_actor_pid(parent: int) -> int | None:
+    """The pid of a `ray::Robot` worker below `parent` (the run's own local Ray)."""
+    kids: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            names[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(stat.parent.name))
+    todo = [parent]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if names.get(c, "").startswith("ray::Robot"):
+                return c
+            todo.append(c)
+    return None
+
+
+def test_robot_actor_that_keeps_dying_ends_the_run_with_one_line(tmp_path):
+    """kill -9 the robot actor more often than actors.max_restarts: no endless `env_steps`, the
+    run stops (final checkpoint) with the error as one line and a non-zero exit."""
+    out = tmp_path / "run"
+    log = tmp_path / "driver.log"
+    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL, f"--output_dir={out}"]
+    cmd += ["--total_env_steps=100000", "--actors.max_restarts=1"]
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=f, stderr=subprocess.PIPE, text=True)
+    try:
+        killed: list[int] = []
+        deadline = time.monotonic() + 240
+        while len(killed) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            pid = _robot_actor_pid(proc.pid)
+            if pid is not None and pid not in killed and "env_steps" in log.read_text():
+                time.sleep(1.0)
+                os.kill(pid, 9)
+                killed.append(pid)
+            time.sleep(0.5)
+        assert len(killed) == 2, log.read_text()[-3000:]
+        t_kill = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        assert time.monotonic() - t_kill < 120
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    r = subprocess.CompletedProcess(cmd, proc.returncode, log.read_text(), err)
+    line = one_line_error(r)
+    assert proc.returncode != 0 and "robot actor 0 failed 2 times (actors.max_restarts=1)" in line
+    assert "its process died" in line
+    assert "restarting it" in r.stdout  # the first death was survived
+    assert latest_checkpoint(out / "checkpoints") is not None  # the final checkpoint landed
+
+
+def test_robot_actor_that_cannot_start_ends_the_start_with_one_line(tmp_path):
+    """The arm's gripper servo does not answer: the robot actor's constructor fails; the driver,
+    which awaits it, stops at once (no `env_steps 0` forever), exit 2, the dir not claimed."""
+    out = tmp_path / "run"
+    cal = write_calibration(tmp_path / "follower.json")
+    with FakeBus(ids=(1, 2, 3, 4, 5)) as fake:
+        t0 = time.monotonic()
+        r = train(
+            "--config",
+            str(ROOT / "tests" / "bad_inputs" / "configs" / "good_reach.yaml"),
+            f"--output_dir={out}",
+            "--robot.type=so101",
+            f"--robot.port={fake.port}",
+            f"--robot.calibration={cal}",
+            "--robot.bus_timeout_ms=250",
+            "--pipeline.intervention.source=none",
+            "--ray.num_cpus=2",
+            "--actors.start_timeout_s=120",
+            timeout=240,
+        )
+    line = one_line_error(r)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "robot actor 0 could not start" in line and "gripper" in line, line
+    assert time.monotonic() - t0 < 200
+    assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()
