@@ -185,3 +185,72 @@ def test_robot_actor_that_cannot_start_ends_the_start_with_one_line(tmp_path):
     assert "robot actor 0 could not start" in line and "gripper" in line, line
     assert time.monotonic() - t0 < 200
     assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()
+
+
+def _descendants(parent: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            kids.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                int(stat.parent.name)
+            )
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = set(), [parent]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            found.add(c)
+            todo.append(c)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["ctrl_c", "ctrl_c_twice"])
+def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "hilserl_ray.train",
+        *SMALL,
+        f"--output_dir={out}",
+        "--total_env_steps=100000",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # Ray is up, the learner is being built
+            if "[hilserl_ray] run " in line:
+                break
+        else:
+            raise AssertionError(
+                f"the run ended before it started: {proc.wait()} {proc.stderr.read()[-3000:]}"
+            )
+        ray_procs = _descendants(proc.pid)
+        assert ray_procs, "the run's local Ray should have processes by now"
+        for _ in range(signals):
+            proc.send_signal(2)
+            time.sleep(0.3)
+        t0 = time.monotonic()
+        rest, err = proc.communicate(timeout=120)
+        assert time.monotonic() - t0 < 90
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    deadline = time.monotonic() + 20
+    while _alive(ray_procs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _alive(ray_procs), [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in _alive(ray_procs)]
+    assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()  # nothing claimed

@@ -129,6 +129,9 @@ def init_ray(cfg: TrainConfig) -> bool:
         return False
     n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + cfg.actors.num_robot_actors)
     kwargs: dict = {
+        # "local": always a Ray of this run's own; without it ray.init joins any cluster that a
+        # `ray start` left on this machine (and then refuses num_cpus)
+        "address": "local",
         "num_cpus": max(n_cpus, 1 + cfg.actors.num_robot_actors),
         "include_dashboard": cfg.ray.include_dashboard,
         "dashboard_host": cfg.ray.dashboard_host,
@@ -136,7 +139,15 @@ def init_ray(cfg: TrainConfig) -> bool:
     if cfg.robot.type != "sim":  # one machine with the arm: this node is the robot node
         kwargs["labels"] = dict(cfg.ray.robot_label)
         kwargs["resources"] = {cfg.ray.robot_resource: 1}
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except Exception as e:  # a half-started local Ray must not outlive this process
+        kill_descendants()
+        raise UserError(
+            f"the local Ray did not start ({' '.join(str(e).split())[:200]})",
+            where="ray",
+            fix="try again; if it keeps failing, check free memory, CPU load and space in /tmp",
+        ) from e
     return True
 
 
