@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.errors import UserError, command
-from hilserl_ray.runtime.checkpoint import latest_checkpoint
+from hilserl_ray.runtime.resume import CheckpointLoadError, loadable_checkpoints
 
 
 def evaluate(
@@ -32,14 +32,24 @@ def evaluate(
     from hilserl_ray.policy import SACAgent
 
     output_dir = Path(output_dir)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(output_dir / "checkpoints")
+    if checkpoint:
+        ckpt = Path(checkpoint)
+    else:  # the newest that loads: a damaged one is named and skipped
+        good = loadable_checkpoints(output_dir / "checkpoints", warn=lambda m: print(m, file=sys.stderr))
+        ckpt = good[0] if good else None
     if ckpt is None:
         raise UserError(
             "no complete checkpoint here", where=str(output_dir / "checkpoints"), fix="train first"
         )
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
     cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
-    agent = SACAgent.load(ckpt / "agent", device="cpu")
+    try:
+        agent = SACAgent.load(ckpt / "agent", device="cpu")
+    except Exception as e:
+        raise CheckpointLoadError(
+            f"checkpoint {ckpt} cannot be loaded ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
+            fix="pass another --checkpoint, or train again",
+        ) from e
     env = make_env(cfg, seed=cfg.seed + seed_offset)
     encoder = None
     results = []

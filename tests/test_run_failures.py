@@ -98,6 +98,17 @@ def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp
     assert f"resumed {third.name}" in r.stdout
     assert latest_checkpoint(out / "checkpoints").name > newest.name  # went on from there
 
+    # evaluate on the truncated weights: one line naming the checkpoint, exit 2
+    r = subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.evaluate", str(out), "--checkpoint", str(second), "--no-video"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 2 and f"checkpoint {second} cannot be loaded" in one_line_error(r)
+
     # none loadable: exit 2 naming them, before Ray
     for ckpt in complete_checkpoints(out / "checkpoints"):
         (ckpt / "learner.json").write_text("{")
