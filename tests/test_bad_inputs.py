@@ -384,3 +384,49 @@ def test_plot_without_metrics(tmp_path, capsys):
     from hilserl_ray import plot
 
     user_error(capsys, plot.main([str(tmp_path)]), "metrics.jsonl")
+
+
+def test_hints_work_when_pasted(good_dataset, tmp_path, capsys):
+    """The camera-size and action-format hints name keys the override parser takes."""
+    base = [
+        "--config",
+        GOOD,
+        f"--output_dir={tmp_path / 'run'}",
+        f"--dataset.path={good_dataset}",
+        "--dry-run",
+    ]
+    wrong_camera = ["--env.cameras=[{name: front, width: 128, height: 96}]", "--pipeline.image.size=[32,32]"]
+    err = user_error(
+        capsys, train.main([*base, *wrong_camera]), "--env.cameras.0.height=48 --env.cameras.0.width=64"
+    )
+    hint = err.split("match it (")[1].split(")")[0].split()
+    assert train.main([*base, *wrong_camera, *hint]) == 0
+    capsys.readouterr()
+
+    # a dataset recorded with 6-value actions (joint deltas): the hint names the switch
+    _info(
+        ds := _copy(good_dataset, tmp_path / "joint_ds"), lambda i: i["features"]["action"].update(shape=[6])
+    )
+    args = [
+        "--config",
+        GOOD,
+        f"--output_dir={tmp_path / 'run'}",
+        f"--dataset.path={ds}",
+        "--dry-run",
+        *WITH_CAMERA,
+    ]
+    err = user_error(capsys, train.main(args), "pipeline.ee_action.enabled", "pipeline.gripper.discrete")
+    assert "--pipeline.ee_action.enabled=false gives 6 values" in err
+    assert train.main([*args, "--pipeline.ee_action.enabled=false"]) == 0
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("bar", [True, False])
+def test_progress_bar_key_is_obeyed(bar, good_dataset, tmp_path, capsys):
+    cfg = dataset_config(tmp_path, good_dataset, logging={"progress_bar": bar})
+    assert convert.main(["--config", str(cfg)]) == 0
+    assert ("converting demos" in capsys.readouterr().err) == bar
