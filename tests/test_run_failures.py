@@ -265,3 +265,48 @@ def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, t
         time.sleep(0.5)
     assert not _alive(ray_procs), [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in _alive(ray_procs)]
     assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()  # nothing claimed
+
+
+@pytest.mark.slow
+def test_robot_actor_whose_arm_stops_answering_crash_loops_to_one_line(tmp_path):
+    """A servo goes silent mid-run: the control loop fails, the driver restarts the actor, whose
+    constructor then fails too; after actors.max_restarts the run ends, exit 2, the cause named."""
+    out = tmp_path / "run"
+    cal = write_calibration(tmp_path / "follower.json")
+    with FakeBus() as fake:
+        cmd = [
+            sys.executable,
+            "-m",
+            "hilserl_ray.train",
+            "--config",
+            str(ROOT / "tests/bad_inputs/configs/good_reach.yaml"),
+        ]
+        cmd += [
+            f"--output_dir={out}",
+            "--robot.type=so101",
+            f"--robot.port={fake.port}",
+            f"--robot.calibration={cal}",
+        ]
+        cmd += ["--robot.bus_timeout_ms=250", "--robot.reset_seconds=0.2", "--env.max_episode_steps=10"]
+        cmd += [
+            "--learner.training_starts=20",
+            "--actors.max_restarts=1",
+            "--ray.num_cpus=2",
+            "--logging.every_seconds=1",
+        ]
+        log = tmp_path / "driver.log"
+        with log.open("w") as f:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=f, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while "env_steps" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.5)
+            assert "env_steps" in log.read_text(), log.read_text()[-3000:]
+            fake[6].silent = True
+            _, err = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    line = one_line_error(subprocess.CompletedProcess(cmd, proc.returncode, log.read_text(), err))
+    assert proc.returncode == 2 and "robot actor 0 failed 2 times (actors.max_restarts=1)" in line, line
+    assert "gripper" in line
