@@ -430,3 +430,13 @@ def test_progress_bar_key_is_obeyed(bar, good_dataset, tmp_path, capsys):
     cfg = dataset_config(tmp_path, good_dataset, logging={"progress_bar": bar})
     assert convert.main(["--config", str(cfg)]) == 0
     assert ("converting demos" in capsys.readouterr().err) == bar
+
+
+def test_a_start_that_failed_before_its_claim_does_not_block_the_same_command(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "cache" / "offline-abc").mkdir(parents=True)  # what a failed start may leave
+    args = ["--config", GOOD, f"--output_dir={out}", "--dry-run"]
+    assert train.main(args) == 0
+    (out / ".hilserl_run").write_text("{}")  # a run that started: refused without --resume/--overwrite
+    capsys.readouterr()
+    user_error(capsys, train.main(args), "it holds a run", "--resume")

@@ -323,7 +323,9 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
     if resume and not candidates:
         say(f"warning: --resume but no checkpoint in {Path(cfg.output_dir) / 'checkpoints'}: starting fresh")
     rundir.prepare(cfg, resume, overwrite)
-    if cfg.dataset.path is not None:  # every problem the reader can name, before any actor exists
+    if cfg.dataset.path is not None and cfg.dataset.cache:
+        # every problem the reader can name, before any actor exists; the learner then loads the
+        # cache this leaves (without a cache it would convert twice: the learner names them then)
         check_dataset_readable(cfg)
     stop = StopSignal()
     stop.install()  # a Ctrl+C while Ray starts abandons the start instead of breaking it half-way

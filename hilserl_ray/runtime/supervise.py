@@ -114,7 +114,8 @@ class RobotSupervisor:
             r.last_error = one_line(failure)
             if 0 <= self.max_restarts < r.failures:
                 return RunFailed(
-                    f"robot actor {r.index} failed {r.failures} times (actors.max_restarts={self.max_restarts}); "
+                    f"robot actor {r.index} failed {r.failures} time{'s' if r.failures != 1 else ''} "
+                    f"(actors.max_restarts={self.max_restarts}); "
                     f"last: {r.last_error}",
                     cause=failure,
                 )
