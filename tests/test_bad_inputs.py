@@ -399,7 +399,7 @@ def test_hints_work_when_pasted(good_dataset, tmp_path, capsys):
     err = user_error(
         capsys, train.main([*base, *wrong_camera]), "--env.cameras.0.height=48 --env.cameras.0.width=64"
     )
-    hint = err.split("match it (")[1].split(")")[0].split()
+    hint = err.split("; set ")[1].split(" so crop")[0].split()
     assert train.main([*base, *wrong_camera, *hint]) == 0
     capsys.readouterr()
 

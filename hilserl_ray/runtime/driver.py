@@ -12,6 +12,7 @@ saved). A second signal exits at once. A robot actor that fails for good, or no 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -109,6 +110,10 @@ def wait_ref(ref, stop: StopSignal, timeout_s: float | None = None):
             raise ray.exceptions.GetTimeoutError(f"no reply within {timeout_s:g} s")
 
 
+def cfg_host_is_public(cfg: TrainConfig) -> bool:
+    return cfg.console.host not in ("127.0.0.1", "localhost", "::1")
+
+
 def init_ray(cfg: TrainConfig) -> bool:
     """Join a running cluster (config, RAY_ADDRESS or a job's context), else start a local one.
 
@@ -129,8 +134,8 @@ def init_ray(cfg: TrainConfig) -> bool:
         return False
     n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + cfg.actors.num_robot_actors)
     kwargs: dict = {
-        # "local": always a Ray of this run's own; without it ray.init joins any cluster that a
-        # `ray start` left on this machine (and then refuses num_cpus)
+        # "local": a new Ray of our own, even if another `ray start` cluster runs on this machine
+        # (plain ray.init() would join that one, or fail because num_cpus is given)
         "address": "local",
         "num_cpus": max(n_cpus, 1 + cfg.actors.num_robot_actors),
         "include_dashboard": cfg.ray.include_dashboard,
@@ -163,6 +168,24 @@ class Run:
         self.robots: RobotSupervisor | None = None
         self.metrics: MetricsLogger | None = None
         self.last_saved: dict | None = None  # counters of the newest checkpoint: never save it twice
+
+    def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
+        """Print each robot actor's console page (one per actor; a restarted actor prints its own
+        new one) and keep the list in `<output_dir>/console.json`."""
+        pages = []
+        for i, r in enumerate(self.robots.handles):
+            try:
+                info = ray.get(r.console_info.remote(), timeout=timeout_s)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+                say(f"warning: no console page from robot actor {i} ({type(e).__name__})")
+                continue
+            pages.append(info)
+            hint = (
+                "" if cfg_host_is_public(self.cfg) else f" (on {info['host']}; elsewhere: {info['tunnel']})"
+            )
+            say(f"console, robot actor {i}: {info['url']}{hint}")
+        (self.out / "console.json").write_text(json.dumps(pages, indent=1))
+        return pages
 
     def start(self, candidates: list[Path]) -> None:
         """Learner (resuming the first checkpoint that loads), then every robot actor, awaited."""
@@ -345,6 +368,8 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
             raise
         rundir.claim(cfg)  # started: from here on the dir is this run's
         write_config(cfg, out / "config.yaml")
+        if cfg.console.enabled:
+            r.list_consoles()
         stop.starting = False
         outcome: RunFailed | bool = False
         try:

@@ -60,13 +60,13 @@ class Learner:
             )
         offline = self._offline_data()
         self.agent = SACAgent(spec, cfg.policy, device=self.device)  # normalization from the spec
-        offline_rows = 0 if offline is None else len(offline["is_last"])
+        offline_rows = sum(len(c["is_last"]) for c in offline)
         cap = cfg.buffer.offline_capacity
         offline_cap = cap if isinstance(cap, int) else offline_rows + cfg.buffer.online_capacity
         self.online = ReplayBuffer(spec, cfg.buffer.online_capacity, device=self.device, seed=cfg.seed)
         self.offline = ReplayBuffer(spec, offline_cap, device=self.device, seed=cfg.seed + 1)
-        if offline is not None:
-            self.offline.add_chunk(offline)
+        for chunk in offline:  # one chunk per dataset
+            self.offline.add_chunk(chunk)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
         self.counters = {"updates": 0, "env_steps": 0, "episodes": 0, "intervention_steps": 0}
@@ -93,14 +93,12 @@ class Learner:
         self._thread.start()
 
     # ------------------------------------------------------------------------------ data
-    def _offline_data(self) -> dict | None:
-        if self.cfg.dataset.path is None:
-            return None
-        from hilserl_ray.data.convert import load_offline_transitions
+    def _offline_data(self) -> list[dict]:
+        if not self.cfg.dataset.all_paths():
+            return []
+        from hilserl_ray.data.convert import load_offline_datasets
 
-        return load_offline_transitions(
-            self.cfg, self.spec, Path(self.cfg.output_dir), progress=self.cfg.logging.progress_bar
-        )
+        return load_offline_datasets(self.cfg, self.spec, progress=self.cfg.logging.progress_bar)
 
     def add_chunk(self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None) -> int:
         """Store K steps from a robot actor (a copy: the sender may die) and its finished episodes."""
@@ -165,6 +163,11 @@ class Learner:
             )
             s["episode_length"] = float(np.mean([e["length"] for e in recent]))
             s["policy_hz"] = float(np.mean([e["policy_hz"] for e in recent]))
+            judged = [e for e in recent if "classifier_prob_max" in e]
+            if judged:  # reward classifier: its successes vs the env's own (sim ground truth)
+                s["env_success_rate"] = float(np.mean([e["env_success"] for e in judged]))
+                s["classifier_prob_max"] = float(np.mean([e["classifier_prob_max"] for e in judged]))
+                s["classifier_disagreements"] = float(sum(e["classifier_disagreements"] for e in judged))
         s.update({f"loss/{k}": v for k, v in self.last_metrics.items()})
         return s
 

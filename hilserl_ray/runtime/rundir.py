@@ -30,6 +30,7 @@ RUN_ENTRIES = frozenset(
         "eval.json",
         "eval.mp4",
         "curves.png",
+        "console.json",
     }
 )
 RUN_TRACES = frozenset({MARKER, "checkpoints", "metrics.jsonl"})  # any of these: a run happened here
