@@ -403,26 +403,12 @@ def test_hints_work_when_pasted(good_dataset, tmp_path, capsys):
     assert train.main([*base, *wrong_camera, *hint]) == 0
     capsys.readouterr()
 
-    # a dataset recorded with 6-value actions (joint deltas): the hint names the switch
-    _info(
-        ds := _copy(good_dataset, tmp_path / "joint_ds"), lambda i: i["features"]["action"].update(shape=[6])
-    )
-    args = [
-        "--config",
-        GOOD,
-        f"--output_dir={tmp_path / 'run'}",
-        f"--dataset.path={ds}",
-        "--dry-run",
-        *WITH_CAMERA,
-    ]
+    # the pipeline set to joint deltas (6 values), the dataset recorded in end-effector deltas (4):
+    # the hint names the switch, and pasting it fits
+    args = [*base, *WITH_CAMERA, "--pipeline.ee_action.enabled=false"]
     err = user_error(capsys, train.main(args), "pipeline.ee_action.enabled", "pipeline.gripper.discrete")
-    assert "--pipeline.ee_action.enabled=false gives 6 values" in err
-    assert train.main([*args, "--pipeline.ee_action.enabled=false"]) == 0
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
+    assert "--pipeline.ee_action.enabled=true gives 4 values" in err
+    assert train.main([*args, "--pipeline.ee_action.enabled=true"]) == 0
 
 
 @pytest.mark.parametrize("bar", [True, False])
