@@ -143,6 +143,10 @@ class OracleConfig(Strict):
     )
 
 
+# sources whose actions are end-effector deltas only (the leader's go through joint_targets_to_action)
+EE_ONLY_SOURCES = ("oracle", "keyboard", "gamepad")
+
+
 class InterventionConfig(Strict):
     source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] = Field(
         "none",
@@ -463,7 +467,7 @@ class TrainConfig(Strict):
                     "the leader arm's calibration JSON (python -m hilserl_ray.calibrate --leader)",
                 )
             )
-        if it.source not in ("none", "web") and not self.pipeline.ee_action.enabled:  # web: above
+        if it.source in EE_ONLY_SOURCES and not self.pipeline.ee_action.enabled:
             problems.append(
                 (
                     "pipeline.ee_action.enabled",

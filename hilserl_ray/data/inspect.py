@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hilserl_ray.config import TrainConfig
+from hilserl_ray.config import EE_ONLY_SOURCES, TrainConfig
 from hilserl_ray.configio import ConfigError, load_config, parse_overrides
 from hilserl_ray.data import formats, mapping
 from hilserl_ray.data.layout import DEFAULT_FEATURES
@@ -133,6 +133,8 @@ def _action_space_overrides(reader: LeRobotReader, cfg: TrainConfig, rename: dic
             out = {}
             if ee != cfg.pipeline.ee_action.enabled:
                 out["pipeline.ee_action.enabled"] = ee
+                if not ee and cfg.pipeline.intervention.source in EE_ONLY_SOURCES:
+                    out["pipeline.intervention.source"] = "none"  # it cannot act in joint deltas
             if discrete != cfg.pipeline.gripper.discrete:
                 out["pipeline.gripper.discrete"] = discrete
             return out
