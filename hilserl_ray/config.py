@@ -298,7 +298,8 @@ class ActorsConfig(Strict):
     )
     no_step_timeout_s: PositiveFloat = Field(
         300.0,
-        description="no env step from any robot actor for this long ends the run (never a silent stall)",
+        description="no env step from any robot actor for this long ends the run (never a silent stall); "
+        "time paused from the console does not count",
     )
 
 

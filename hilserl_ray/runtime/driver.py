@@ -289,6 +289,8 @@ class Run:
             now = time.monotonic()
             if s["env_steps"] != last_steps:
                 last_steps, last_progress = s["env_steps"], now
+            elif now - last_progress > cfg.actors.no_step_timeout_s and self.robots.any_paused():
+                last_progress = now  # paused from the console: no steps on purpose
             elif now - last_progress > cfg.actors.no_step_timeout_s:
                 detail = self.robots.summary()
                 return RunFailed(

@@ -286,6 +286,7 @@ class Robot:
             "weights_version": getattr(self, "weights_version", -1),
             "pid": os.getpid(),
             "alive": thread is not None and thread.is_alive(),
+            "paused": getattr(self, "console", None) is not None and self.console.controls.paused,
         }
 
     def stop(self, timeout_s: float = 10.0) -> dict:

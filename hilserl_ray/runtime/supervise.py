@@ -130,6 +130,16 @@ class RobotSupervisor:
             r.watch = r.handle.watch.remote()
         return None
 
+    def any_paused(self) -> bool:
+        """True when a person paused a robot from its console page (no env steps on purpose)."""
+        for h in self.handles:
+            try:
+                if ray.get(h.stats.remote(), timeout=5).get("paused"):
+                    return True
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                continue
+        return False
+
     def summary(self) -> str:
         bad = [f"robot actor {r.index}: {r.last_error}" for r in self.robots if r.last_error]
         return "; ".join(bad)
