@@ -426,3 +426,21 @@ def test_a_start_that_failed_before_its_claim_does_not_block_the_same_command(tm
     (out / ".hilserl_run").write_text("{}")  # a run that started: refused without --resume/--overwrite
     capsys.readouterr()
     user_error(capsys, train.main(args), "it holds a run", "--resume")
+
+
+def test_cluster_that_cannot_place_the_actors_is_named():
+    """What `ray.cluster_resources()` offers against what the run asks for (else Ray waits forever)."""
+    from hilserl_ray.configio import ConfigError, load_config
+    from hilserl_ray.preflight import check_cluster
+
+    cfg = load_config(GOOD, ["--learner.num_gpus=1", "--actors.num_robot_actors=3"])
+    with pytest.raises(ConfigError) as e:
+        check_cluster(cfg, {"CPU": 2.0})
+    msg = e.value.message()
+    assert "learner.num_gpus: got 1" in msg and "cluster's 0 GPUs" in msg and ">= 4 CPUs" in msg
+    real = load_config(GOOD, ["--robot.type=so101", "--robot.port=/dev/x", "--robot.calibration=c.json"])
+    with pytest.raises(ConfigError, match="ray.robot_resource"):
+        check_cluster(real, {"CPU": 8.0})
+    check_cluster(
+        cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"num_gpus": 0})}), {"CPU": 4.0}
+    )
