@@ -144,6 +144,8 @@ def init_ray(cfg: TrainConfig) -> bool:
     if cfg.robot.type != "sim":  # one machine with the arm: this node is the robot node
         kwargs["labels"] = dict(cfg.ray.robot_label)
         kwargs["resources"] = {cfg.ray.robot_resource: 1}
+    # A loaded machine can take longer than Ray's default to register its raylet; the GCS reads this.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     try:
         ray.init(**kwargs)
     except Exception as e:  # a half-started local Ray must not outlive this process
