@@ -3,6 +3,7 @@ that cannot start, one that keeps dying, a resume that no longer fits, a damaged
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -113,7 +114,9 @@ def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp
     assert f"checkpoint {second.name} is damaged: {model}" in r.stdout
     assert f"{buf}: unreadable" in r.stdout and f"trying the previous checkpoint {third.name}" in r.stdout
     assert f"resumed {third.name}" in r.stdout
-    assert latest_checkpoint(out / "checkpoints").name > newest.name  # went on from there
+    last = latest_checkpoint(out / "checkpoints")  # went on from there
+    assert last not in (newest, second)
+    assert json.loads((last / "learner.json").read_text())["counters"]["env_steps"] >= 60
 
     # evaluate on the truncated weights: one line naming the checkpoint, exit 2
     r = subprocess.run(
