@@ -216,9 +216,12 @@ class ConsoleServer:
                 await ws.send_json(status)
                 if seq != sent_seq:
                     sent_seq = seq
+                    loop = asyncio.get_running_loop()
                     for i, name in enumerate(self.view.streams):
                         if name in frames:
-                            await ws.send_bytes(bytes([i]) + self._encoded(name, seq, frames[name]))
+                            # off the event loop: a 640x480 JPEG takes ms that key presses should not wait
+                            jpeg = await loop.run_in_executor(None, self._encoded, name, seq, frames[name])
+                            await ws.send_bytes(bytes([i]) + jpeg)
         except (ConnectionError, RuntimeError):  # the page went away mid-send
             pass
 
