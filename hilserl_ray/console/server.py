@@ -177,6 +177,7 @@ class ConsoleServer:
         if not isinstance(m, dict) or m.get("type") != "key" or not isinstance(m.get("key"), str):
             return {"type": "error", "error": f"unknown message {text[:80]!r}"}
         name, pid = m["key"], m.get("id")
+        applied_ms = time.time() * 1000.0  # wall clock: the page, on the same machine, has the same one
         if m.get("down", True):
             ok = self.controls.press(name, pid if isinstance(pid, int) else None)
             if ok:
@@ -185,7 +186,14 @@ class ConsoleServer:
             ok = name in held
             self.controls.release(name)
             held.discard(name)
-        return {"type": "ack", "id": pid, "key": name, "ok": ok, "paused": self.controls.paused}
+        return {
+            "type": "ack",
+            "id": pid,
+            "key": name,
+            "ok": ok,
+            "paused": self.controls.paused,
+            "t": applied_ms,
+        }
 
     # ------------------------------------------------------------------------ outbound
     def _push_threadsafe(self, message: dict) -> None:
