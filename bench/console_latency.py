@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             page.wait_for_function("document.querySelector('img.raw')?.dataset.frames > 0", timeout=120_000)
             page.keyboard.press("Space")
             page.wait_for_function("window.consoleStats.status?.engaged", timeout=60_000)
+            page.wait_for_function("window.consoleStats.keyToApplied.length >= 1", timeout=60_000)  # space
             page.evaluate(
                 "window.consoleStats.keyToAck = []; window.consoleStats.keyToServer = []; "
                 "window.consoleStats.keyToApplied = []"
