@@ -109,6 +109,11 @@ class GripperConfig(Strict):
     discrete: bool = Field(True, description="close/stay/open as a separate discrete action (HIL-SERL)")
     penalty: float = Field(-0.02, le=0, description="reward added when the gripper flips state")
     step_deg: PositiveFloat = Field(30.0, description="continuous mode: degrees per unit action")
+    command_threshold: Annotated[float, Field(ge=0)] = Field(
+        5.0,
+        description="discrete mode, from joint targets (leader arm, LeRobot datasets): a commanded change "
+        "of the gripper (0..100) larger than this opens/closes, a smaller one stays",
+    )
 
 
 class ProprioConfig(Strict):
@@ -138,8 +143,15 @@ class OracleConfig(Strict):
     )
 
 
+# sources whose actions are end-effector deltas only (the leader's go through joint_targets_to_action)
+EE_ONLY_SOURCES = ("oracle", "keyboard", "gamepad")
+
+
 class InterventionConfig(Strict):
-    source: Literal["none", "oracle", "keyboard", "gamepad", "leader"] = "none"
+    source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] = Field(
+        "none",
+        description="web: only the console page (it is added to any other source while console.enabled)",
+    )
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     leader_port: str | None = None
     leader_calibration: Path | None = None
@@ -221,17 +233,45 @@ class BufferConfig(Strict):
 
 
 class DatasetConfig(Strict):
-    """An offline LeRobot v2.1/v3.0 dataset in a local directory (demos, interventions)."""
+    """Offline LeRobot v2.1/v3.0 datasets in local directories (demos, interventions).
+
+    `python -m hilserl_ray.data.inspect DIR --config X` shows what a dataset holds and the
+    overrides that make it fit a config.
+    """
 
     path: Path | None = None
+    paths: list[Path] = Field(
+        default_factory=list,
+        description="several datasets, all into the offline buffer (with or without path)",
+    )
     missing_reward: Literal["zero", "success_last_frame"] = "success_last_frame"
     rename: dict[str, str] = Field(default_factory=dict, description="dataset key -> pipeline feature name")
     cache: bool = True
-    joint_units: Literal["degrees", "lerobot_range"] = Field(
-        "degrees",
-        description="units of the state's 6 joints in the dataset: degrees (gripper 0..100), or LeRobot's "
-        "default -100..100 (recorded with use_degrees=False; converted with robot.calibration)",
+    cache_dir: Path | None = Field(
+        None,
+        description="where converted datasets are cached, keyed by dataset content and pipeline, shared by "
+        "runs; default $HILSERL_RAY_CACHE_DIR or ~/.cache/hilserl_ray/offline",
     )
+    action_format: Literal["auto", "pipeline", "joint_targets", "joint_deltas"] = Field(
+        "auto",
+        description="the dataset's `action`: the pipeline's own (EE or joint deltas in [-1, 1] + gripper), "
+        "absolute joint targets (what LeRobot teleop records), or joint deltas in state units; auto decides "
+        "from meta/info.json names and meta/stats.json ranges",
+    )
+    joint_units: Literal["auto", "degrees", "lerobot_range"] = Field(
+        "auto",
+        description="units of the 6 joints in the dataset: degrees (gripper 0..100), or LeRobot's "
+        "default -100..100 (recorded with use_degrees=False; converted with robot.calibration); auto "
+        "decides from the value ranges and the calibration, and stops when it cannot",
+    )
+
+    def all_paths(self) -> list[Path]:
+        """`path` then `paths`, each once."""
+        out: list[Path] = []
+        for p in ([self.path] if self.path is not None else []) + list(self.paths):
+            if p not in out:
+                out.append(p)
+        return out
 
 
 # ---------------------------------------------------------------------------------- runtime
@@ -250,7 +290,17 @@ class LearnerConfig(Strict):
 class ActorsConfig(Strict):
     num_robot_actors: PositiveInt = 1
     chunk_size: PositiveInt = Field(64, description="transitions per call to the learner")
-    max_restarts: int = Field(3, ge=-1)
+    max_restarts: int = Field(
+        3, ge=-1, description="restarts of a failing robot actor before the run ends (-1: no limit)"
+    )
+    start_timeout_s: PositiveFloat = Field(
+        180.0, description="a robot actor not constructed (env, arm, cameras) by then ends the start"
+    )
+    no_step_timeout_s: PositiveFloat = Field(
+        300.0,
+        description="no env step from any robot actor for this long ends the run (never a silent stall); "
+        "time paused from the console does not count",
+    )
 
 
 class CheckpointConfig(Strict):
@@ -262,8 +312,25 @@ class CheckpointConfig(Strict):
 class LoggingConfig(Strict):
     every_seconds: PositiveFloat = 10.0
     tensorboard: bool = True
-    progress_bar: bool = True
-    sounds: bool = False
+    progress_bar: bool = Field(
+        True, description="progress bars on long work (dataset conversion, record, evaluate)"
+    )
+    sounds: bool = Field(
+        False, description="short beeps on the console page at episode start, end and takeover"
+    )
+
+
+class ConsoleConfig(Strict):
+    """The operator's page in a browser, served by each robot actor (and by record / evaluate).
+
+    Bound to `host` with a random token in the printed URL; from another machine use an SSH tunnel
+    (`ssh -L PORT:127.0.0.1:PORT robot-host`), as for the Ray dashboard."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes it (the token still guards it)")
+    port: int = Field(0, ge=0, le=65535, description="0 = a free port (one page per robot actor)")
+    fps: PositiveFloat = Field(5.0, le=30, description="camera frames per second sent to the page")
+    jpeg_quality: int = Field(80, ge=10, le=100)
 
 
 class RayConfig(Strict):
@@ -293,6 +360,7 @@ class TrainConfig(Strict):
     actors: ActorsConfig = Field(default_factory=ActorsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("output_dir", mode="before")
@@ -329,11 +397,11 @@ class TrainConfig(Strict):
                         "a real robot needs a calibration JSON (python -m hilserl_ray.calibrate)",
                     )
                 )
-            for c in self.env.cameras:
+            for i, c in enumerate(self.env.cameras):
                 if c.device is None:
                     problems.append(
                         (
-                            f"env.cameras.{c.name}.device",
+                            f"env.cameras.{i}.device",
                             None,
                             "a real camera needs a device (python -m hilserl_ray.find_cameras)",
                         )
@@ -370,8 +438,45 @@ class TrainConfig(Strict):
         it = self.pipeline.intervention
         if it.source == "leader" and not it.leader_port:
             problems.append(("pipeline.intervention.leader_port", None, "the leader arm's serial port"))
+        if it.source == "web" and not self.console.enabled:
+            problems.append(
+                ("console.enabled", False, "true: pipeline.intervention.source='web' is the console")
+            )
+        if it.source == "web" and not self.pipeline.ee_action.enabled:
+            problems.append(
+                (
+                    "pipeline.ee_action.enabled",
+                    False,
+                    "true: the console steers the end effector (source 'web')",
+                )
+            )
+        if self.console.port != 0 and self.robot.type == "sim" and self.actors.num_robot_actors > 1:
+            problems.append(
+                (
+                    "console.port",
+                    self.console.port,
+                    "0 (a free port each): several sim robot actors share a node",
+                )
+            )
         if it.source == "oracle" and self.robot.type != "sim":
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
+        if it.source == "leader" and it.leader_calibration is None:
+            problems.append(
+                (
+                    "pipeline.intervention.leader_calibration",
+                    None,
+                    "the leader arm's calibration JSON (python -m hilserl_ray.calibrate --leader)",
+                )
+            )
+        if it.source in EE_ONLY_SOURCES and not self.pipeline.ee_action.enabled:
+            problems.append(
+                (
+                    "pipeline.ee_action.enabled",
+                    False,
+                    f"true: pipeline.intervention.source '{it.source}' acts in end-effector deltas "
+                    "(or --pipeline.intervention.source=none)",
+                )
+            )
         rw = self.pipeline.reward
         if rw.classifier is not None and not self.env.cameras:
             problems.append(
@@ -396,7 +501,7 @@ class TrainConfig(Strict):
             )
         if p.encoder == "pretrained" and p.encoder_weights is None:
             problems.append(("policy.encoder_weights", None, "a local weights file (nothing is downloaded)"))
-        if self.buffer.online_ratio < 1 and self.dataset.path is None and it.source == "none":
+        if self.buffer.online_ratio < 1 and not self.dataset.all_paths() and it.source == "none":
             problems.append(
                 (
                     "buffer.online_ratio",

@@ -189,7 +189,8 @@ def record(
     """
     from tqdm import tqdm
 
-    from hilserl_ray.envs.make import make_env
+    from hilserl_ray.console.session import open_console
+    from hilserl_ray.envs.make import make_env, make_intervention
 
     spec = pipeline_spec(cfg)
     features = dataset_features(cfg, spec)
@@ -203,7 +204,18 @@ def record(
     writer = LeRobotWriter(
         Path(out), cfg.env.fps, features, robot_type=f"so101_{cfg.robot.type}", codec=codec
     )  # first: refuses an existing dataset before the robot moves
-    env = make_env(cfg, seed=cfg.seed, intervention=source)
+    console = open_console(cfg, f"record {Path(out).name}")
+    if console is not None:
+        print(f"console: {console.url}", flush=True)
+        source = console.source(source if source is not None else make_intervention(cfg, cfg.seed))
+    try:
+        env = make_env(cfg, seed=cfg.seed, intervention=source)
+    except BaseException:
+        if console is not None:
+            console.close()
+        raise
+    if console is not None:
+        env = console.watch(env)
     tap = RawTap(env)
     task = task or f"{cfg.env.task} (so101 {cfg.robot.type})"
     policy_action = neutral_action(spec)
@@ -251,6 +263,8 @@ def record(
                         env.reset()
     finally:
         env.close()
+        if console is not None:
+            console.close()
     log.info("recorded %d episodes (%d successful, %d steps) to %s", saved, successes, steps, out)
     return Path(out)
 
@@ -301,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.pipeline.intervention.source == "none":
         problems.append(
             "pipeline.intervention.source: got 'none'; a source that acts: 'oracle' (sim), 'keyboard', "
-            "'gamepad' or 'leader'"
+            "'gamepad', 'leader' or 'web' (the console page)"
         )
     if (args.out / "meta" / "info.json").exists():
         problems.append(f"--out: got '{args.out}'; a new directory (it already holds a dataset)")
@@ -328,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         codec=args.codec,
         task=args.task,
-        progress=not args.no_progress,
+        progress=cfg.logging.progress_bar and not args.no_progress,
         assist=args.assist,
         expert=args.expert,
         until_time_limit=args.until_time_limit,

@@ -8,12 +8,15 @@ table, then exits.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from hilserl_ray.configio import ConfigError, load_config, to_yaml
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import command
 from hilserl_ray.preflight import preflight
+from hilserl_ray.runtime.resume import choose_checkpoint
+from hilserl_ray.runtime.rundir import check_output_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,15 +39,36 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("command line", ["--resume and --overwrite exclude each other: pick one"])
     cfg = load_config(args.config, rest)
     preflight(cfg, source=args.config)
+    problems = check_output_dir(cfg, args.resume, args.overwrite)
+    if problems:
+        raise ConfigError("command line", problems)
     spec = pipeline_spec(cfg)
     if args.dry_run:
+        if args.resume:
+            choose_checkpoint(cfg)  # a damaged or incompatible checkpoint is named here too
         print(to_yaml(cfg))
         print(spec.table())
+        _print_dataset_decisions(cfg)
         print(f"\nconfig OK (feature fingerprint {spec.fingerprint()})")
         return 0
     from hilserl_ray.runtime.driver import run
 
     return run(cfg, resume=args.resume, overwrite=args.overwrite)
+
+
+def _print_dataset_decisions(cfg) -> None:
+    """What conversion will decide for each dataset (preflight has checked it can)."""
+    from pathlib import Path
+
+    from hilserl_ray.data import formats
+
+    for root in map(Path, cfg.dataset.all_paths()):
+        info = json.loads((root / "meta" / "info.json").read_text())
+        d, _ = formats.decide(root, info, cfg, *formats.state_and_action_keys(cfg))
+        if d is not None:
+            print(
+                f"\ndataset {root}: action {d.action_format} ({d.action_reason}); joints in {d.joint_units} ({d.units_reason})"
+            )
 
 
 if __name__ == "__main__":

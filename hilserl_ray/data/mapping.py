@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.data.layout import DEFAULT_FEATURES
+from hilserl_ray.data.lerobot_reader import image_hw
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec, uses_environment_state
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
 
@@ -49,8 +50,14 @@ def closest(name: str, keys: list[str]) -> str | None:
     return hits[0] if hits else None
 
 
-def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
-    """Every way the dataset (its meta/info.json) falls short of what the pipeline needs."""
+def feature_problems(info: dict, cfg: TrainConfig, root: Path | None = None, reader=None) -> list[Problem]:
+    """Every way the dataset (its meta/info.json) falls short of what the pipeline needs.
+
+    With `root` (the dataset directory) the action format and joint units are decided too
+    (`formats.decide`), and an undecidable one is a problem naming the setting.
+    """
+    from hilserl_ray.data import formats
+
     features: dict[str, dict] = info.get("features") or {}
     keys = sorted(k for k in features if k not in DEFAULT_FEATURES)
     cameras = sorted(k for k, f in features.items() if f.get("dtype") in CAMERA_DTYPES)
@@ -65,6 +72,14 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                 )
             )
     spec = pipeline_spec(cfg)
+    decision = None
+    if root is not None:
+        decision, undecided = formats.decide(
+            Path(root), info, cfg, dataset_key(STATE, cfg), dataset_key(ACTION, cfg), reader
+        )
+        problems += undecided
+    fmt = decision.action_format if decision else cfg.dataset.action_format
+    units = decision.joint_units if decision else cfg.dataset.joint_units
     cams = {IMAGE_PREFIX + c.name: c for c in cfg.env.cameras}
     for name in required_inputs(cfg):
         key = dataset_key(name, cfg)
@@ -102,14 +117,31 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                         f"a float vector of shape {list(want)}",
                     )
                 )
+        elif name == ACTION and fmt in ("joint_targets", "joint_deltas"):
+            if dtype not in ("float32", "float64") or len(shape) != 1 or shape[0] < NUM_JOINTS:
+                problems.append(
+                    (
+                        f"dataset.features.{key}",
+                        f"{dtype} {list(shape)}",
+                        f"dataset.action_format {fmt!r}: a float vector of >= {NUM_JOINTS} joint values",
+                    )
+                )
         elif name == ACTION:
             if len(shape) != 1 or shape[0] != spec.action.shape[0]:
+                fit = {4: "--pipeline.ee_action.enabled=true", 6: "--pipeline.ee_action.enabled=false"}
+                hint = (
+                    f"; {fit[shape[0]]} gives {shape[0]} values"
+                    if len(shape) == 1 and shape[0] in fit
+                    else ""
+                )
                 problems.append(
                     (
                         f"dataset.features.{key}",
                         f"{dtype} {list(shape)}",
                         f"the pipeline's action {list(spec.action.shape)} {list(spec.action.names or [])} "
-                        "(the dataset must be recorded in the same action space)",
+                        "(the dataset must be recorded in the same action space: pipeline.ee_action.enabled "
+                        "chooses 3 end-effector deltas or 5 joint deltas, pipeline.gripper.discrete a gripper "
+                        f"index 0/1/2 or a continuous value{hint}; or absolute joint targets: --dataset.action_format=joint_targets)",
                     )
                 )
         else:
@@ -117,17 +149,18 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
             if dtype not in CAMERA_DTYPES:
                 problems.append((f"dataset.features.{key}", dtype, "a camera stored as 'video' or 'image'"))
                 continue
-            hw = _image_hw(f)
+            hw = image_hw(f)
             if hw is not None and hw != (cam.height, cam.width):
+                i = cfg.env.cameras.index(cam)
                 problems.append(
                     (
-                        f"env.cameras.{cam.name}",
-                        f"{cam.height}x{cam.width}",
-                        f"the dataset's {key} is {hw[0]}x{hw[1]}; set env.cameras.{cam.name}.height/width to match "
-                        "so crop and resize give the live env's images",
+                        f"env.cameras.{i}",
+                        f"{cam.name} {cam.height}x{cam.width}",
+                        f"the dataset's {key} is {hw[0]}x{hw[1]}; set --env.cameras.{i}.height={hw[0]} "
+                        f"--env.cameras.{i}.width={hw[1]} so crop and resize give the live env's images",
                     )
                 )
-    if cfg.dataset.joint_units == "lerobot_range" and (
+    if units == "lerobot_range" and (
         cfg.robot.calibration is None or not Path(cfg.robot.calibration).is_file()
     ):
         problems.append(
@@ -145,11 +178,11 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
     return problems
 
 
-def _image_hw(feature: dict) -> tuple[int, int] | None:
-    shape = list(feature.get("shape") or [])
-    names = list(feature.get("names") or [])
-    if len(shape) != 3:
-        return None
-    if names[:1] in (["channel"], ["channels"]) or (shape[0] == 3 and shape[2] != 3):
-        return int(shape[1]), int(shape[2])
-    return int(shape[0]), int(shape[1])
+def problem_lines(problems: list[Problem], root: Path | str | None = None) -> list[str]:
+    """Problems as lines, plus where to look: `inspect` prints the overrides that make it fit."""
+    lines = [f"{p}: got {v!r}; {m}" for p, v, m in problems]
+    if problems and root is not None:
+        lines.append(
+            f"see python -m hilserl_ray.data.inspect {root} --config <your config> for the overrides that fit"
+        )
+    return lines

@@ -25,9 +25,10 @@ def make_base_env(cfg: TrainConfig) -> gym.Env:
 
 
 def make_intervention(cfg: TrainConfig, seed: int | None) -> InterventionSource | None:
-    """The source named by `pipeline.intervention.source` (None for 'none')."""
+    """The source named by `pipeline.intervention.source` (None for 'none' and 'web': the console
+    adds its own `web` source over this one, see `console.session`)."""
     source = cfg.pipeline.intervention.source
-    if source == "none":
+    if source in ("none", "web"):
         return None
     if source == "oracle":
         from hilserl_ray.envs.oracle import OracleSource

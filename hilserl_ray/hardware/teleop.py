@@ -312,7 +312,8 @@ def make_teleop_source(cfg: TrainConfig):
     """The human intervention source named by `pipeline.intervention.source` (keyboard, gamepad,
     leader). Devices open here, so a missing one fails before the first episode."""
     source = cfg.pipeline.intervention.source
-    check_action_format(cfg, source)
+    if source in ("keyboard", "gamepad"):  # the leader arm gives joint targets: either action format
+        check_action_format(cfg, source)
     discrete = cfg.pipeline.gripper.discrete
     if source == "keyboard":
         return KeyboardSource(discrete)

@@ -60,13 +60,13 @@ class Learner:
             )
         offline = self._offline_data()
         self.agent = SACAgent(spec, cfg.policy, device=self.device)  # normalization from the spec
-        offline_rows = 0 if offline is None else len(offline["is_last"])
+        offline_rows = sum(len(c["is_last"]) for c in offline)
         cap = cfg.buffer.offline_capacity
         offline_cap = cap if isinstance(cap, int) else offline_rows + cfg.buffer.online_capacity
         self.online = ReplayBuffer(spec, cfg.buffer.online_capacity, device=self.device, seed=cfg.seed)
         self.offline = ReplayBuffer(spec, offline_cap, device=self.device, seed=cfg.seed + 1)
-        if offline is not None:
-            self.offline.add_chunk(offline)
+        for chunk in offline:  # one chunk per dataset
+            self.offline.add_chunk(chunk)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
         self.counters = {"updates": 0, "env_steps": 0, "episodes": 0, "intervention_steps": 0}
@@ -79,18 +79,26 @@ class Learner:
         self._rate = (time.monotonic(), 0)
         self._updates_per_s = 0.0
         if resume_from:
-            self._restore(Path(resume_from))
+            try:
+                self._restore(Path(resume_from))
+            except Exception as e:  # the driver then tries the previous checkpoint
+                from hilserl_ray.runtime.resume import CheckpointLoadError
+
+                cause = " ".join(str(e).split())[:300]
+                raise CheckpointLoadError(
+                    f"checkpoint {resume_from} cannot be loaded ({type(e).__name__}: {cause})"
+                ) from e
         self._publish_weights()
         self._thread = threading.Thread(target=self._train_loop, name="learner-train", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------------------ data
-    def _offline_data(self) -> dict | None:
-        if self.cfg.dataset.path is None:
-            return None
-        from hilserl_ray.data.convert import load_offline_transitions
+    def _offline_data(self) -> list[dict]:
+        if not self.cfg.dataset.all_paths():
+            return []
+        from hilserl_ray.data.convert import load_offline_datasets
 
-        return load_offline_transitions(self.cfg, self.spec, Path(self.cfg.output_dir))
+        return load_offline_datasets(self.cfg, self.spec, progress=self.cfg.logging.progress_bar)
 
     def add_chunk(self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None) -> int:
         """Store K steps from a robot actor (a copy: the sender may die) and its finished episodes."""

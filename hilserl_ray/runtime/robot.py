@@ -1,7 +1,8 @@
 """The robot actor: runs the wrapped env (sim or the real arm) and streams transitions.
 
-The control loop runs on its own thread, started in `__init__`, so a Ray restart after a crash
-(exception, USB gone, kill -9) resumes collection by itself. Weights are picked up between steps
+The control loop runs on its own thread, started in `__init__`, so a restart after a crash
+(exception, USB gone, kill -9) resumes collection by itself. A loop that fails closes the env
+safely and keeps its error for `watch()`, through which the driver supervises (runtime/supervise). Weights are picked up between steps
 without blocking; transitions go to the learner in chunks of K steps plus each episode's tail.
 `stop()` is the only safe way to end it: the loop ends, then `env.close()` holds and releases
 the arm (an actor's atexit handlers do not run when the driver exits).
@@ -9,12 +10,14 @@ the arm (an actor's atexit handlers do not run when the driver exits).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import threading
 import time
 import traceback
+import warnings
 
 import numpy as np
 import ray
@@ -22,6 +25,7 @@ import torch
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import debug_requested, deferred_init
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,8 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 
 class Robot:
     def __init__(self, cfg_dict: dict, index: int, learner_name: str):
-        from hilserl_ray.envs.make import make_env
+        from hilserl_ray.console.session import open_console
+        from hilserl_ray.envs.make import make_env, make_intervention
         from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
@@ -43,18 +48,32 @@ class Robot:
         # from restarting this actor (ray#53727), and a name also finds a restarted learner.
         self.learner_name = learner_name
         self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
         self._reconnect()
         self.spec = spec = pipeline_spec(cfg)
         # A fresh random 40-bit id per actor incarnation keeps episode ids unique across actors
         # and Ray restarts (the buffer links rows by episode id).
         self._incarnation = secrets.randbits(40)
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
-        self.env = make_env(cfg, seed=self._seed)
+        # The operator's page, served from this process: it sees frames without a Ray round trip.
+        self.console = open_console(cfg, f"robot actor {index}")
+        if self.console is None:
+            self.env = make_env(cfg, seed=self._seed)
+        else:
+            source = self.console.source(make_intervention(cfg, self._seed))
+            self.env = self.console.watch(make_env(cfg, seed=self._seed, intervention=source))
+            with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
+                warnings.simplefilter("ignore")
+                restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            if restarted:  # a new port and token: the driver listed the old one
+                print(f"console, robot actor {index} (restarted): {self.console.url}", flush=True)
+        self._counters_req = None
+        self._counters_at = 0.0
         self.policy = ActorPolicy(spec, cfg.policy).eval()  # inference only: no critics here
         self.weights_version = -1
         self._weights_req = None
         self._pending: list[ray.ObjectRef] = []
-        self._closed = False
         self.episodes = 0
         self._thread = threading.Thread(target=self._run_guarded, name=f"robot-{index}", daemon=True)
         self._thread.start()
@@ -78,6 +97,20 @@ class Robot:
             version, (ref,) = reply
             self.policy.load_state_numpy(ray.get(ref))
             self.weights_version = version
+
+    def _poll_console(self) -> None:
+        """The learner's counters for the page, about once a second; never blocks."""
+        if self._counters_req is not None:
+            ready, _ = ray.wait([self._counters_req], timeout=0)
+            if not ready:
+                return
+            # a learner restarting: the loop reconnects on its next send
+            with contextlib.suppress(ray.exceptions.RayActorError):
+                self.console.learner(self.weights_version, ray.get(self._counters_req))
+            self._counters_req = None
+        if time.monotonic() - self._counters_at >= 1.0:
+            self._counters_at = time.monotonic()
+            self._counters_req = self.learner.counters_now.remote()
 
     # ------------------------------------------------------------------------ transport
     def _send(self, rows: list[dict], episodes: list[dict]) -> None:
@@ -113,12 +146,15 @@ class Robot:
     def _run_guarded(self) -> None:
         try:
             self._run()
-        except Exception:
+        except Exception as e:
             if self._stop.is_set():
                 return
-            # Die loudly so Ray restarts the actor; the unsent part of the episode is dropped.
-            traceback.print_exc()
-            os._exit(1)
+            # The driver sees it through watch() and restarts this actor (the unsent part of the
+            # episode is dropped); until then the arm is made safe.
+            self._error = e
+            if debug_requested([]):
+                traceback.print_exc()
+            self._close_env()
 
     def _run(self) -> None:
         cfg = self.cfg
@@ -131,6 +167,8 @@ class Robot:
         ep_prob, ep_disagree = None, 0
         while not self._stop.is_set():
             self._poll_weights()
+            if self.console is not None:
+                self._poll_console()
             action = self.policy.select_action(obs)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             intervened = bool(info.get("is_intervention", False))
@@ -216,27 +254,55 @@ class Robot:
                 self._stop.wait(1.0)
         self._weights_req = None
         self._pending = []
+        self._counters_req = None
+
+    def console_info(self) -> dict | None:
+        """Where this actor's console page is (None when console.enabled is false)."""
+        return None if self.console is None else {"index": self.index, **self.console.describe()}
+
+    def watch(self) -> dict:
+        """Block until the control loop ends; raise what ended it (the driver's supervision)."""
+        self.ready()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.stats()
+
+    def ready(self) -> bool:  # replaced by deferred_init's, which raises a constructor's error
+        return True
+
+    def _close_env(self) -> None:
+        if not self._closed and getattr(self, "env", None) is not None:
+            self._closed = True
+            self.env.close()
+            if getattr(self, "console", None) is not None:
+                self.console.close()
 
     def stats(self) -> dict:
+        thread = getattr(self, "_thread", None)
         return {
             "index": self.index,
-            "episodes": self.episodes,
-            "weights_version": self.weights_version,
+            "episodes": getattr(self, "episodes", 0),
+            "weights_version": getattr(self, "weights_version", -1),
             "pid": os.getpid(),
-            "alive": self._thread.is_alive(),
+            "alive": thread is not None and thread.is_alive(),
+            "paused": getattr(self, "console", None) is not None and self.console.controls.paused,
         }
 
     def stop(self, timeout_s: float = 10.0) -> dict:
         """End the loop, then close the env (real arm: hold, then torque off). Idempotent."""
         self._stop.set()
-        self._thread.join(timeout=timeout_s)
-        if not self._closed:
-            self._closed = True
-            self.env.close()
+        console = getattr(self, "console", None)
+        if console is not None:
+            console.controls.close()  # a paused loop must not hold up the stop
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join(timeout=timeout_s)
+        self._close_env()
         return self.stats()
 
 
-RobotActor = ray.remote(max_concurrency=3)(Robot)
+# watch (standing), stats, stop and one spare: a method call never waits behind another
+RobotActor = ray.remote(max_concurrency=4)(deferred_init(Robot))
 
 
 def robot_actor_options(cfg: TrainConfig) -> dict:
