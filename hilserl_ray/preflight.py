@@ -54,12 +54,13 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
     frames, episodes = int(info.get("total_frames", 0)), int(info.get("total_episodes", 0))
     rows = frames + episodes  # the buffer stores each episode's final observation as one more row
     cap = cfg.buffer.offline_capacity
-    if isinstance(cap, int) and cap < rows:
+    if isinstance(cap, int) and cap <= rows:
         problems.append(
             (
                 "buffer.offline_capacity",
                 cap,
-                f">= {rows} (the dataset's {frames} frames + {episodes} episode ends), or 'auto'",
+                f"> {rows} (the dataset's {frames} frames + {episodes} episode ends, plus room for online "
+                "interventions), or 'auto'",
             )
         )
     try:

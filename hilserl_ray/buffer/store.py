@@ -12,9 +12,12 @@ Crash consistency, in write order per chunk:
 1. `row_id` of the rows about to be overwritten is set to -1 (they stop being anyone's rows);
 2. the fields are written, then `row_id` = each row's global number;
 3. predecessor links (`next`) are set;
-4. `commit.json` (written index, open episodes, per-sender sequence numbers, the owner's
-   counters) replaces the previous one by rename. The chunk is acknowledged after this.
-On open, the newest commit of this boot (`commit.json`; after a reboot `synced.json`, the record
+4. the commit record (written index, open episodes, per-sender sequence numbers, the owner's
+   counters; JSON) is written into `commit.bin`, alternating between two slots each with a
+   sequence number and a CRC, so a torn write leaves the previous commit readable. (A rename of a
+   fresh file per commit cost 7 ms on ext4 here, which flushes a file renamed over another.)
+   The chunk is acknowledged after this.
+On open, the newest commit of this boot (`commit.bin`; after a reboot `synced.json`, the record
 of the last fdatasync) defines what is stored: a row whose `row_id` is not its global number was
 overwritten after that commit and is dropped, and links to rows past it are cut.
 """
@@ -24,7 +27,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +38,9 @@ from hilserl_ray.fsutil import fsync_dir
 
 FORMAT = "hilserl_ray.replay_store"
 VERSION = 1
-MANIFEST, COMMIT, SYNCED, LOCK = "manifest.json", "commit.json", "synced.json", "writer.lock"
+MANIFEST, COMMIT, SYNCED, LOCK = "manifest.json", "commit.bin", "synced.json", "writer.lock"
+SLOT = 1 << 20  # bytes per commit slot (a commit record is a few KiB)
+HEADER = struct.Struct("<QII")  # commit sequence number, JSON length, CRC32 of the JSON
 
 
 class StoreError(ValueError):
@@ -65,7 +72,9 @@ class RowStore:
         self.readonly = readonly
         self.capacity = capacity
         self._lock_fd = None
+        self._commit_fd = None
         self._fds = {}
+        self._boot = boot_id()
         if not readonly:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _acquire(self.dir / LOCK, lock_timeout_s)
@@ -98,6 +107,10 @@ class RowStore:
             if not readonly:
                 self._fds[name] = os.open(path, os.O_RDWR)
                 self._offsets[name] = a.offset
+        latest = _read_commit(self.dir / COMMIT)
+        self._commit_seq = latest["commit_seq"] if latest else 0
+        if not readonly:
+            self._commit_fd = os.open(self.dir / COMMIT, os.O_RDWR | os.O_CREAT, 0o644)
 
     # ----------------------------------------------------------------------------- create
     def _create(self, layout, capacity, spec_dict, fingerprint) -> dict:
@@ -158,7 +171,15 @@ class RowStore:
 
     def commit(self, state: dict) -> None:
         """Publish `state` (JSON): what is stored after the rows just written. Survives a kill -9."""
-        _write_json(self.dir / COMMIT, {**state, "boot_id": boot_id(), "time": time.time()}, fsync=False)
+        self._commit_seq += 1
+        record = {**state, "boot_id": self._boot, "time": time.time(), "commit_seq": self._commit_seq}
+        body = json.dumps(record).encode()
+        if HEADER.size + len(body) > SLOT:
+            raise StoreError(
+                f"{self.dir / COMMIT}: commit record of {len(body):,} B exceeds its {SLOT:,} B slot"
+            )
+        data = HEADER.pack(self._commit_seq, len(body), zlib.crc32(body)) + body
+        _pwrite_all(self._commit_fd, memoryview(data), (self._commit_seq % 2) * SLOT)
 
     def sync(self, state: dict) -> None:
         """Flush every field to the disk, then record `state` as surviving a power loss.
@@ -166,14 +187,13 @@ class RowStore:
         `state` must be taken before the flush begins: it then names only rows the flush covers."""
         for fd in self._fds.values():
             os.fdatasync(fd)
-        _write_json(self.dir / SYNCED, {**state, "boot_id": boot_id(), "time": time.time()}, fsync=True)
+        _write_json(self.dir / SYNCED, {**state, "boot_id": self._boot, "time": time.time()}, fsync=True)
 
     def last_commit(self) -> dict | None:
         """The commit that describes the files now: this boot's newest, else the last synced one."""
-        records = [_read_json(self.dir / COMMIT), _read_json(self.dir / SYNCED)]
-        here = boot_id()
+        records = [_read_commit(self.dir / COMMIT), _read_json(self.dir / SYNCED)]
         for r in records:
-            if r is not None and r.get("boot_id") == here:
+            if r is not None and r.get("boot_id") == self._boot:
                 return r
         return records[1]
 
@@ -181,6 +201,9 @@ class RowStore:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        if self._commit_fd is not None:
+            os.close(self._commit_fd)
+            self._commit_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -220,6 +243,25 @@ def _write_json(path: Path, obj: dict, fsync: bool) -> None:
     os.replace(tmp, path)
     if fsync:
         fsync_dir(path.parent)
+
+
+def _read_commit(path: Path) -> dict | None:
+    """The newest intact slot of a commit file (a slot torn by a kill fails its CRC)."""
+    best = None
+    try:
+        with open(path, "rb") as f:
+            for slot in (0, 1):
+                f.seek(slot * SLOT)
+                head = f.read(HEADER.size)
+                if len(head) < HEADER.size:
+                    continue
+                seq, n, crc = HEADER.unpack(head)
+                body = f.read(n) if 0 < n <= SLOT - HEADER.size else b""
+                if len(body) == n and n and zlib.crc32(body) == crc and (best is None or seq > best[0]):
+                    best = (seq, body)
+    except OSError:
+        return None
+    return json.loads(best[1]) if best else None
 
 
 def _read_json(path: Path) -> dict | None:

@@ -24,9 +24,7 @@ COMPLETE = "COMPLETE"  # marker written last inside a checkpoint dir
 POINTER = "last"
 
 
-def write_checkpoint(
-    root: Path, step: int | None, write: Callable[[Path], dict], keep_last: int = 3
-) -> Path:
+def write_checkpoint(root: Path, step: int | None, write: Callable[[Path], dict], keep_last: int = 3) -> Path:
     """Call `write(tmp_dir)` (which fills the dir and returns a JSON-able summary), then publish it.
 
     With `step=None` the directory is named for the summary's "step": the step the contents

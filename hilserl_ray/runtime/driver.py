@@ -42,7 +42,11 @@ def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path 
     ckpt_root = out / "checkpoints"
     if resume:
         last = latest_checkpoint(ckpt_root)
-        if last is None:
+        if last is None and (out / "replay").is_dir():
+            say(
+                f"warning: --resume but no checkpoint in {ckpt_root}: a fresh agent on the stored replay data"
+            )
+        elif last is None:
             say(f"warning: --resume but no checkpoint in {ckpt_root}: starting fresh")
         return last
     if out.exists() and any(out.iterdir()):
@@ -115,7 +119,6 @@ class Run:
             for i in range(cfg.actors.num_robot_actors)
         ]
         self.metrics = MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard)
-        self.last_ckpt_updates = 0
 
     def _start_learner(self, resume_from: Path | None):
         opts = {
@@ -131,23 +134,52 @@ class Run:
             self.cfg_dict, str(resume_from) if resume_from else None
         )
         d = ray.get(learner.describe.remote())  # surfaces a failing __init__ here, not later
+        # A resumed (or restarted) learner's next checkpoint is due `every_updates` after the one
+        # it came from, not at once.
+        self.last_ckpt_updates = d["updates"]
         say(
             f"learner up (pid {d['pid']}, device {d['device']}, {d['online']} online + {d['offline']} offline transitions)"
         )
         return learner
 
-    def checkpoint(self) -> Path:
-        counters = ray.get(self.learner.counters_now.remote())
+    def checkpoint(self, restart: bool = True) -> Path | None:
+        """Save now; named for the update count the learner saved at. None if it failed.
+
+        A failed save (disk full, read-only directory) costs only that checkpoint: training
+        goes on, the previous one stands and the next try is `every_updates` later. A learner
+        that dies during the save is restarted, like one that dies at any other time.
+        """
+        counters: dict = {}
 
         def write(tmp: Path) -> dict:
-            summary = ray.get(self.learner.save.remote(str(tmp)))
+            counters.update(ray.get(self.learner.save.remote(str(tmp))))
             write_config(self.cfg, tmp / "config.yaml")
-            return summary
+            return {**counters, "step": counters["updates"]}
 
-        path = write_checkpoint(self.ckpt_root, counters["updates"], write, self.cfg.checkpoint.keep_last)
+        try:
+            path = write_checkpoint(self.ckpt_root, None, write, self.cfg.checkpoint.keep_last)
+        except ray.exceptions.RayActorError:
+            say("warning: the learner died during a checkpoint; the previous checkpoint stands")
+            if restart:
+                self._restart_learner()
+            return None
+        except (OSError, ray.exceptions.RayTaskError) as e:
+            cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) else e
+            say(
+                f"warning: checkpoint failed ({type(cause).__name__}: {cause}); training goes on, the "
+                f"previous checkpoint stands, next try in {self.cfg.checkpoint.every_updates} updates"
+            )
+            self.last_ckpt_updates = self._updates_now()
+            return None
         self.last_ckpt_updates = counters["updates"]
         say(f"checkpoint {path} (updates {counters['updates']}, env steps {counters['env_steps']})")
         return path
+
+    def _updates_now(self) -> int:
+        try:
+            return ray.get(self.learner.counters_now.remote(), timeout=60)["updates"]
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return self.last_ckpt_updates
 
     def _restart_learner(self) -> None:
         last = latest_checkpoint(self.ckpt_root)
@@ -195,7 +227,7 @@ class Run:
             say(f"warning: a robot actor did not stop cleanly ({type(e).__name__})")
         try:
             ray.get(self.learner.stop.remote(), timeout=max(1.0, (deadline - time.monotonic()) / 2))
-            self.checkpoint()
+            self.checkpoint(restart=False)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
             say(f"warning: no final checkpoint ({type(e).__name__}); the previous one stands")
         self.metrics.close()
