@@ -203,3 +203,90 @@ def _name_free(name: str) -> bool:
         return False
     except ValueError:
         return True
+
+
+def test_driver_killed_then_resume_finds_every_stored_transition(tmp_path):
+    """kill -9 of the driver (its Ray and actors go with it): the store keeps at least what the
+    run had reported, counters equal to its rows, and --resume starts from exactly that."""
+    import fcntl
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from hilserl_ray.buffer import ReplayBuffer
+    from hilserl_ray.runtime.checkpoint import latest_checkpoint
+
+    out, log = tmp_path / "run", tmp_path / "driver.log"
+    args = [
+        sys.executable,
+        "-m",
+        "hilserl_ray.train",
+        "--config",
+        "configs/sim_reach.yaml",
+        f"--output_dir={out}",
+        "--env.max_episode_steps=25",
+        "--policy.batch_size=32",
+        "--policy.hidden_dims=[32,32]",
+        "--policy.latent_dim=16",
+        "--learner.training_starts=50",
+        "--checkpoint.every_updates=20",
+        "--buffer.online_capacity=4000",
+        "--logging.every_seconds=1",
+        "--logging.tensorboard=false",
+        "--ray.num_cpus=2",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+    proc = subprocess.Popen(
+        [*args, "--total_env_steps=100000"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+
+    def reported() -> int:
+        path = out / "metrics.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return max([int(json.loads(x)["env_steps"]) for x in lines if x.endswith("}")] or [0])
+
+    try:
+        wait_for(lambda: latest_checkpoint(out / "checkpoints") and reported() >= 200, 300, "training")
+        last_reported = reported()
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    store = out / "replay" / "online"
+
+    def writer_gone() -> bool:  # the learner died with the driver's Ray: its lock is free
+        fd = os.open(store / "writer.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    wait_for(writer_gone, 60, "the learner to die with the driver")
+    buf = ReplayBuffer.open(store)
+    pos = buf.live_positions()
+    steps = int((~np.asarray(buf._data["is_last"])[pos]).sum())
+    assert buf.meta["counters"]["env_steps"] == steps >= last_reported
+    valid = np.flatnonzero(buf._data["valid"])
+    eid = np.asarray(buf._data["episode_id"])
+    assert (eid[np.asarray(buf._data["next"])[valid] % buf.capacity] == eid[valid]).all()
+    n_valid = len(buf)
+    buf.close()
+
+    r = subprocess.run(
+        [*args, "--resume", f"--total_env_steps={steps + 50}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    up = re.search(r"learner up \(pid \d+, device \w+, (\d+) online", r.stdout)
+    assert up and int(up.group(1)) == n_valid, r.stdout[-2000:]
+    after = json.loads((latest_checkpoint(out / "checkpoints") / "learner.json").read_text())["counters"]
+    assert after["env_steps"] >= steps + 50
