@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -21,9 +21,9 @@ SIM_CAMERAS = ("gripper_cam", "front")
 
 
 class Strict(BaseModel):
-    """Base for every block: unknown keys are errors, assignments are validated."""
+    """Base for every block: unknown keys are errors, assignments are validated, inf/nan refused."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------- env
@@ -160,7 +160,9 @@ class PipelineConfig(Strict):
 class PolicyConfig(Strict):
     """SAC as in HIL-SERL/RLPD. Defaults follow the published HIL-SERL settings."""
 
-    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="'auto', 'cpu', 'cuda' or 'cuda:N'"
+    )
     batch_size: PositiveInt = 256
     utd_ratio: PositiveInt = Field(2, description="critic updates per actor update")
     discount: Annotated[float, Field(gt=0, le=1)] = 0.97
@@ -280,6 +282,15 @@ class TrainConfig(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _output_dir_named(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError(
+                "an empty path would mean the current directory; name a directory (outputs/<name>)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainConfig:

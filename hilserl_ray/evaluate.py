@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.errors import UserError, command
 from hilserl_ray.runtime.checkpoint import latest_checkpoint
 
 
@@ -32,7 +33,9 @@ def evaluate(
     output_dir = Path(output_dir)
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(output_dir / "checkpoints")
     if ckpt is None:
-        raise FileNotFoundError(f"no checkpoint in {output_dir / 'checkpoints'}: train first")
+        raise UserError(
+            "no complete checkpoint here", where=str(output_dir / "checkpoints"), fix="train first"
+        )
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
     cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
     agent = SACAgent.load(ckpt / "agent", device="cpu")
@@ -74,6 +77,7 @@ def evaluate(
     return summary
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hilserl_ray.evaluate", description=__doc__)
     p.add_argument("output_dir", type=Path)
@@ -82,12 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--checkpoint", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.episodes <= 0:
+        raise ConfigError("command line", [f"--episodes: got {args.episodes}; a positive number of episodes"])
     video = None if args.no_video else (args.video or args.output_dir / "eval.mp4")
-    try:
-        s = evaluate(args.output_dir, args.episodes, video, args.checkpoint)
-    except (FileNotFoundError, ConfigError) as e:
-        print(e.message() if isinstance(e, ConfigError) else e, file=sys.stderr)
-        return 2
+    s = evaluate(args.output_dir, args.episodes, video, args.checkpoint)
     print(
         f"success {s['success_rate']:.0%} over {s['episodes']} episodes, mean return {s['mean_return']:+.2f}, "
         f"mean length {s['mean_length']:.1f}" + (f"; video {s['video']}" if s["video"] else "")

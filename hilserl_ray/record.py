@@ -27,10 +27,10 @@ from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, TRUNCATED
 from hilserl_ray.envs.pipeline import pipeline_spec, robot_spec
+from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, STATE, FeatureSpec
 
 log = logging.getLogger(__name__)
-EXIT_CONFIG = 2
 
 
 def dataset_features(cfg: TrainConfig, spec: FeatureSpec) -> dict[str, dict]:
@@ -234,14 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_config(args.config, rest)
-    except ConfigError as e:
-        print(e.message(), file=sys.stderr)
-        return EXIT_CONFIG
+    cfg = load_config(args.config, rest)
     problems = []
     if args.episodes <= 0:
         problems.append(f"--episodes: got {args.episodes}; a positive number of episodes")
@@ -252,9 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     if (args.out / "meta" / "info.json").exists():
         problems.append(f"--out: got '{args.out}'; a new directory (it already holds a dataset)")
+    elif args.out.exists() and not args.out.is_dir():
+        problems.append(f"--out: got '{args.out}', which is a file; a new directory for the dataset")
+    elif args.out.is_dir() and any(args.out.iterdir()):
+        problems.append(f"--out: got '{args.out}', which holds other files; a new or empty directory")
     if problems:
-        print(ConfigError(args.config, problems).message(), file=sys.stderr)
-        return EXIT_CONFIG
+        raise ConfigError(args.config, problems)
     record(
         cfg,
         args.episodes,

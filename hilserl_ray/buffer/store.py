@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hilserl_ray.errors import UserError
 from hilserl_ray.fsutil import fsync_dir
 
 FORMAT = "hilserl_ray.replay_store"
@@ -43,7 +44,7 @@ SLOT = 1 << 20  # bytes per commit slot (a commit record is a few KiB)
 HEADER = struct.Struct("<QII")  # commit sequence number, JSON length, CRC32 of the JSON
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A replay store that cannot be opened as asked (other spec or capacity, held by a writer)."""
 
 

@@ -27,6 +27,7 @@ from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
 from hilserl_ray.envs.kinematics import DEFAULT_MJCF, Kinematics
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec
 from hilserl_ray.envs.transforms import proprio_state
+from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -370,10 +371,10 @@ def load_offline_transitions(
     return chunk
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """`python -m hilserl_ray.data.convert --config X [--a.b=value ...]`: build (or check) the offline cache."""
     import argparse
-    import sys
 
     from hilserl_ray.configio import ConfigError, load_config
     from hilserl_ray.preflight import preflight
@@ -382,15 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     args, rest = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_config(args.config, rest)
-        preflight(cfg, source=args.config)
-    except ConfigError as e:
-        print(e.message(), file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, rest)
     if cfg.dataset.path is None:
-        print("dataset.path: not set; nothing to convert (--dataset.path=DIR)", file=sys.stderr)
-        return 2
+        raise ConfigError(args.config, ["dataset.path: not set; nothing to convert (--dataset.path=DIR)"])
+    preflight(cfg, source=args.config)
     t0 = time.perf_counter()
     chunk = load_offline_transitions(cfg, progress=True)
     mb = sum(v.nbytes for v in chunk.values()) / 1e6

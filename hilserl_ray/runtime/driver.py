@@ -133,7 +133,8 @@ class Run:
         learner = LearnerActor.options(**opts).remote(
             self.cfg_dict, str(resume_from) if resume_from else None
         )
-        d = ray.get(learner.describe.remote())  # surfaces a failing __init__ here, not later
+        ray.get(learner.ready.remote())  # a failing __init__ raises here, its own exception intact
+        d = ray.get(learner.describe.remote())
         # A resumed (or restarted) learner's next checkpoint is due `every_updates` after the one
         # it came from, not at once.
         self.last_ckpt_updates = d["updates"]

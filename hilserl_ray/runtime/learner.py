@@ -26,6 +26,7 @@ import torch
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import UserError, deferred_init
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ def replay_dir(output_dir) -> Path:
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"got {name!r}, but torch sees no CUDA device on this node",
+            where="policy.device",
+            fix="--policy.device=cpu (or auto), or run the learner on a GPU node (learner.num_gpus)",
+        )
     return name
 
 
@@ -270,4 +277,4 @@ class Learner:
         self.offline.ring.close()
 
 
-LearnerActor = ray.remote(max_concurrency=4)(Learner)
+LearnerActor = ray.remote(max_concurrency=4)(deferred_init(Learner))
