@@ -156,3 +156,27 @@ def test_offline_dataset_is_sampled_in_place_with_the_ring_in_proportion(spec, t
     assert (ne == e).all() and (ns == s + 1).all()
     share = np.mean(e >= 500)
     assert abs(share - 90 / 119) < 0.03, share
+
+
+def test_syncs_from_the_timer_and_a_checkpoint_at_once_while_chunks_arrive(spec, tmp_path):
+    import threading
+
+    buf = ReplayBuffer(spec, 64, storage=tmp_path / "s")
+    errors: list[BaseException] = []
+
+    def syncing():
+        try:
+            for _ in range(30):
+                buf.sync()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=syncing) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i, c in enumerate(pieces(spec, lengths=(40, 40, 40), sizes=[41] * 3) * 10):
+        buf.add_chunk(c, source=("robot", i))
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    buf.close()

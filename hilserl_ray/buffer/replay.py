@@ -248,7 +248,7 @@ class ReplayBuffer:
         return {
             "written": self._written,
             "open_episodes": [[int(e), int(g)] for e, g in self._open.items()],
-            "senders": self._senders,
+            "senders": dict(self._senders),
             "meta": self.meta,
         }
 

@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -76,6 +77,7 @@ class RowStore:
         self._commit_fd = None
         self._fds = {}
         self._boot = boot_id()
+        self._sync_lock = threading.Lock()  # the sync timer and a checkpoint may sync at once
         if not readonly:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _acquire(self.dir / LOCK, lock_timeout_s)
@@ -186,9 +188,10 @@ class RowStore:
         """Flush every field to the disk, then record `state` as surviving a power loss.
 
         `state` must be taken before the flush begins: it then names only rows the flush covers."""
-        for fd in self._fds.values():
-            os.fdatasync(fd)
-        _write_json(self.dir / SYNCED, {**state, "boot_id": self._boot, "time": time.time()}, fsync=True)
+        with self._sync_lock:
+            for fd in self._fds.values():
+                os.fdatasync(fd)
+            _write_json(self.dir / SYNCED, {**state, "boot_id": self._boot, "time": time.time()}, fsync=True)
 
     def last_commit(self) -> dict | None:
         """The commit that describes the files now: this boot's newest, else the last synced one."""

@@ -267,6 +267,7 @@ class Learner:
         """Stop training (the current update finishes), flush the store and return the counters."""
         self._stop.set()
         self._thread.join(timeout=60)
+        self._syncer.join(timeout=60)
         self.sync()
         return self.counters_now()
 
