@@ -285,6 +285,11 @@ class ReplayBuffer:
             state = self._state()
         self._store.sync(state)
 
+    def prefetch(self) -> None:
+        """Bring a stored buffer's rows into the page cache (blocking; see RowStore.prefetch)."""
+        if self._store is not None:
+            self._store.prefetch(self.size)
+
     def close(self) -> None:
         """Release the store's files and its writer lock (another learner may open it then)."""
         if self._store is not None:

@@ -103,6 +103,14 @@ class Learner:
         self._thread.start()
         self._syncer = threading.Thread(target=self._sync_loop, name="learner-sync", daemon=True)
         self._syncer.start()
+        # After a restart the rows may not be in the page cache (reboot, other node): read them
+        # in while training starts, rather than one random disk read per sampled row.
+        self._prefetch = threading.Thread(target=self._prefetch_rows, name="learner-prefetch", daemon=True)
+        self._prefetch.start()
+
+    def _prefetch_rows(self) -> None:
+        self.online.prefetch()
+        self.offline.ring.prefetch()
 
     # ------------------------------------------------------------------------------ data
     def _offline_data(self) -> dict | None:
