@@ -239,12 +239,7 @@ def test_driver_killed_then_resume_finds_every_stored_transition(tmp_path):
         "--logging.tensorboard=false",
         "--ray.num_cpus=2",
     ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "RAY_DEDUP_LOGS": "0",
-        "RAY_raylet_start_wait_time_s": "120",
-    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
     proc = subprocess.Popen(
         [*args, "--total_env_steps=100000"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
