@@ -120,7 +120,7 @@ def case(rows: int, n_cams: int, base: Path) -> None:
     t0 = time.perf_counter()
     resumed._prefetch.join()  # the learner reads the store into the page cache in the background
     warm_s = time.perf_counter() - t0 + cold_ms / 1e3
-    _, store_med, store_p90 = timed(lambda: resumed.online.sample(256), 50)
+    store_min, store_med, store_p90 = timed(lambda: resumed.online.sample(256), 50)
     print(
         f"\n{rows:,} transitions, {n_cams} camera(s) 128x128 ({resumed.online.bytes_per_transition:,} B/row):"
         f"\n  fill {sent / fill_s:,.0f} rows/s into the store; first full flush {flush_s:.2f} s"
@@ -129,7 +129,7 @@ def case(rows: int, n_cams: int, base: Path) -> None:
         f"(replay {du_mib(replay_dir(out)):,.0f} MiB)"
         f"\n  resume (new learner: agent + store, cold page cache) {resume_s:.2f} s"
         f"\n  sample(256) from the store: first (cold page cache) {cold_ms:.0f} ms; read back into the page "
-        f"cache in the background in {warm_s:.1f} s; then median {store_med:.2f} ms p90 {store_p90:.2f} ms",
+        f"cache in the background in {warm_s:.1f} s; then median {store_med:.2f} ms p90 {store_p90:.2f} ms min {store_min:.2f} ms",
         flush=True,
     )
     resumed.close()
@@ -137,13 +137,13 @@ def case(rows: int, n_cams: int, base: Path) -> None:
         ring = ReplayBuffer(spec, resumed.online.capacity)
         for piece in chunks(spec, rows, np.random.default_rng(0)):
             ring.add_chunk(piece)
-        _, mem_med, mem_p90 = timed(lambda: ring.sample(256), 50)
+        mem_min, mem_med, mem_p90 = timed(lambda: ring.sample(256), 50)
         tmp = Path(tempfile.mkdtemp(dir=base))
         t0 = time.perf_counter()
         ring.save(tmp / "online")
         old_s = time.perf_counter() - t0
         print(
-            f"  in-memory ring, same rows: sample(256) median {mem_med:.2f} ms p90 {mem_p90:.2f} ms; "
+            f"  in-memory ring, same rows: sample(256) median {mem_med:.2f} ms p90 {mem_p90:.2f} ms min {mem_min:.2f} ms; "
             f"copying it into a checkpoint (before) {old_s:.2f} s, {du_mib(tmp):,.0f} MiB per checkpoint",
             flush=True,
         )

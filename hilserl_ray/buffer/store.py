@@ -101,12 +101,14 @@ class RowStore:
         self.manifest = manifest
         mode = "r" if readonly else "r+"
         self.arrays: dict[str, np.ndarray] = {}
+        self._maps: dict[str, np.memmap] = {}
         self._offsets: dict[str, int] = {}
         for name, entry in manifest["fields"].items():
             path = self.dir / entry["file"]
             small = name in ("next", "is_start", "row_id")  # scattered updates: writable mapping
             a = np.load(path, mmap_mode=mode if small else "r")
-            self.arrays[name] = a
+            self.arrays[name] = np.asarray(a)  # a plain view: no np.memmap overhead per indexing
+            self._maps[name] = a
             if not readonly:
                 self._fds[name] = os.open(path, os.O_RDWR)
                 self._offsets[name] = a.offset
@@ -179,7 +181,7 @@ class RowStore:
         wait for hundreds of random disk reads. Sequential reads fill the cache at disk speed.
         Run it on a thread."""
         block = bytearray(8 << 20)
-        for a in self.arrays.values():
+        for a in self._maps.values():
             row_bytes = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
             end = a.offset + rows * row_bytes
             with open(a.filename, "rb", buffering=0) as f:
