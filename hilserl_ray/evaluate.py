@@ -26,6 +26,7 @@ def evaluate(
     checkpoint: Path | None = None,
     seed_offset: int = 10_000,
 ) -> dict:
+    from hilserl_ray.console.session import open_console
     from hilserl_ray.data.video import VideoEncoder
     from hilserl_ray.envs.make import make_env
     from hilserl_ray.policy import SACAgent
@@ -39,7 +40,13 @@ def evaluate(
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
     cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
     agent = SACAgent.load(ckpt / "agent", device="cpu")
-    env = make_env(cfg, seed=cfg.seed + seed_offset)
+    # The console lets a person watch and judge (a real arm has no success signal of its own).
+    console = open_console(cfg, f"evaluate {output_dir.name}")
+    if console is None:
+        env = make_env(cfg, seed=cfg.seed + seed_offset)
+    else:
+        print(f"console: {console.url}", flush=True)
+        env = console.watch(make_env(cfg, seed=cfg.seed + seed_offset, intervention=console.source(None)))
     encoder = None
     results = []
     try:
@@ -60,11 +67,20 @@ def evaluate(
                 ret += float(reward)
                 length += 1
                 done = terminated or truncated
-            results.append({"success": bool(info.get("is_success", False)), "return": ret, "length": length})
+            results.append(
+                {
+                    "success": bool(info.get("is_success", False)),
+                    "env_success": bool(info.get("env_success", info.get("is_success", False))),
+                    "return": ret,
+                    "length": length,
+                }
+            )
     finally:
         if encoder is not None:
             encoder.close()
         env.close()
+        if console is not None:
+            console.close()
     summary = {
         "checkpoint": str(ckpt),
         "episodes": episodes,
@@ -73,6 +89,8 @@ def evaluate(
         "mean_length": float(np.mean([r["length"] for r in results])),
         "video": str(video) if video else None,
     }
+    if cfg.pipeline.reward.classifier is not None:  # success is the classifier's: show the env's own too
+        summary["env_success_rate"] = float(np.mean([r["env_success"] for r in results]))
     (output_dir / "eval.json").write_text(json.dumps({**summary, "per_episode": results}, indent=1))
     return summary
 
@@ -92,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     s = evaluate(args.output_dir, args.episodes, video, args.checkpoint)
     print(
         f"success {s['success_rate']:.0%} over {s['episodes']} episodes, mean return {s['mean_return']:+.2f}, "
-        f"mean length {s['mean_length']:.1f}" + (f"; video {s['video']}" if s["video"] else "")
+        f"mean length {s['mean_length']:.1f}"
+        + (f"; the env's own success {s['env_success_rate']:.0%}" if "env_success_rate" in s else "")
+        + (f"; video {s['video']}" if s["video"] else "")
     )
     return 0
 

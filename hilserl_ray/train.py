@@ -8,6 +8,7 @@ table, then exits.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from hilserl_ray.configio import ConfigError, load_config, to_yaml
@@ -40,11 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(to_yaml(cfg))
         print(spec.table())
+        _print_dataset_decisions(cfg)
         print(f"\nconfig OK (feature fingerprint {spec.fingerprint()})")
         return 0
     from hilserl_ray.runtime.driver import run
 
     return run(cfg, resume=args.resume, overwrite=args.overwrite)
+
+
+def _print_dataset_decisions(cfg) -> None:
+    """What conversion will decide for each dataset (preflight has checked it can)."""
+    from pathlib import Path
+
+    from hilserl_ray.data import formats
+
+    for root in map(Path, cfg.dataset.all_paths()):
+        info = json.loads((root / "meta" / "info.json").read_text())
+        d, _ = formats.decide(root, info, cfg, *formats.state_and_action_keys(cfg))
+        if d is not None:
+            print(
+                f"\ndataset {root}: action {d.action_format} ({d.action_reason}); joints in {d.joint_units} ({d.units_reason})"
+            )
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def test_offline_dataset_is_sampled_in_place_with_the_ring_in_proportion(spec, t
     assert np.shares_memory(ds._cols[key], mapped[key]) and len(ds) == 90  # not copied
     ring = ReplayBuffer(spec, 100, seed=2)
     ring.add_chunk(episodes_chunk(spec, [29], first_episode_id=7))
-    off = OfflineBuffer(ring, ds, seed=3)
+    off = OfflineBuffer(ring, [ds], seed=3)
     assert len(off) == 90 + 29
     from hilserl_ray.buffer import MixedSampler
 

@@ -47,35 +47,35 @@ class DatasetRows:
 class OfflineBuffer:
     """Dataset rows + a ring of intervention transitions, sampled as one (the mixer's offline side)."""
 
-    def __init__(self, ring: ReplayBuffer, dataset: DatasetRows | None = None, seed: int = 0):
-        self.ring, self.dataset = ring, dataset
+    def __init__(self, ring: ReplayBuffer, datasets: list[DatasetRows] = (), seed: int = 0):
+        self.ring, self.datasets = ring, list(datasets)
         self.spec, self.device = ring.spec, ring.device
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        return len(self.ring) + (len(self.dataset) if self.dataset is not None else 0)
+        return len(self.ring) + sum(len(d) for d in self.datasets)
 
     def add_chunk(self, chunk, only_interventions: bool = False, source=None, meta=None) -> int:
         return self.ring.add_chunk(chunk, only_interventions=only_interventions, source=source, meta=meta)
 
     def fill(self, out: dict[str, np.ndarray], offset: int, n: int, batch_size: int) -> None:
-        n_ds = len(self.dataset) if self.dataset is not None else 0
-        n_ring = len(self.ring)
-        if n <= 0:
+        parts = [p for p in (*self.datasets, self.ring) if len(p)]
+        if n <= 0 or not parts:
             return
-        from_ds = n if n_ring == 0 else int(self._rng.binomial(n, n_ds / (n_ds + n_ring)))
-        if from_ds:
-            self.dataset.fill(out, offset, from_ds, batch_size)
-        self.ring.fill(out, offset + from_ds, n - from_ds, batch_size)
+        sizes = np.array([len(p) for p in parts], dtype=float)
+        for part, k in zip(parts, self._rng.multinomial(n, sizes / sizes.sum()), strict=True):
+            part.fill(out, offset, int(k), batch_size)
+            offset += int(k)
 
     def rng_states(self) -> dict:
-        states = {"split": self._rng.bit_generator.state, "ring": self.ring._rng.bit_generator.state}
-        if self.dataset is not None:
-            states["dataset"] = self.dataset._rng.bit_generator.state
-        return states
+        return {
+            "split": self._rng.bit_generator.state,
+            "ring": self.ring._rng.bit_generator.state,
+            "datasets": [d._rng.bit_generator.state for d in self.datasets],
+        }
 
     def set_rng_states(self, states: dict) -> None:
         self._rng.bit_generator.state = states["split"]
         self.ring._rng.bit_generator.state = states["ring"]
-        if self.dataset is not None and "dataset" in states:
-            self.dataset._rng.bit_generator.state = states["dataset"]
+        for d, st in zip(self.datasets, states.get("datasets", []), strict=False):
+            d._rng.bit_generator.state = st

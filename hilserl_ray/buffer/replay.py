@@ -297,8 +297,11 @@ class ReplayBuffer:
 
     def live_positions(self) -> np.ndarray:
         """Ring positions of the stored rows, oldest first (for exporting a run's transitions)."""
-        low = max(0, self._written - self.capacity)
-        return np.arange(low, self._written) % self.capacity
+        g = np.arange(max(0, self._written - self.capacity), self._written)
+        pos = g % self.capacity
+        if "row_id" in self._data:  # rows overwritten after the last commit (a kill mid-write)
+            pos = pos[np.asarray(self._data["row_id"])[pos] == g]
+        return pos
 
     def _alive_open(self, episode_id: int) -> int | None:
         g = self._open.get(episode_id)

@@ -136,6 +136,15 @@ class Normalizer:
         raw = (arm + 100.0) / 200.0 * (self._max - self._min) + self._min
         return np.where(self._pct, v, (raw - self._mid) * 360.0 / MAX_RES).astype(np.float32)
 
+    def to_lerobot_range(self, values: np.ndarray) -> np.ndarray:
+        """Ours -> LeRobot's default units (what `use_degrees=False` records; clipped to the
+        calibrated range as LeRobot does). The inverse of `from_lerobot_range`. (..., 6)."""
+        v = np.asarray(values, dtype=np.float64)
+        raw = np.clip(v * MAX_RES / 360.0 + self._mid, self._min, self._max)
+        arm = (raw - self._min) / (self._max - self._min) * 200.0 - 100.0
+        arm = np.where(self._flip_range, -arm, arm)
+        return np.where(self._pct, v, arm).astype(np.float32)
+
     def limits(self) -> tuple[np.ndarray, np.ndarray]:
         """The calibrated range of each joint in user units (what the arm can reach)."""
         lo = np.where(self._pct, 0.0, (self._min - self._mid) * 360.0 / MAX_RES)

@@ -7,6 +7,7 @@ exits within `shutdown_timeout_s`. A second signal exits at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -82,6 +83,10 @@ class StopSignal:
         self.event.set()
 
 
+def cfg_host_is_public(cfg: TrainConfig) -> bool:
+    return cfg.console.host not in ("127.0.0.1", "localhost", "::1")
+
+
 def init_ray(cfg: TrainConfig) -> bool:
     """Join a running cluster (config, RAY_ADDRESS or a job's context), else start a local one.
 
@@ -94,6 +99,9 @@ def init_ray(cfg: TrainConfig) -> bool:
         return False
     n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + cfg.actors.num_robot_actors)
     kwargs: dict = {
+        # "local": a new Ray of our own, even if another `ray start` cluster runs on this machine
+        # (plain ray.init() would join that one, or fail because num_cpus is given)
+        "address": "local",
         "num_cpus": max(n_cpus, 1 + cfg.actors.num_robot_actors),
         "include_dashboard": cfg.ray.include_dashboard,
         "dashboard_host": cfg.ray.dashboard_host,
@@ -119,6 +127,26 @@ class Run:
             for i in range(cfg.actors.num_robot_actors)
         ]
         self.metrics = MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard)
+        if cfg.console.enabled:
+            self.list_consoles()
+
+    def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
+        """Print each robot actor's console page (one per actor; a restarted actor prints its own
+        new one) and keep the list in `<output_dir>/console.json`."""
+        pages = []
+        for i, r in enumerate(self.robots):
+            try:
+                info = ray.get(r.console_info.remote(), timeout=timeout_s)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+                say(f"warning: no console page from robot actor {i} ({type(e).__name__})")
+                continue
+            pages.append(info)
+            hint = (
+                "" if cfg_host_is_public(self.cfg) else f" (on {info['host']}; elsewhere: {info['tunnel']})"
+            )
+            say(f"console, robot actor {i}: {info['url']}{hint}")
+        (self.out / "console.json").write_text(json.dumps(pages, indent=1))
+        return pages
 
     def _start_learner(self, resume_from: Path | None):
         opts = {

@@ -71,8 +71,8 @@ class Learner:
             )
         offline = self._offline_data()
         self.agent = SACAgent(spec, cfg.policy, device=self.device)  # normalization from the spec
-        dataset = DatasetRows(spec, offline, seed=cfg.seed + 2) if offline is not None else None
-        offline_rows = 0 if offline is None else len(offline["is_last"])
+        datasets = [DatasetRows(spec, c, seed=cfg.seed + 10 + i) for i, c in enumerate(offline)]
+        offline_rows = sum(len(c["is_last"]) for c in offline)
         cap = cfg.buffer.offline_capacity
         ring_cap = cap - offline_rows if isinstance(cap, int) else cfg.buffer.online_capacity
         replay = replay_dir(cfg.output_dir)
@@ -80,7 +80,7 @@ class Learner:
             spec, cfg.buffer.online_capacity, device=self.device, seed=cfg.seed, storage=replay / "online"
         )
         ring = ReplayBuffer(spec, ring_cap, self.device, cfg.seed + 1, storage=replay / "interventions")
-        self.offline = OfflineBuffer(ring, dataset, seed=cfg.seed + 3)
+        self.offline = OfflineBuffer(ring, datasets, seed=cfg.seed + 3)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
         # env_steps, episodes, intervention_steps and the recent episodes are committed with the
@@ -113,12 +113,12 @@ class Learner:
         self.offline.ring.prefetch()
 
     # ------------------------------------------------------------------------------ data
-    def _offline_data(self) -> dict | None:
-        if self.cfg.dataset.path is None:
-            return None
-        from hilserl_ray.data.convert import load_offline_transitions
+    def _offline_data(self) -> list[dict]:
+        if not self.cfg.dataset.all_paths():
+            return []
+        from hilserl_ray.data.convert import load_offline_datasets
 
-        return load_offline_transitions(self.cfg, self.spec, Path(self.cfg.output_dir))
+        return load_offline_datasets(self.cfg, self.spec)
 
     def add_chunk(
         self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None, source: tuple | None = None
@@ -210,6 +210,11 @@ class Learner:
             )
             s["episode_length"] = float(np.mean([e["length"] for e in recent]))
             s["policy_hz"] = float(np.mean([e["policy_hz"] for e in recent]))
+            judged = [e for e in recent if "classifier_prob_max" in e]
+            if judged:  # reward classifier: its successes vs the env's own (sim ground truth)
+                s["env_success_rate"] = float(np.mean([e["env_success"] for e in judged]))
+                s["classifier_prob_max"] = float(np.mean([e["classifier_prob_max"] for e in judged]))
+                s["classifier_disagreements"] = float(sum(e["classifier_disagreements"] for e in judged))
         s.update({f"loss/{k}": v for k, v in self.last_metrics.items()})
         return s
 
