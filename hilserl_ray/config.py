@@ -143,6 +143,10 @@ class OracleConfig(Strict):
     )
 
 
+# sources whose actions are end-effector deltas only (the leader's go through joint_targets_to_action)
+EE_ONLY_SOURCES = ("oracle", "keyboard", "gamepad")
+
+
 class InterventionConfig(Strict):
     source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] = Field(
         "none",
@@ -290,7 +294,17 @@ class LearnerConfig(Strict):
 class ActorsConfig(Strict):
     num_robot_actors: PositiveInt = 1
     chunk_size: PositiveInt = Field(64, description="transitions per call to the learner")
-    max_restarts: int = Field(3, ge=-1)
+    max_restarts: int = Field(
+        3, ge=-1, description="restarts of a failing robot actor before the run ends (-1: no limit)"
+    )
+    start_timeout_s: PositiveFloat = Field(
+        180.0, description="a robot actor not constructed (env, arm, cameras) by then ends the start"
+    )
+    no_step_timeout_s: PositiveFloat = Field(
+        300.0,
+        description="no env step from any robot actor for this long ends the run (never a silent stall); "
+        "time paused from the console does not count",
+    )
 
 
 class CheckpointConfig(Strict):
@@ -311,7 +325,9 @@ class StorageConfig(Strict):
 class LoggingConfig(Strict):
     every_seconds: PositiveFloat = 10.0
     tensorboard: bool = True
-    progress_bar: bool = True
+    progress_bar: bool = Field(
+        True, description="progress bars on long work (dataset conversion, record, evaluate)"
+    )
     sounds: bool = Field(
         False, description="short beeps on the console page at episode start, end and takeover"
     )
@@ -395,11 +411,11 @@ class TrainConfig(Strict):
                         "a real robot needs a calibration JSON (python -m hilserl_ray.calibrate)",
                     )
                 )
-            for c in self.env.cameras:
+            for i, c in enumerate(self.env.cameras):
                 if c.device is None:
                     problems.append(
                         (
-                            f"env.cameras.{c.name}.device",
+                            f"env.cameras.{i}.device",
                             None,
                             "a real camera needs a device (python -m hilserl_ray.find_cameras)",
                         )
@@ -458,6 +474,23 @@ class TrainConfig(Strict):
             )
         if it.source == "oracle" and self.robot.type != "sim":
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
+        if it.source == "leader" and it.leader_calibration is None:
+            problems.append(
+                (
+                    "pipeline.intervention.leader_calibration",
+                    None,
+                    "the leader arm's calibration JSON (python -m hilserl_ray.calibrate --leader)",
+                )
+            )
+        if it.source in EE_ONLY_SOURCES and not self.pipeline.ee_action.enabled:
+            problems.append(
+                (
+                    "pipeline.ee_action.enabled",
+                    False,
+                    f"true: pipeline.intervention.source '{it.source}' acts in end-effector deltas "
+                    "(or --pipeline.intervention.source=none)",
+                )
+            )
         rw = self.pipeline.reward
         if rw.classifier is not None and not self.env.cameras:
             problems.append(

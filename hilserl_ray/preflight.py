@@ -1,12 +1,15 @@
-"""Start-up checks that need the disk: run after the config validates, before Ray starts.
+"""Start-up checks that need the disk, the devices or the cluster: after the config validates.
 
 Each check returns (dotted path, value, what is needed) problems, reported all at once like
 config errors, so a run never dies minutes in on a missing file or a mismatched dataset.
+`--dry-run` runs them all except the dataset read and the cluster's resources.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
@@ -31,6 +34,7 @@ def check_files(cfg: TrainConfig) -> list[Problem]:
                 "an existing calibration JSON (python -m hilserl_ray.calibrate)",
             )
         )
+    problems += check_calibrations(cfg) + check_devices(cfg)
     if cfg.policy.encoder_weights is not None and not Path(cfg.policy.encoder_weights).is_file():
         problems.append(
             ("policy.encoder_weights", str(cfg.policy.encoder_weights), "an existing local weights file")
@@ -92,8 +96,129 @@ def check_reward_classifier(cfg: TrainConfig) -> list[Problem]:
     return check_classifier(cfg)
 
 
+def check_calibrations(cfg: TrainConfig) -> list[Problem]:
+    """The follower's and the leader's calibration files: present, every joint, sane ranges."""
+    from hilserl_ray.config import JOINT_NAMES
+    from hilserl_ray.hardware.calibration import CalibrationError, load_calibration
+
+    files = []
+    if (
+        cfg.robot.type != "sim"
+        and cfg.robot.calibration is not None
+        and Path(cfg.robot.calibration).is_file()
+    ):
+        files.append(("robot.calibration", cfg.robot.calibration))
+    it = cfg.pipeline.intervention
+    if it.source == "leader" and it.leader_calibration is not None:
+        files.append(("pipeline.intervention.leader_calibration", it.leader_calibration))
+    problems: list[Problem] = []
+    for key, path in files:
+        try:
+            load_calibration(path, JOINT_NAMES)
+        except CalibrationError as e:
+            problems.append((key, str(path), f"a usable calibration: {e}"))
+    return problems
+
+
+def local_ray(cfg: TrainConfig) -> bool:
+    """True when this machine runs the whole run (no cluster address): its devices are the run's."""
+    return not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_devices(cfg: TrainConfig) -> list[Problem]:
+    """Device paths that do not exist, and GPU/CUDA requests this machine cannot meet (local Ray)."""
+    problems: list[Problem] = []
+    if not local_ray(cfg):
+        return problems
+    if cfg.robot.type != "sim":
+        ports = [("robot.port", cfg.robot.port)]
+        if cfg.pipeline.intervention.source == "leader":
+            ports.append(("pipeline.intervention.leader_port", cfg.pipeline.intervention.leader_port))
+        for key, port in ports:
+            if port and port.startswith("/dev/") and not Path(port).exists():
+                problems.append(
+                    (key, port, "an existing serial port (is the arm plugged in? ls /dev/ttyACM*)")
+                )
+        for i, cam in enumerate(cfg.env.cameras):
+            dev = cam.device
+            if isinstance(dev, str) and dev.startswith("/dev/") and not Path(dev).exists():
+                problems.append(
+                    (
+                        f"env.cameras.{i}.device",
+                        dev,
+                        "an existing camera device (python -m hilserl_ray.find_cameras)",
+                    )
+                )
+    wants_cuda = cfg.policy.device.startswith("cuda") or cfg.learner.num_gpus > 0
+    if wants_cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            if cfg.policy.device.startswith("cuda"):
+                problems.append(
+                    ("policy.device", cfg.policy.device, "'cpu' or 'auto': torch sees no CUDA device here")
+                )
+            if cfg.learner.num_gpus > 0:
+                problems.append(("learner.num_gpus", cfg.learner.num_gpus, "0: this machine has no GPU"))
+    return problems
+
+
+def check_ray_address(cfg: TrainConfig) -> list[Problem]:
+    """A cluster address that nothing answers at (checked by TCP, so no Ray retry logs)."""
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return []
+    key = "ray.address" if cfg.ray.address else "RAY_ADDRESS"
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return [(key, address, "host:port of the cluster's head (e.g. 192.168.1.10:6379), or unset")]
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        return [
+            (key, address, f"a Ray head that answers ({e.strerror or e}); start it, or unset for a local Ray")
+        ]
+    return []
+
+
+def check_cluster(cfg: TrainConfig, resources: dict) -> None:
+    """The cluster can place the learner and every robot actor (else Ray would wait forever)."""
+    problems: list[Problem] = []
+    gpus = resources.get("GPU", 0)
+    if cfg.learner.num_gpus > gpus:
+        problems.append(
+            ("learner.num_gpus", cfg.learner.num_gpus, f"<= the cluster's {gpus:g} GPUs (0 for CPU)")
+        )
+    need = 1 + cfg.actors.num_robot_actors
+    if resources.get("CPU", 0) < need:
+        problems.append(
+            ("ray.num_cpus", resources.get("CPU", 0), f">= {need} CPUs (the learner + one per robot actor)")
+        )
+    if cfg.robot.type != "sim" and resources.get(cfg.ray.robot_resource, 0) < 1:
+        problems.append(
+            (
+                "ray.robot_resource",
+                cfg.ray.robot_resource,
+                f"a node offering it (ray start ... --resources '{{\"{cfg.ray.robot_resource}\": 1}}' "
+                f"--labels {','.join(f'{k}={v}' for k, v in cfg.ray.robot_label.items())}) on the robot host",
+            )
+        )
+    if problems:
+        raise ConfigError("the Ray cluster", [f"{p}: got {v!r}; {m}" for p, v, m in problems])
+
+
+def check_dataset_readable(cfg: TrainConfig) -> None:
+    """Read and convert the dataset (into the offline cache the learner then loads), so every problem
+    the reader can name (truncated parquet or video, missing files or columns, NaN, gaps, video size)
+    is a DatasetError here, before Ray, not a dead learner actor."""
+    from hilserl_ray.data.convert import load_offline_datasets
+
+    load_offline_datasets(cfg, progress=cfg.logging.progress_bar)
+
+
 def preflight(cfg: TrainConfig, source: str = "config") -> None:
-    problems = check_files(cfg) + check_dataset(cfg) + check_reward_classifier(cfg)
+    problems = check_files(cfg) + check_dataset(cfg) + check_reward_classifier(cfg) + check_ray_address(cfg)
     if problems:
         config = source if Path(source).exists() else "<your config>"
         lines = [

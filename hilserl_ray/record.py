@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         codec=args.codec,
         task=args.task,
-        progress=not args.no_progress,
+        progress=cfg.logging.progress_bar and not args.no_progress,
         assist=args.assist,
         expert=args.expert,
         until_time_limit=args.until_time_limit,

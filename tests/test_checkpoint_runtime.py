@@ -81,7 +81,9 @@ def local_ray():
 def start_run(cfg, resume_from=None):
     from hilserl_ray.runtime.driver import Run, StopSignal
 
-    return Run(cfg, resume_from, StopSignal())
+    run = Run(cfg, StopSignal())
+    run.start([resume_from] if resume_from else [])
+    return run
 
 
 def poll_for(run, seconds: float) -> None:

@@ -1,7 +1,8 @@
 """The robot actor: runs the wrapped env (sim or the real arm) and streams transitions.
 
-The control loop runs on its own thread, started in `__init__`, so a Ray restart after a crash
-(exception, USB gone, kill -9) resumes collection by itself. Weights are picked up between steps
+The control loop runs on its own thread, started in `__init__`, so a restart after a crash
+(exception, USB gone, kill -9) resumes collection by itself. A loop that fails closes the env
+safely and keeps its error for `watch()`, through which the driver supervises (runtime/supervise). Weights are picked up between steps
 without blocking; transitions go to the learner in chunks of K steps plus each episode's tail,
 each kept until the learner acknowledges it (`sender.py`).
 `stop()` is the only safe way to end it: the loop ends, then `env.close()` holds and releases
@@ -25,6 +26,7 @@ import torch
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import debug_requested, deferred_init
 from hilserl_ray.runtime.sender import ChunkSender
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class Robot:
         # from restarting this actor (ray#53727), and a name also finds a restarted learner.
         self.learner_name = learner_name
         self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
         self._weights_req = None
         self.spec = spec = pipeline_spec(cfg)
         # A fresh random 40-bit id per actor incarnation keeps episode ids unique across actors
@@ -73,7 +77,6 @@ class Robot:
         self._counters_at = 0.0
         self.policy = ActorPolicy(spec, cfg.policy).eval()  # inference only: no critics here
         self.weights_version = -1
-        self._closed = False
         self.episodes = 0
         self.env_steps = 0
         self._thread = threading.Thread(target=self._run_guarded, name=f"robot-{index}", daemon=True)
@@ -137,12 +140,15 @@ class Robot:
     def _run_guarded(self) -> None:
         try:
             self._run()
-        except Exception:
+        except Exception as e:
             if self._stop.is_set():
                 return
-            # Die loudly so Ray restarts the actor; the unsent part of the episode is dropped.
-            traceback.print_exc()
-            os._exit(1)
+            # The driver sees it through watch() and restarts this actor (the unsent part of the
+            # episode is dropped); until then the arm is made safe.
+            self._error = e
+            if debug_requested([]):
+                traceback.print_exc()
+            self._close_env()
 
     def _run(self) -> None:
         cfg = self.cfg
@@ -254,33 +260,52 @@ class Robot:
         """Where this actor's console page is (None when console.enabled is false)."""
         return None if self.console is None else {"index": self.index, **self.console.describe()}
 
+    def watch(self) -> dict:
+        """Block until the control loop ends; raise what ended it (the driver's supervision)."""
+        self.ready()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.stats()
+
+    def ready(self) -> bool:  # replaced by deferred_init's, which raises a constructor's error
+        return True
+
+    def _close_env(self) -> None:
+        if not self._closed and getattr(self, "env", None) is not None:
+            self._closed = True
+            self.env.close()
+            if getattr(self, "console", None) is not None:
+                self.console.close()
+
     def stats(self) -> dict:
+        thread = getattr(self, "_thread", None)
         return {
             "index": self.index,
-            "episodes": self.episodes,
-            "env_steps": self.env_steps,
-            "acked_steps": self.sender.acked_steps,
-            "unacked_chunks": len(self.sender),
-            "weights_version": self.weights_version,
+            "episodes": getattr(self, "episodes", 0),
+            "env_steps": getattr(self, "env_steps", 0),
+            "acked_steps": self.sender.acked_steps if hasattr(self, "sender") else 0,
+            "unacked_chunks": len(self.sender) if hasattr(self, "sender") else 0,
+            "weights_version": getattr(self, "weights_version", -1),
             "pid": os.getpid(),
-            "alive": self._thread.is_alive(),
+            "alive": thread is not None and thread.is_alive(),
+            "paused": getattr(self, "console", None) is not None and self.console.controls.paused,
         }
 
     def stop(self, timeout_s: float = 10.0) -> dict:
         """End the loop, then close the env (real arm: hold, then torque off). Idempotent."""
         self._stop.set()
-        if self.console is not None:
-            self.console.controls.close()  # a paused loop must not hold up the stop
-        self._thread.join(timeout=timeout_s)
-        if not self._closed:
-            self._closed = True
-            self.env.close()
-            if self.console is not None:
-                self.console.close()
+        console = getattr(self, "console", None)
+        if console is not None:
+            console.controls.close()  # a paused loop must not hold up the stop
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join(timeout=timeout_s)
+        self._close_env()
         return self.stats()
 
 
-RobotActor = ray.remote(max_concurrency=3)(Robot)
+# watch (standing), stats, stop and one spare: a method call never waits behind another
+RobotActor = ray.remote(max_concurrency=4)(deferred_init(Robot))
 
 
 def robot_actor_options(cfg: TrainConfig) -> dict:
