@@ -103,11 +103,12 @@ def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     newest, second, third = complete_checkpoints(out / "checkpoints")[:3]
-    # what only a full load finds (optimizer tensors cut after an intact header; the transitions
-    # are in the replay store, not in checkpoints): the learner falls back
-    opt = newest / "agent" / "train.safetensors"
-    raw = opt.read_bytes()
-    opt.write_bytes(raw[: 8 + int.from_bytes(raw[:8], "little") + 16])
+    # what only a full load finds (a sampling RNG state that is not one; the transitions are in
+    # the replay store, not in checkpoints): the learner falls back
+    state_path = newest / "learner.json"
+    state = json.loads(state_path.read_text())
+    state["rng"]["online"] = {"bit_generator": "PCG64", "state": "garbage"}
+    state_path.write_text(json.dumps(state))
     # what the pre-flight finds (a truncated weights file): skipped before Ray starts
     model = second / "agent" / "model.safetensors"
     model.write_bytes(model.read_bytes()[:1000])
