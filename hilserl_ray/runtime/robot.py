@@ -1,7 +1,10 @@
 """The robot actor: runs the wrapped env (sim or the real arm) and streams transitions.
 
 The control loop runs on its own thread, started in `__init__`, so a restart after a crash
-(exception, USB gone, kill -9) resumes collection by itself. A loop that fails closes the env
+(exception, USB gone, kill -9) resumes collection by itself. After a restart that thread also
+builds the env: a real arm that is not there (port missing, servos silent, camera gone) is
+retried every second until it is, so an unplugged arm reconnects when it comes back (within
+actors.no_step_timeout_s); at the first start a missing arm is an error at once. A loop that fails closes the env
 safely and keeps its error for `watch()`, through which the driver supervises (runtime/supervise). Weights are picked up between steps
 without blocking; transitions go to the learner in chunks of K steps plus each episode's tail,
 each kept until the learner acknowledges it (`sender.py`).
@@ -40,7 +43,6 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 class Robot:
     def __init__(self, cfg_dict: dict, index: int, learner_name: str):
         from hilserl_ray.console.session import open_console
-        from hilserl_ray.envs.make import make_env, make_intervention
         from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
@@ -63,16 +65,16 @@ class Robot:
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
         # The operator's page, served from this process: it sees frames without a Ray round trip.
         self.console = open_console(cfg, f"robot actor {index}")
-        if self.console is None:
-            self.env = make_env(cfg, seed=self._seed)
-        else:
-            source = self.console.source(make_intervention(cfg, self._seed))
-            self.env = self.console.watch(make_env(cfg, seed=self._seed, intervention=source))
-            with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
-                warnings.simplefilter("ignore")
-                restarted = ray.get_runtime_context().was_current_actor_reconstructed
-            if restarted:  # a new port and token: the driver listed the old one
-                print(f"console, robot actor {index} (restarted): {self.console.url}", flush=True)
+        self.env = None
+        self.waiting_for = ""  # why the env is not up yet (a restarted actor waits for the arm)
+        self._close_lock = threading.Lock()
+        with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
+            warnings.simplefilter("ignore")
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        if not restarted:  # a wrong port or camera at start is an error at once, not a wait
+            self.env = self._build_env()
+        if restarted and self.console is not None:  # a new port and token: the driver listed the old one
+            print(f"console, robot actor {index} (restarted): {self.console.url}", flush=True)
         self._counters_req = None
         self._counters_at = 0.0
         self.policy = ActorPolicy(spec, cfg.policy).eval()  # inference only: no critics here
@@ -137,8 +139,46 @@ class Robot:
             self._reconnect()
 
     # ---------------------------------------------------------------------------- loop
+    def _make_env(self):
+        """A restarted actor's env: retried while a real arm's hardware is away (unplugged, its
+        twin restarting), bounded by the driver's actors.no_step_timeout_s; None if stopped."""
+        last_said = 0.0
+        while not self._stop.is_set():
+            try:
+                return self._build_env()
+            except Exception as e:
+                if self.cfg.robot.type == "sim" or not _hardware_away(e):
+                    raise
+                self.waiting_for = f"{type(e).__name__}: {e}"
+                if time.monotonic() - last_said > 30:
+                    log.warning(
+                        "robot %d: the arm is not reachable (%s); retrying every second", self.index, e
+                    )
+                    print(f"robot {self.index}: waiting for the arm: {e}", flush=True)
+                    last_said = time.monotonic()
+                self._stop.wait(1.0)
+        return None
+
+    def _build_env(self):
+        from hilserl_ray.envs.make import make_env, make_intervention
+
+        if self.console is None:
+            return make_env(self.cfg, seed=self._seed)
+        source = self.console.source(make_intervention(self.cfg, self._seed))
+        try:
+            return self.console.watch(make_env(self.cfg, seed=self._seed, intervention=source))
+        except BaseException:
+            if source.other is not None:  # e.g. the leader arm's port, opened before the follower failed
+                source.other.close()
+            raise
+
     def _run_guarded(self) -> None:
         try:
+            if self.env is None:
+                self.env = self._make_env()
+            self.waiting_for = ""
+            if self.env is None or self._stop.is_set():
+                return
             self._run()
         except Exception as e:
             if self._stop.is_set():
@@ -149,6 +189,9 @@ class Robot:
             if debug_requested([]):
                 traceback.print_exc()
             self._close_env()
+        finally:
+            if self._stop.is_set():
+                self._close_env()  # stop() may have given up waiting while the env came up
 
     def _run(self) -> None:
         cfg = self.cfg
@@ -272,11 +315,12 @@ class Robot:
         return True
 
     def _close_env(self) -> None:
-        if not self._closed and getattr(self, "env", None) is not None:
-            self._closed = True
-            self.env.close()
-            if getattr(self, "console", None) is not None:
-                self.console.close()
+        with getattr(self, "_close_lock", threading.Lock()):
+            if not self._closed and getattr(self, "env", None) is not None:
+                self._closed = True
+                self.env.close()
+                if getattr(self, "console", None) is not None:
+                    self.console.close()
 
     def stats(self) -> dict:
         thread = getattr(self, "_thread", None)
@@ -290,6 +334,7 @@ class Robot:
             "pid": os.getpid(),
             "alive": thread is not None and thread.is_alive(),
             "paused": getattr(self, "console", None) is not None and self.console.controls.paused,
+            "waiting_for": getattr(self, "waiting_for", ""),
         }
 
     def stop(self, timeout_s: float = 10.0) -> dict:
@@ -302,6 +347,14 @@ class Robot:
             self._thread.join(timeout=timeout_s)
         self._close_env()
         return self.stats()
+
+
+def _hardware_away(e: BaseException) -> bool:
+    """A port, servo or camera that is not there (yet): worth waiting for, unlike a config bug."""
+    from hilserl_ray.hardware.camera import CameraError
+    from hilserl_ray.hardware.feetech import FeetechError
+
+    return isinstance(e, FeetechError | CameraError | OSError)
 
 
 # watch (standing), stats, stop and one spare: a method call never waits behind another
