@@ -91,6 +91,11 @@ def start_run(cfg, resume_from=None):
     return run
 
 
+def progressed(run) -> None:
+    """Wait until the learner's counters moved past the newest checkpoint's."""
+    wait_for(lambda: ray.get(run.learner.counters_now.remote()) != run.last_saved, 120, "new transitions")
+
+
 def poll_for(run, seconds: float) -> None:
     """The driver's own loop, stopped after `seconds`."""
     timer = threading.Timer(seconds, run.stop.event.set)
@@ -137,6 +142,7 @@ def test_checkpoint_failures_do_not_end_the_run(local_ray, tmp_path, capsys):
         assert "checkpoint failed" in capsys.readouterr().out
         (out / "checkpoints").unlink()
         shutil.move(tmp_path / "moved", out / "checkpoints")
+        progressed(run)  # a checkpoint holds something new, or is not written
         assert run.checkpoint() is not None
         # the learner dies during a save: it is restarted and the run goes on
         pid = ray.get(run.learner.describe.remote())["pid"]
@@ -144,6 +150,7 @@ def test_checkpoint_failures_do_not_end_the_run(local_ray, tmp_path, capsys):
         assert run.checkpoint() is None
         assert "learner died" in capsys.readouterr().out
         assert ray.get(run.learner.describe.remote())["pid"] != pid
+        progressed(run)
         assert run.checkpoint() is not None
         poll_for(run, 1.0)  # the poll loop carries on
     finally:

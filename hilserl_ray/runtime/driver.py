@@ -170,6 +170,7 @@ class Run:
         self.robots: RobotSupervisor | None = None
         self.metrics: MetricsLogger | None = None
         self.last_saved: dict | None = None  # counters of the newest checkpoint: never save it twice
+        self.last_try_updates = 0  # updates at the last save, failed or not: the next is every_updates on
 
     def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
         """Print each robot actor's console page (one per actor; a restarted actor prints its own
@@ -235,6 +236,7 @@ class Run:
             d = ray.get(learner.describe.remote())
             if resume_from is not None:
                 self.last_saved = ray.get(learner.counters_now.remote())
+                self.last_try_updates = self.last_saved["updates"]
             say(
                 f"learner up (pid {d['pid']}, device {d['device']}, {d['online']} online + {d['offline']} offline transitions)"
                 + (f", resumed {resume_from.name}" if resume_from else "")
@@ -281,9 +283,10 @@ class Run:
                 f"warning: checkpoint failed ({type(cause).__name__}: {cause}); training goes on, the "
                 f"previous checkpoint stands, next try in {self.cfg.checkpoint.every_updates} updates"
             )
-            self.last_saved = {**(self.last_saved or {}), "updates": now["updates"]}
+            self.last_try_updates = now["updates"]
             return None
         self.last_saved = {k: v for k, v in counters.items() if k != "stall_s"}
+        self.last_try_updates = counters["updates"]
         say(f"checkpoint {path} (updates {counters['updates']}, env steps {counters['env_steps']})")
         return path
 
@@ -321,7 +324,7 @@ class Run:
                     + (f"; {detail}" if detail else ""),
                     fix="check the robot actors' output above; raise actors.no_step_timeout_s if resets take longer",
                 )
-            if s["updates"] - (self.last_saved or {}).get("updates", 0) >= cfg.checkpoint.every_updates:
+            if s["updates"] - self.last_try_updates >= cfg.checkpoint.every_updates:
                 self.checkpoint()
             if now >= next_log:
                 next_log = now + cfg.logging.every_seconds
