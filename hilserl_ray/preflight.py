@@ -21,6 +21,7 @@ def check_files(cfg: TrainConfig) -> list[Problem]:
         problems.append(("robot.mjcf", str(cfg.robot.mjcf), "an existing MJCF file"))
     if (
         cfg.robot.type != "sim"
+        and not cfg.robots  # a fleet's arms are checked one by one (check_fleet)
         and cfg.robot.calibration is not None
         and not Path(cfg.robot.calibration).is_file()
     ):
@@ -69,7 +70,20 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
     return problems + feature_problems(info, cfg)
 
 
+def check_fleet(cfg: TrainConfig) -> list[Problem]:
+    """Each arm's own files (calibration) and the one feature spec every arm must give."""
+    from hilserl_ray.config import arm_path
+    from hilserl_ray.fleet import fleet_spec_problems
+
+    problems: list[Problem] = []
+    for i, a in enumerate(cfg.robots):
+        for path, value, allowed in check_files(cfg.arm_config(i)):
+            if path != "robot.mjcf" and path != "policy.encoder_weights":  # shared: reported once
+                problems.append((arm_path(i, path), value, f"{allowed} (arm '{a.name}')"))
+    return problems + fleet_spec_problems(cfg)
+
+
 def preflight(cfg: TrainConfig, source: str = "config") -> None:
-    problems = check_files(cfg) + check_dataset(cfg)
+    problems = check_files(cfg) + check_fleet(cfg) + check_dataset(cfg)
     if problems:
         raise ConfigError(source, [f"{p}: got {v!r}; {m}" for p, v, m in problems])

@@ -21,6 +21,8 @@ import ray
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError, write_config
+from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
+from hilserl_ray.fleet.watch import FleetWatch
 from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
 from hilserl_ray.runtime.learner import LearnerActor
 from hilserl_ray.runtime.metrics import MetricsLogger, console_line
@@ -28,7 +30,7 @@ from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
 
 log = logging.getLogger("hilserl_ray")
 
-EXIT_OK, EXIT_INTERRUPTED = 0, 130
+EXIT_OK, EXIT_ROBOT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_S = 0.5
 
 
@@ -88,15 +90,18 @@ def init_ray(cfg: TrainConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
-    n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + cfg.actors.num_robot_actors)
+    arms = fleet(cfg)
+    n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + len(arms))
     kwargs: dict = {
-        "num_cpus": max(n_cpus, 1 + cfg.actors.num_robot_actors),
+        "num_cpus": max(n_cpus, 1 + len(arms)),
         "include_dashboard": cfg.ray.include_dashboard,
         "dashboard_host": cfg.ray.dashboard_host,
     }
-    if cfg.robot.type != "sim":  # one machine with the arm: this node is the robot node
-        kwargs["labels"] = dict(cfg.ray.robot_label)
-        kwargs["resources"] = {cfg.ray.robot_resource: 1}
+    labels, resources = local_node_placement(arms)  # one machine with the arms: this node has them
+    if labels:
+        kwargs["labels"] = labels
+    if resources:
+        kwargs["resources"] = resources
     ray.init(**kwargs)
     return True
 
@@ -110,10 +115,10 @@ class Run:
         self.cfg_dict = cfg.model_dump(mode="json")
         self.learner_name = f"hilserl_learner_{uuid.uuid4().hex[:8]}"  # robots find it by name
         self.learner = self._start_learner(resume_from)
-        self.robots = [
-            RobotActor.options(**robot_actor_options(cfg)).remote(self.cfg_dict, i, self.learner_name)
-            for i in range(cfg.actors.num_robot_actors)
-        ]
+        self.arms = fleet(cfg)
+        self.robots = [self._start_robot(arm) for arm in self.arms]
+        self.watch = FleetWatch(self.arms, self.robots)
+        self.failed = False  # an arm died for good and actors.on_robot_failure says stop
         self.metrics = MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard)
         self.last_ckpt_updates = 0
 
@@ -135,6 +140,33 @@ class Run:
             f"learner up (pid {d['pid']}, device {d['device']}, {d['online']} online + {d['offline']} offline transitions)"
         )
         return learner
+
+    def _start_robot(self, arm: Arm):
+        """One actor per arm, on the arm's node; it runs the arm's own single-robot config."""
+        opts = robot_actor_options(self.cfg, arm)
+        say(f"arm '{arm.name}' ({arm.cfg.robot.type}) -> {arm.where()}")
+        return RobotActor.options(**opts).remote(
+            arm.cfg.model_dump(mode="json"), arm.index, self.learner_name, arm.name
+        )
+
+    def _watch_fleet(self) -> bool:
+        """Report arms dead for good; False when the run must end (policy `stop`, or no arm left)."""
+        up, dead = self.watch.poll()
+        for h in up:
+            node = str(h.last.get("node_id", "?"))[:12]
+            say(f"arm '{h.arm.name}' up (pid {h.pid}, node {node}, {h.arm.where()})")
+        for h in dead:
+            left = len(self.watch.alive)
+            say(f"arm '{h.arm.name}' failed for good ({h.dead}); {left} arm(s) left")
+            if self.cfg.actors.on_robot_failure == "stop":
+                say("actors.on_robot_failure=stop: ending the run")
+                self.failed = True
+                return False
+            if left == 0:
+                say("no arm left: ending the run")
+                self.failed = True
+                return False
+        return True
 
     def checkpoint(self) -> Path:
         counters = ray.get(self.learner.counters_now.remote())
@@ -172,6 +204,9 @@ class Run:
             except ray.exceptions.RayActorError:
                 self._restart_learner()
                 continue
+            if not self._watch_fleet():
+                return False
+            s.update(self.watch.summary())
             if s["updates"] - self.last_ckpt_updates >= cfg.checkpoint.every_updates:
                 self.checkpoint()
             now = time.monotonic()
@@ -188,7 +223,7 @@ class Run:
     def shutdown(self) -> None:
         """Robots first (safe stop), then the learner, then the final checkpoint. Bounded in time."""
         deadline = time.monotonic() + self.cfg.shutdown_timeout_s
-        stops = [r.stop.remote() for r in self.robots]
+        stops = [h.handle.stop.remote() for h in self.watch.alive]
         try:
             ray.get(stops, timeout=max(1.0, (deadline - time.monotonic()) / 3))
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
@@ -220,6 +255,9 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
             finished = r.loop()
         finally:
             r.shutdown()
+        if r.failed:
+            say("stopped: a robot failed for good")
+            return EXIT_ROBOT_FAILED
         say("done" if finished else f"stopped by {stop.reason}")
         return EXIT_OK if finished else EXIT_INTERRUPTED
     finally:

@@ -22,6 +22,7 @@ import torch
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.fleet.stats import ArmStats, episode_summary
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Learner:
 
         self.counters = {"updates": 0, "env_steps": 0, "episodes": 0, "intervention_steps": 0}
         self.recent = collections.deque(maxlen=EPISODE_WINDOW)
+        self.arms = ArmStats(EPISODE_WINDOW)
         self.last_metrics: dict[str, float] = {}
         self._pending_metrics: dict[str, torch.Tensor] | None = None
         self._weights: tuple[int, ray.ObjectRef] | None = None
@@ -85,7 +87,9 @@ class Learner:
 
         return load_offline_transitions(self.cfg, self.spec, Path(self.cfg.output_dir))
 
-    def add_chunk(self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None) -> int:
+    def add_chunk(
+        self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None, arm: str | None = None
+    ) -> int:
         """Store K steps from a robot actor (a copy: the sender may die) and its finished episodes."""
         self.sampler.add_chunk(chunk)
         steps = int((~chunk["is_last"]).sum())
@@ -95,6 +99,7 @@ class Learner:
             for ep in episodes or []:
                 self.counters["episodes"] += 1
                 self.recent.append(ep)
+            self.arms.add(arm, steps, episodes or [])
             return self.counters["env_steps"]
 
     # -------------------------------------------------------------------------- training
@@ -139,15 +144,10 @@ class Learner:
         s["updates_per_s"] = self._updates_per_s
         s["online_size"] = len(self.online)
         s["offline_size"] = len(self.offline)
-        recent = list(self.recent)
-        if recent:
-            s["success_rate"] = float(np.mean([e["success"] for e in recent]))
-            s["episode_return"] = float(np.mean([e["return"] for e in recent]))
-            s["intervention_rate"] = float(
-                np.mean([e["intervention_steps"] / max(e["length"], 1) for e in recent])
-            )
-            s["episode_length"] = float(np.mean([e["length"] for e in recent]))
-            s["policy_hz"] = float(np.mean([e["policy_hz"] for e in recent]))
+        with self._lock:
+            recent = list(self.recent)
+            s.update(self.arms.summary())
+        s.update(episode_summary(recent))
         s.update({f"loss/{k}": v for k, v in self.last_metrics.items()})
         return s
 
@@ -162,7 +162,9 @@ class Learner:
                 self.offline.save(d / "offline")
             counters = dict(self.counters)
             (d / "learner.json").write_text(
-                json.dumps({"counters": counters, "recent": list(self.recent)}, indent=1)
+                json.dumps(
+                    {"counters": counters, "recent": list(self.recent), "arms": self.arms.state()}, indent=1
+                )
             )
             np.save(d / "torch_rng.npy", torch.get_rng_state().numpy())
         return counters
@@ -179,6 +181,7 @@ class Learner:
         state = json.loads((d / "learner.json").read_text())
         self.counters.update(state["counters"])
         self.recent.extend(state.get("recent", []))
+        self.arms.restore(state.get("arms", {}))
         torch.set_rng_state(torch.from_numpy(np.load(d / "torch_rng.npy")))
 
     def describe(self) -> dict:

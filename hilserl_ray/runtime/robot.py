@@ -22,6 +22,7 @@ import torch
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.fleet import Arm, fleet
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,14 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 class Robot:
-    def __init__(self, cfg_dict: dict, index: int, learner_name: str):
+    def __init__(self, cfg_dict: dict, index: int, learner_name: str, name: str | None = None):
         from hilserl_ray.envs.make import make_env
         from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
         self.cfg = cfg = TrainConfig.model_validate(cfg_dict)
         self.index = index
+        self.name = name or f"arm{index}"  # the arm, in the learner's per-arm metrics
         # The learner by name, not by handle: a handle among the constructor args would stop Ray
         # from restarting this actor (ray#53727), and a name also finds a restarted learner.
         self.learner_name = learner_name
@@ -91,7 +93,7 @@ class Robot:
             self._reconnect()  # those chunks died with the learner; its checkpoint has the rest
         if len(self._pending) >= max_pending:  # back-pressure: the learner is behind
             ray.wait(self._pending, num_returns=len(self._pending) - max_pending + 1)
-        self._pending.append(self.learner.add_chunk.remote(stack_rows(rows), episodes))
+        self._pending.append(self.learner.add_chunk.remote(stack_rows(rows), episodes, self.name))
         if self.cfg.learner.env_steps_per_update is not None:
             self._wait_for_learner()
 
@@ -164,6 +166,7 @@ class Robot:
                         "intervention_steps": ep_interventions,
                         "policy_hz": ep_len / max(time.monotonic() - t_start, 1e-6),
                         "actor": self.index,
+                        "arm": self.name,
                     }
                 )
             if terminated or truncated:
@@ -209,9 +212,11 @@ class Robot:
     def stats(self) -> dict:
         return {
             "index": self.index,
+            "name": self.name,
             "episodes": self.episodes,
             "weights_version": self.weights_version,
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "alive": self._thread.is_alive(),
         }
 
@@ -228,10 +233,14 @@ class Robot:
 RobotActor = ray.remote(max_concurrency=3)(Robot)
 
 
-def robot_actor_options(cfg: TrainConfig) -> dict:
-    """Pin a real arm's actor to its node (label) and make it the arm's only owner (resource)."""
+def robot_actor_options(cfg: TrainConfig, arm: Arm | None = None) -> dict:
+    """Pin an arm's actor to its node (label) and make it the arm's only owner (resource).
+
+    `arm` defaults to the config's first arm (a single `robot`: the arm)."""
+    arm = arm or fleet(cfg)[0]
     opts: dict = {"num_cpus": 1, "max_restarts": cfg.actors.max_restarts, "max_task_retries": 0}
-    if cfg.robot.type != "sim":
-        opts["label_selector"] = dict(cfg.ray.robot_label)
-        opts["resources"] = {cfg.ray.robot_resource: 1}
+    if arm.label:
+        opts["label_selector"] = dict(arm.label)
+    if arm.resource:
+        opts["resources"] = {arm.resource: 1}
     return opts
