@@ -104,7 +104,9 @@ def main() -> None:
     sender = Sender.remote(spec.to_dict())
     ray.get(learner.counters_now.remote())
     print(f"features: {', '.join(f'{k} {f.shape}' for k, f in spec.observation.items())}")
-    print(f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (others' work skews this)")
+    print(
+        f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (others' work skews this)"
+    )
     print(f"{'chunk size':>10} {'transitions/s':>14}")
     for k in CHUNK_SIZES:
         rate = ray.get(sender.send.remote(learner, k, SECONDS_PER_SIZE))
