@@ -214,3 +214,87 @@ def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_a
         ray.get(learner.stop.remote())
     finally:
         ray.shutdown()
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+
+
+def driver(address: str, out: Path, log: Path, *extra: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "hilserl_ray.train",
+        "--config",
+        "configs/sim_reach.yaml",
+        *SMALL,
+        f"--output_dir={out}",
+        *extra,
+    ]
+    env = {**ENV, "RAY_ADDRESS": address}
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def metrics(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def test_run_goes_on_with_the_other_arm_when_one_fails_for_good(arm_cluster, tmp_path):
+    cluster, _ = arm_cluster
+    out, log = tmp_path / "run", tmp_path / "driver.log"
+    proc = driver(cluster.address, out, log, TWO_SIM_ARMS, "--actors.max_restarts=0", "--total_env_steps=900")
+    try:
+        text = lambda: log.read_text() if log.exists() else ""  # noqa: E731
+        pid = int(
+            wait_for(lambda: re.search(r"arm 'arm2' up \(pid (\d+)", text()), 240, "arm2 up", proc).group(1)
+        )
+        wait_for(lambda: any(r.get("updates", 0) >= 5 for r in metrics(out)), 240, "training", proc)
+        os.kill(pid, signal.SIGKILL)  # no restarts left: arm2 is gone for good
+        wait_for(lambda: "arm 'arm2' failed for good" in text(), 120, "the failure report", proc)
+        at_failure = metrics(out)[-1]
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, text()[-3000:]
+    assert "1 arm(s) left" in text()
+    last = metrics(out)[-1]
+    assert last["env_steps"] >= 900 and last["updates"] > at_failure["updates"]
+    assert last["arm/arm1/env_steps"] > at_failure.get("arm/arm1/env_steps", 0)
+    assert last["arm/arm2/alive"] == 0 and last["arm/arm1/alive"] == 1 and last["arms_alive"] == 1
+    assert last["arm/arm1/weights_version"] > 0 and last["arm/arm2/episodes"] > 0
+    assert re.search(r"arm1: \d+ ep .* \| arm2: \d+ ep.* FAILED", text())  # the console line, per arm
+    r = subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.plot", str(out)], env=ENV, capture_output=True, text=True
+    )
+    assert r.returncode == 0 and (out / "curves.png").stat().st_size > 10_000
+
+
+def test_stop_policy_ends_the_run_when_a_real_arm_cannot_start(arm_cluster, tmp_path):
+    cluster, _ = arm_cluster
+    out, log = tmp_path / "run", tmp_path / "driver.log"
+    calib = tmp_path / "follower.json"
+    calib.write_text("{}")
+    bad_arm = (
+        f"{{name: arm2, type: so101, label: arm2, port: /dev/nonexistent_ttyACM9, calibration: {calib}, "
+        "intervention: {source: keyboard}}"
+    )
+    proc = driver(
+        cluster.address,
+        out,
+        log,
+        f"--robots=[{{name: arm1, label: arm1}}, {bad_arm}]",
+        "--env.environment_state=false",  # the real arm has no privileged target position
+        "--actors.max_restarts=0",
+        "--actors.on_robot_failure=stop",
+        "--total_env_steps=100000",
+    )
+    try:
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 1, text[-3000:]
+    assert "arm 'arm2' failed for good" in text and "actors.on_robot_failure=stop" in text
+    assert (out / "checkpoints").is_dir()  # stopped the usual way: final checkpoint
