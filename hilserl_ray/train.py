@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(to_yaml(cfg))
         print(spec.table())
+        from hilserl_ray.fleet import fleet
+
+        for arm in fleet(cfg):
+            print(f"robot actor '{arm.name}' ({arm.cfg.robot.type}) -> {arm.where()}")
         print(f"\nconfig OK (feature fingerprint {spec.fingerprint()})")
         return 0
     if args.resume and args.overwrite:
