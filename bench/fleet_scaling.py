@@ -95,17 +95,22 @@ def verdict(r: dict, first: dict) -> str:
     used = r["learner_cpu"] + sum(r["robot_cpu"])
     if r["steps_per_s"] > 0.8 * TRANSPORT_LIMIT:
         return "transport: near the measured robot->learner limit"
-    if used + max(r["load"] - used, 0) >= 0.9 * r["cores"]:
-        scale = r["steps_per_s"] / max(first["steps_per_s"], 1e-9)
+    scale = (
+        f"; {r['n']} actors give {r['steps_per_s'] / max(first['steps_per_s'], 1e-9):.2f}x the steps of one "
+        f"and {r['updates_per_s'] / max(first['updates_per_s'], 1e-9):.2f}x its updates"
+        if r["n"] > first["n"]
+        else ""
+    )
+    transport = f"; transport is not it ({r['steps_per_s']:.0f} steps/s vs its ~{TRANSPORT_LIMIT:,}/s)"
+    if max(used, r["load"]) >= 0.9 * r["cores"]:
         return (
-            f"CPU: the machine's {r['cores']} cores are saturated (our processes use {used:.2f} cores, load "
-            f"{r['load']:.1f}); {r['n']} actors give {scale:.2f}x the steps of one and take CPU from the "
-            "learner's updates. More arms need more cores (nodes), not a faster transport "
-            f"({r['steps_per_s']:.0f} steps/s vs its ~{TRANSPORT_LIMIT:,}/s)"
+            f"CPU: the {r['cores']} cores are saturated (load {r['load']:.1f}; our processes got {used:.2f} "
+            f"cores, {r['cpu_ms_per_step']:.0f} ms of robot CPU per env step){scale}. Env steps and updates "
+            f"compete for the same cores: more arms need more nodes{transport}"
         )
     if r["learner_cpu"] >= 0.9:
-        return "learner: its core is busy with updates"
-    return "the robot actors: each spends its CPU stepping the env and its policy"
+        return f"learner: its core is busy with updates{scale}{transport}"
+    return f"robot actors: each spends its CPU stepping the env and its policy{scale}{transport}"
 
 
 def main() -> None:
