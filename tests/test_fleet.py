@@ -216,6 +216,37 @@ def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_a
         ray.shutdown()
 
 
+def test_watch_tells_a_restart_from_death_for_good(arm_cluster):
+    from hilserl_ray.fleet.watch import FleetWatch
+
+    @ray.remote(max_restarts=1, max_task_retries=0, num_cpus=0)
+    class Arm:
+        def stats(self):
+            return {"pid": os.getpid(), "weights_version": 3}
+
+    cluster, _ = arm_cluster
+    ray.init(address=cluster.address)
+    try:
+        (arm,) = fleet(reach())
+        handle = Arm.remote()
+        watch = FleetWatch([arm], [handle])
+
+        def poll_until(pred, what):
+            return wait_for(lambda: pred(watch.poll()), 120, what)
+
+        poll_until(lambda ud: ud[0], "the arm up")
+        first = watch.health[0].pid
+        os.kill(first, signal.SIGKILL)  # one restart left: Ray brings it back, not a failure
+        poll_until(lambda ud: ud[0] and watch.health[0].pid != first, "the restarted arm up")
+        assert watch.alive and watch.summary()["arm/arm0/weights_version"] == 3
+        os.kill(watch.health[0].pid, signal.SIGKILL)  # no restart left: dead for good
+        dead = poll_until(lambda ud: ud[1], "the arm dead for good")
+        assert dead[0].arm.name == "arm0" and dead[0].dead and not watch.alive
+        assert watch.summary() == {"arms_alive": 0, "arm/arm0/alive": 0.0, "arm/arm0/weights_version": 3}
+    finally:
+        ray.shutdown()
+
+
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
 
 

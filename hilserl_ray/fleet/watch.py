@@ -1,9 +1,8 @@
 """Watching the fleet's robot actors: which arm is dead for good (its restarts used up).
 
-Each arm has one standing `stats()` request. Ray queues calls to an actor that is restarting, so
-the request just waits then; a request that *fails* means the actor died. That alone may be a
-call caught by a crash Ray will restart from, so an arm counts as dead for good only when a call
-made after the failure also fails: by then Ray has decided, and a restarting actor would queue it.
+Each arm has one standing `stats()` request. Ray 2.60 fails a call to an actor that crashed or is
+restarting with `ActorUnavailableError` (temporary: ask again), and one to an actor that will
+never come back (restarts used up, killed, constructor failed for good) with `ActorDiedError`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ class ArmHealth:
     arm: Arm
     handle: object
     request: object = None
-    failures: int = 0  # consecutive failed calls
+    failures: int = 0  # consecutive calls that found it unavailable (restarting)
     dead: str | None = None  # why, once dead for good
     last: dict = field(default_factory=dict)  # the actor's last stats()
     pid: int | None = None  # the incarnation last reported up
@@ -49,12 +48,12 @@ class FleetWatch:
                     if h.last.get("pid") != h.pid:
                         h.pid = h.last.get("pid")
                         newly_up.append(h)
+                except ray.exceptions.ActorUnavailableError:
+                    h.failures += 1  # crashed or restarting: Ray brings it back
                 except ray.exceptions.RayActorError as e:
-                    h.failures += 1
-                    if h.failures >= 2:
-                        h.dead = _reason(e)
-                        newly_dead.append(h)
-                        continue
+                    h.dead = _reason(e)
+                    newly_dead.append(h)
+                    continue
             h.request = h.handle.stats.remote()
         return newly_up, newly_dead
 
