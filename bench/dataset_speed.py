@@ -95,6 +95,7 @@ def _convert_job(root: str, out: str, queue) -> None:
             "env.fps": 10,
             "pipeline.image.size": [128, 128],
             "dataset.path": root,
+            "dataset.cache_dir": f"{out}/cache",  # cold: not the shared ~/.cache one
             "output_dir": out,
         },
     )

@@ -2,6 +2,11 @@
 (target: >= 90% success over the last 50 episodes within 15,000 env steps, interventions < 10%).
 
     .venv/bin/python bench/learn_pick_cube.py [--seeds 0 1] [--ablation ...] [--steps N]
+    .venv/bin/python bench/learn_pick_cube.py --reward classifier --steps 20000
+
+`--reward classifier`: the reward is a trained image classifier's only (sparse, no shaping, no
+privileged state; goal deterministic eval >= 80% within 20,000 env steps); the sim's own
+success is printed next to it, so false successes show.
 
 Settings: 10 demos recorded by the scripted oracle into a LeRobot v3.0 dataset, the oracle
 intervening by its rule (30% of episodes early on, decaying over 100 episodes; after 30 steps

@@ -16,8 +16,9 @@ import threading
 from pathlib import Path
 
 from hilserl_ray.config import JOINT_NAMES
+from hilserl_ray.errors import UserError, command
 from hilserl_ray.hardware.calibration import calibrate, save_calibration
-from hilserl_ray.hardware.feetech import FeetechBus, FeetechError
+from hilserl_ray.hardware.feetech import FeetechBus
 
 
 def _ids(text: str) -> list[int]:
@@ -48,6 +49,7 @@ class EnterWatcher:
         self._pressed.set()
 
 
+@command
 def main(argv: list[str] | None = None, stdin=None, out=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hilserl_ray.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--port", required=True, help="serial port of the arm's bus, e.g. /dev/ttyACM0")
@@ -79,9 +81,8 @@ def main(argv: list[str] | None = None, stdin=None, out=None) -> int:
     try:
         bus.connect()
         cal = calibrate(bus, wait=wait, stop=EnterWatcher(stdin), say=say, on_sample=show)
-    except (FeetechError, ValueError) as e:
-        print(f"\ncalibration failed: {e}", file=sys.stderr)
-        return 1
+    except ValueError as e:  # the procedure's own checks (a joint that did not move, ...)
+        raise UserError(f"calibration failed: {e}", where=args.port, fix="run it again") from e
     finally:
         if bus.is_connected:
             bus.disable_torque(best_effort=True)

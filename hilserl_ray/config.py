@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -21,9 +21,9 @@ SIM_CAMERAS = ("gripper_cam", "front")
 
 
 class Strict(BaseModel):
-    """Base for every block: unknown keys are errors, assignments are validated."""
+    """Base for every block: unknown keys are errors, assignments are validated, inf/nan refused."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------- env
@@ -94,7 +94,7 @@ class RobotConfig(Strict):
 class ArmInterventionConfig(Strict):
     """An arm's own intervention device; fields left unset keep `pipeline.intervention`'s."""
 
-    source: Literal["none", "oracle", "keyboard", "gamepad", "leader"] | None = None
+    source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] | None = None
     leader_port: str | None = None
     leader_calibration: Path | None = None
 
@@ -146,6 +146,11 @@ class GripperConfig(Strict):
     discrete: bool = Field(True, description="close/stay/open as a separate discrete action (HIL-SERL)")
     penalty: float = Field(-0.02, le=0, description="reward added when the gripper flips state")
     step_deg: PositiveFloat = Field(30.0, description="continuous mode: degrees per unit action")
+    command_threshold: Annotated[float, Field(ge=0)] = Field(
+        5.0,
+        description="discrete mode, from joint targets (leader arm, LeRobot datasets): a commanded change "
+        "of the gripper (0..100) larger than this opens/closes, a smaller one stays",
+    )
 
 
 class ProprioConfig(Strict):
@@ -176,11 +181,39 @@ class OracleConfig(Strict):
 
 
 class InterventionConfig(Strict):
-    source: Literal["none", "oracle", "keyboard", "gamepad", "leader"] = "none"
+    source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] = Field(
+        "none",
+        description="web: only the console page (it is added to any other source while console.enabled)",
+    )
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     leader_port: str | None = None
     leader_calibration: Path | None = None
     leader_divergence_deg: PositiveFloat = Field(15.0, description="leader: auto-engage when arms diverge")
+
+
+class RewardConfig(Strict):
+    """Success (reward 1, episode end) from a trained image classifier instead of the env's reward.
+
+    `python -m hilserl_ray.reward train` makes the directory. The human's success/failure keys
+    still win over it; every disagreement is counted (and saved when `disagreements_dir` is set).
+    """
+
+    classifier: Path | None = Field(
+        None, description="directory written by `python -m hilserl_ray.reward train`; None = the env's reward"
+    )
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="probability at or above which a frame counts as success; None = the model's own"
+    )
+    consecutive_frames: PositiveInt = Field(1, description="success needs this many frames in a row")
+    max_gripper: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        None, description="state check AND-ed with the classifier: gripper.pos <= this (jaws closed on it)"
+    )
+    min_ee_height_m: float | None = Field(
+        None, description="state check AND-ed with the classifier: ee.z >= this (needs proprio.ee_pose)"
+    )
+    disagreements_dir: Path | None = Field(
+        None, description="save frames where the human's key contradicts the classifier, as new labels"
+    )
 
 
 class PipelineConfig(Strict):
@@ -191,13 +224,16 @@ class PipelineConfig(Strict):
     proprio: ProprioConfig = Field(default_factory=ProprioConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     intervention: InterventionConfig = Field(default_factory=InterventionConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
 
 
 # ----------------------------------------------------------------------------------- policy
 class PolicyConfig(Strict):
     """SAC as in HIL-SERL/RLPD. Defaults follow the published HIL-SERL settings."""
 
-    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="'auto', 'cpu', 'cuda' or 'cuda:N'"
+    )
     batch_size: PositiveInt = 256
     utd_ratio: PositiveInt = Field(2, description="critic updates per actor update")
     discount: Annotated[float, Field(gt=0, le=1)] = 0.97
@@ -230,17 +266,45 @@ class BufferConfig(Strict):
 
 
 class DatasetConfig(Strict):
-    """An offline LeRobot v2.1/v3.0 dataset in a local directory (demos, interventions)."""
+    """Offline LeRobot v2.1/v3.0 datasets in local directories (demos, interventions).
+
+    `python -m hilserl_ray.data.inspect DIR --config X` shows what a dataset holds and the
+    overrides that make it fit a config.
+    """
 
     path: Path | None = None
+    paths: list[Path] = Field(
+        default_factory=list,
+        description="several datasets, all into the offline buffer (with or without path)",
+    )
     missing_reward: Literal["zero", "success_last_frame"] = "success_last_frame"
     rename: dict[str, str] = Field(default_factory=dict, description="dataset key -> pipeline feature name")
     cache: bool = True
-    joint_units: Literal["degrees", "lerobot_range"] = Field(
-        "degrees",
-        description="units of the state's 6 joints in the dataset: degrees (gripper 0..100), or LeRobot's "
-        "default -100..100 (recorded with use_degrees=False; converted with robot.calibration)",
+    cache_dir: Path | None = Field(
+        None,
+        description="where converted datasets are cached, keyed by dataset content and pipeline, shared by "
+        "runs; default $HILSERL_RAY_CACHE_DIR or ~/.cache/hilserl_ray/offline",
     )
+    action_format: Literal["auto", "pipeline", "joint_targets", "joint_deltas"] = Field(
+        "auto",
+        description="the dataset's `action`: the pipeline's own (EE or joint deltas in [-1, 1] + gripper), "
+        "absolute joint targets (what LeRobot teleop records), or joint deltas in state units; auto decides "
+        "from meta/info.json names and meta/stats.json ranges",
+    )
+    joint_units: Literal["auto", "degrees", "lerobot_range"] = Field(
+        "auto",
+        description="units of the 6 joints in the dataset: degrees (gripper 0..100), or LeRobot's "
+        "default -100..100 (recorded with use_degrees=False; converted with robot.calibration); auto "
+        "decides from the value ranges and the calibration, and stops when it cannot",
+    )
+
+    def all_paths(self) -> list[Path]:
+        """`path` then `paths`, each once."""
+        out: list[Path] = []
+        for p in ([self.path] if self.path is not None else []) + list(self.paths):
+            if p not in out:
+                out.append(p)
+        return out
 
 
 # ---------------------------------------------------------------------------------- runtime
@@ -277,7 +341,22 @@ class LoggingConfig(Strict):
     every_seconds: PositiveFloat = 10.0
     tensorboard: bool = True
     progress_bar: bool = True
-    sounds: bool = False
+    sounds: bool = Field(
+        False, description="short beeps on the console page at episode start, end and takeover"
+    )
+
+
+class ConsoleConfig(Strict):
+    """The operator's page in a browser, served by each robot actor (and by record / evaluate).
+
+    Bound to `host` with a random token in the printed URL; from another machine use an SSH tunnel
+    (`ssh -L PORT:127.0.0.1:PORT robot-host`), as for the Ray dashboard."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes it (the token still guards it)")
+    port: int = Field(0, ge=0, le=65535, description="0 = a free port (one page per robot actor)")
+    fps: PositiveFloat = Field(5.0, le=30, description="camera frames per second sent to the page")
+    jpeg_quality: int = Field(80, ge=10, le=100)
 
 
 class RayConfig(Strict):
@@ -307,6 +386,7 @@ class TrainConfig(Strict):
     actors: ActorsConfig = Field(default_factory=ActorsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     robots: list[ArmConfig] = Field(
         default_factory=list,
@@ -348,6 +428,15 @@ class TrainConfig(Strict):
             label = {key: a.name} if real else {}
         resource = a.resource or (f"{self.ray.robot_resource}_{a.name}" if label else None)
         return label, resource
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _output_dir_named(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError(
+                "an empty path would mean the current directory; name a directory (outputs/<name>)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainConfig:
@@ -393,6 +482,19 @@ class TrainConfig(Strict):
             owners.setdefault(resource, a.name)
             for path, value, allowed in self.arm_config(i)._arm_problems():
                 problems.append((arm_path(i, path), value, f"{allowed} (arm '{a.name}')"))
+        if self.console.enabled and self.console.port != 0:
+            nodes = [tuple(sorted(self.arm_placement(i)[0].items())) for i in range(len(self.robots))]
+            together = [
+                a.name for a, n in zip(self.robots, nodes, strict=True) if not n or nodes.count(n) > 1
+            ]
+            if len(together) > 1:
+                problems.append(
+                    (
+                        "console.port",
+                        self.console.port,
+                        f"0 (a free port each): arms {together} may share a node",
+                    )
+                )
         return problems
 
     def _arm_problems(self) -> list[tuple[str, object, str]]:
@@ -448,6 +550,26 @@ class TrainConfig(Strict):
         it = self.pipeline.intervention
         if it.source == "leader" and not it.leader_port:
             problems.append(("pipeline.intervention.leader_port", None, "the leader arm's serial port"))
+        if it.source == "web" and not self.console.enabled:
+            problems.append(
+                ("console.enabled", False, "true: pipeline.intervention.source='web' is the console")
+            )
+        if it.source == "web" and not self.pipeline.ee_action.enabled:
+            problems.append(
+                (
+                    "pipeline.ee_action.enabled",
+                    False,
+                    "true: the console steers the end effector (source 'web')",
+                )
+            )
+        if self.console.port != 0 and self.robot.type == "sim" and self.actors.num_robot_actors > 1:
+            problems.append(
+                (
+                    "console.port",
+                    self.console.port,
+                    "0 (a free port each): several sim robot actors share a node",
+                )
+            )
         if it.source == "oracle" and self.robot.type != "sim":
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
         return problems
@@ -467,6 +589,19 @@ class TrainConfig(Strict):
         lo, hi = self.pipeline.ee_action.workspace_low, self.pipeline.ee_action.workspace_high
         if any(a >= b for a, b in zip(lo, hi, strict=True)):
             problems.append(("pipeline.ee_action.workspace_high", hi, f"each bound > workspace_low {lo}"))
+        rw = self.pipeline.reward
+        if rw.classifier is not None and not self.env.cameras:
+            problems.append(
+                ("pipeline.reward.classifier", str(rw.classifier), "an image classifier needs env.cameras")
+            )
+        if rw.min_ee_height_m is not None and not self.pipeline.proprio.ee_pose:
+            problems.append(
+                (
+                    "pipeline.reward.min_ee_height_m",
+                    rw.min_ee_height_m,
+                    "needs pipeline.proprio.ee_pose: true",
+                )
+            )
         p = self.policy
         if p.num_subsample_critics is not None and p.num_subsample_critics > p.num_critics:
             problems.append(
@@ -480,7 +615,7 @@ class TrainConfig(Strict):
             problems.append(("policy.encoder_weights", None, "a local weights file (nothing is downloaded)"))
         shared = self.pipeline.intervention.source
         sources = {a.intervention.source or shared for a in self.robots} or {shared}
-        if self.buffer.online_ratio < 1 and self.dataset.path is None and sources == {"none"}:
+        if self.buffer.online_ratio < 1 and not self.dataset.all_paths() and sources == {"none"}:
             problems.append(
                 (
                     "buffer.online_ratio",

@@ -1,7 +1,8 @@
 """Loading a `TrainConfig`: YAML + dotted command-line overrides, and readable errors.
 
 Every problem is collected and reported at once as `path: got X; allowed Y`, with the closest
-valid key for typos. `ConfigError` carries those lines; the CLI prints them and exits 2.
+valid key for typos. `ConfigError` (hilserl_ray.errors) carries those lines; the CLI prints
+them and exits 2.
 """
 
 from __future__ import annotations
@@ -19,20 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hilserl_ray.config import ConfigProblems, TrainConfig
-
-
-class ConfigError(Exception):
-    """One or more configuration problems, each a line naming the field."""
-
-    def __init__(self, source: str, lines: list[str]):
-        self.source = source
-        self.lines = lines
-        super().__init__(self.message())
-
-    def message(self) -> str:
-        n = len(self.lines)
-        head = f"{n} problem{'s' if n != 1 else ''} in the configuration ({self.source}):"
-        return "\n".join([head, *(f"  - {line}" for line in self.lines)])
+from hilserl_ray.errors import ConfigError  # noqa: F401  (re-exported: callers import it from here)
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
@@ -81,6 +69,24 @@ def _list_index(node: list, part: str, path: list[str]) -> int:
     return int(part)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -88,9 +94,17 @@ def load_yaml(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(str(path), ["the config file does not exist"])
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["not a text file (not UTF-8): pass a YAML config"]) from None
+    except OSError as e:
+        raise ConfigError(str(path), [f"cannot be read ({e.strerror})"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         raise ConfigError(str(path), [f"not valid YAML: {e}"]) from None
+    if data is None:
+        raise ConfigError(str(path), ["the file is empty (or only comments); start from configs/*.yaml"])
     if not isinstance(data, dict):
         raise ConfigError(str(path), [f"the top level must be a mapping, got {type(data).__name__}"])
     return data

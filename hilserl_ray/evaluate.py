@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.errors import UserError, command
 from hilserl_ray.runtime.checkpoint import latest_checkpoint
 
 
@@ -25,6 +26,7 @@ def evaluate(
     checkpoint: Path | None = None,
     seed_offset: int = 10_000,
 ) -> dict:
+    from hilserl_ray.console.session import open_console
     from hilserl_ray.data.video import VideoEncoder
     from hilserl_ray.envs.make import make_env
     from hilserl_ray.policy import SACAgent
@@ -32,11 +34,19 @@ def evaluate(
     output_dir = Path(output_dir)
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(output_dir / "checkpoints")
     if ckpt is None:
-        raise FileNotFoundError(f"no checkpoint in {output_dir / 'checkpoints'}: train first")
+        raise UserError(
+            "no complete checkpoint here", where=str(output_dir / "checkpoints"), fix="train first"
+        )
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
     cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
     agent = SACAgent.load(ckpt / "agent", device="cpu")
-    env = make_env(cfg, seed=cfg.seed + seed_offset)
+    # The console lets a person watch and judge (a real arm has no success signal of its own).
+    console = open_console(cfg, f"evaluate {output_dir.name}")
+    if console is None:
+        env = make_env(cfg, seed=cfg.seed + seed_offset)
+    else:
+        print(f"console: {console.url}", flush=True)
+        env = console.watch(make_env(cfg, seed=cfg.seed + seed_offset, intervention=console.source(None)))
     encoder = None
     results = []
     try:
@@ -57,11 +67,20 @@ def evaluate(
                 ret += float(reward)
                 length += 1
                 done = terminated or truncated
-            results.append({"success": bool(info.get("is_success", False)), "return": ret, "length": length})
+            results.append(
+                {
+                    "success": bool(info.get("is_success", False)),
+                    "env_success": bool(info.get("env_success", info.get("is_success", False))),
+                    "return": ret,
+                    "length": length,
+                }
+            )
     finally:
         if encoder is not None:
             encoder.close()
         env.close()
+        if console is not None:
+            console.close()
     summary = {
         "checkpoint": str(ckpt),
         "episodes": episodes,
@@ -70,10 +89,13 @@ def evaluate(
         "mean_length": float(np.mean([r["length"] for r in results])),
         "video": str(video) if video else None,
     }
+    if cfg.pipeline.reward.classifier is not None:  # success is the classifier's: show the env's own too
+        summary["env_success_rate"] = float(np.mean([r["env_success"] for r in results]))
     (output_dir / "eval.json").write_text(json.dumps({**summary, "per_episode": results}, indent=1))
     return summary
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hilserl_ray.evaluate", description=__doc__)
     p.add_argument("output_dir", type=Path)
@@ -82,15 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--checkpoint", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.episodes <= 0:
+        raise ConfigError("command line", [f"--episodes: got {args.episodes}; a positive number of episodes"])
     video = None if args.no_video else (args.video or args.output_dir / "eval.mp4")
-    try:
-        s = evaluate(args.output_dir, args.episodes, video, args.checkpoint)
-    except (FileNotFoundError, ConfigError) as e:
-        print(e.message() if isinstance(e, ConfigError) else e, file=sys.stderr)
-        return 2
+    s = evaluate(args.output_dir, args.episodes, video, args.checkpoint)
     print(
         f"success {s['success_rate']:.0%} over {s['episodes']} episodes, mean return {s['mean_return']:+.2f}, "
-        f"mean length {s['mean_length']:.1f}" + (f"; video {s['video']}" if s["video"] else "")
+        f"mean length {s['mean_length']:.1f}"
+        + (f"; the env's own success {s['env_success_rate']:.0%}" if "env_success_rate" in s else "")
+        + (f"; video {s['video']}" if s["video"] else "")
     )
     return 0
 

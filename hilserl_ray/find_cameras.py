@@ -16,9 +16,11 @@ from pathlib import Path
 
 import cv2
 
+from hilserl_ray.errors import UserError, command
 from hilserl_ray.hardware.camera import OpenCVCamera, candidate_devices, find_cameras
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m hilserl_ray.find_cameras", description=__doc__.split("\n\n")[0]
@@ -29,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     devices = [int(d) if d.isdigit() else d for d in args.devices] or candidate_devices()
     found = find_cameras(devices)
     if not found:
-        print(f"no camera opened (tried {devices})", file=sys.stderr)
-        return 1
+        raise UserError(
+            f"no camera opened (tried {devices})",
+            fix="plug a camera in, check `ls /dev/video*` and that this user may open it (group video)",
+        )
     for info in found:
         print(f"{info['device']}\t{info['width']}x{info['height']}\t{info['fps']:.0f} fps")
         if args.save_dir is not None:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hilserl_ray.errors import UserError, command
 from hilserl_ray.fleet.stats import ARM_PREFIX, arm_names
 from hilserl_ray.runtime.metrics import read_metrics
 
@@ -26,8 +27,8 @@ def plot(output_dir: Path, out: Path | None = None) -> Path:
 
     rows = read_metrics(output_dir)
     if not rows:
-        raise FileNotFoundError(
-            f"no metrics in {Path(output_dir) / 'metrics.jsonl'}: has the run logged yet?"
+        raise UserError(
+            "no metrics here", where=str(Path(output_dir) / "metrics.jsonl"), fix="has the run logged yet?"
         )
     out = Path(out) if out else Path(output_dir) / "curves.png"
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
@@ -58,16 +59,13 @@ def _curve(ax, rows: list[dict], key: str, **style) -> None:
         ax.plot(xs, ys, **style)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hilserl_ray.plot", description=__doc__)
     p.add_argument("output_dir", type=Path)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    try:
-        print(plot(args.output_dir, args.out))
-    except FileNotFoundError as e:
-        print(e, file=sys.stderr)
-        return 1
+    print(plot(args.output_dir, args.out))
     return 0
 
 

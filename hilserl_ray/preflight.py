@@ -40,34 +40,56 @@ def check_files(cfg: TrainConfig) -> list[Problem]:
 
 
 def check_dataset(cfg: TrainConfig) -> list[Problem]:
-    """Dataset present, long enough to fit the offline buffer, and carrying every pipeline feature."""
-    if cfg.dataset.path is None:
-        return []
-    root = Path(cfg.dataset.path)
-    info_path = root / "meta" / "info.json"
-    if not info_path.is_file():
-        return [("dataset.path", str(root), "a LeRobot dataset directory containing meta/info.json")]
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as e:
-        return [("dataset.path", str(info_path), f"valid JSON ({e})")]
+    """Datasets present, together fitting the offline buffer, each carrying every pipeline feature
+    with an action format and joint units that can be decided."""
     problems: list[Problem] = []
-    frames, episodes = int(info.get("total_frames", 0)), int(info.get("total_episodes", 0))
-    rows = frames + episodes  # the buffer stores each episode's final observation as one more row
+    rows = 0
+    for root in map(Path, cfg.dataset.all_paths()):
+        key = "dataset.path" if root == cfg.dataset.path else "dataset.paths"
+        info_path = root / "meta" / "info.json"
+        if not info_path.is_file():
+            problems.append((key, str(root), "a LeRobot dataset directory containing meta/info.json"))
+            continue
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError as e:
+            problems.append((key, str(info_path), f"valid JSON ({e})"))
+            continue
+        frames, episodes = int(info.get("total_frames", 0)), int(info.get("total_episodes", 0))
+        rows += frames + episodes  # the buffer stores each episode's final observation as one more row
+        from hilserl_ray.data.mapping import feature_problems
+
+        try:
+            found = feature_problems(info, cfg, root)
+        except ValueError as e:  # DatasetError: an unreadable dataset
+            found = [(key, str(root), f"a readable LeRobot dataset ({e})")]
+        if found:
+            where = f" [dataset {root}]" if len(cfg.dataset.all_paths()) > 1 else ""
+            problems += [(p, v, m + where) for p, v, m in found]
+            problems.append(
+                (
+                    "hint",
+                    str(root),
+                    f"python -m hilserl_ray.data.inspect {root} --config <your config> prints the overrides that fit",
+                )
+            )
     cap = cfg.buffer.offline_capacity
     if isinstance(cap, int) and cap < rows:
         problems.append(
             (
                 "buffer.offline_capacity",
                 cap,
-                f">= {rows} (the dataset's {frames} frames + {episodes} episode ends), or 'auto'",
+                f">= {rows} (the datasets' frames + one row per episode end), or 'auto'",
             )
         )
-    try:
-        from hilserl_ray.data.mapping import feature_problems
-    except ImportError:  # the data package provides the feature check
-        return problems
-    return problems + feature_problems(info, cfg)
+    return problems
+
+
+def check_reward_classifier(cfg: TrainConfig) -> list[Problem]:
+    """A configured reward classifier exists and was trained for this pipeline's features."""
+    from hilserl_ray.reward.spec import check_classifier
+
+    return check_classifier(cfg)
 
 
 def check_fleet(cfg: TrainConfig) -> list[Problem]:
@@ -84,6 +106,11 @@ def check_fleet(cfg: TrainConfig) -> list[Problem]:
 
 
 def preflight(cfg: TrainConfig, source: str = "config") -> None:
-    problems = check_files(cfg) + check_fleet(cfg) + check_dataset(cfg)
+    problems = check_files(cfg) + check_fleet(cfg) + check_dataset(cfg) + check_reward_classifier(cfg)
     if problems:
-        raise ConfigError(source, [f"{p}: got {v!r}; {m}" for p, v, m in problems])
+        config = source if Path(source).exists() else "<your config>"
+        lines = [
+            m.replace("<your config>", config) if p == "hint" else f"{p}: got {v!r}; {m}"
+            for p, v, m in problems
+        ]
+        raise ConfigError(source, lines)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from hilserl_ray import train
+from hilserl_ray.errors import command
 from hilserl_ray.runtime.checkpoint import latest_checkpoint
 
 SMALL = [
@@ -37,6 +38,7 @@ def counters(ckpt: Path) -> dict:
     return json.loads((ckpt / "learner.json").read_text())["counters"]
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hilserl_ray.smoke", description=__doc__)
     p.add_argument("--output-dir", default="outputs/smoke")

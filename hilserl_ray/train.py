@@ -1,19 +1,20 @@
 """`python -m hilserl_ray.train --config X [--resume] [--overwrite] [--dry-run] [--a.b=value ...]`.
 
 Validates everything before Ray starts: a config problem prints one line per field and exits 2,
-never a traceback. `--dry-run` prints the resolved config and the feature table, then exits.
+never a traceback (`--debug` shows it). `--dry-run` prints the resolved config and the feature
+table, then exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from hilserl_ray.configio import ConfigError, load_config, to_yaml
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import command
 from hilserl_ray.preflight import preflight
-
-EXIT_CONFIG = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,37 +26,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/last")
     p.add_argument("--overwrite", action="store_true", help="start fresh in a non-empty output dir")
     p.add_argument("--dry-run", action="store_true", help="validate, print config and features, exit")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    try:
-        cfg = load_config(args.config, rest)
-        preflight(cfg, source=args.config)
-    except ConfigError as e:
-        print(e.message(), file=sys.stderr)
-        return EXIT_CONFIG
+    if args.resume and args.overwrite:
+        raise ConfigError("command line", ["--resume and --overwrite exclude each other: pick one"])
+    cfg = load_config(args.config, rest)
+    preflight(cfg, source=args.config)
     spec = pipeline_spec(cfg)
     if args.dry_run:
         print(to_yaml(cfg))
         print(spec.table())
+        _print_dataset_decisions(cfg)
         from hilserl_ray.fleet import fleet
 
         for arm in fleet(cfg):
             print(f"robot actor '{arm.name}' ({arm.cfg.robot.type}) -> {arm.where()}")
         print(f"\nconfig OK (feature fingerprint {spec.fingerprint()})")
         return 0
-    if args.resume and args.overwrite:
-        print("--resume and --overwrite exclude each other: pick one", file=sys.stderr)
-        return EXIT_CONFIG
     from hilserl_ray.runtime.driver import run
 
-    try:
-        return run(cfg, resume=args.resume, overwrite=args.overwrite)
-    except ConfigError as e:
-        print(e.message(), file=sys.stderr)
-        return EXIT_CONFIG
+    return run(cfg, resume=args.resume, overwrite=args.overwrite)
+
+
+def _print_dataset_decisions(cfg) -> None:
+    """What conversion will decide for each dataset (preflight has checked it can)."""
+    from pathlib import Path
+
+    from hilserl_ray.data import formats
+
+    for root in map(Path, cfg.dataset.all_paths()):
+        info = json.loads((root / "meta" / "info.json").read_text())
+        d, _ = formats.decide(root, info, cfg, *formats.state_and_action_keys(cfg))
+        if d is not None:
+            print(
+                f"\ndataset {root}: action {d.action_format} ({d.action_reason}); joints in {d.joint_units} ({d.units_reason})"
+            )
 
 
 if __name__ == "__main__":

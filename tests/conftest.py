@@ -15,3 +15,9 @@ def seeded_single_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def private_offline_cache(tmp_path_factory, monkeypatch):
+    """Converted datasets go to a shared cache (~/.cache/hilserl_ray by default): keep tests' own."""
+    monkeypatch.setenv("HILSERL_RAY_CACHE_DIR", str(tmp_path_factory.mktemp("offline_cache")))

@@ -24,6 +24,7 @@ def make_cfg(root, out, **overrides):
         "env.cameras": [{"name": "front", "width": 64, "height": 48}],
         "pipeline.image.size": [32, 32],
         "dataset.path": str(root),
+        "dataset.cache_dir": str(out / "cache"),
         "output_dir": str(out),
     }
     data.update(overrides)
@@ -142,3 +143,16 @@ def test_cache_off_converts_in_memory(dataset, tmp_path):
     cfg = make_cfg(dataset, tmp_path / "out", **{"dataset.cache": False})
     chunk = load_offline_transitions(cfg, pipeline_spec(cfg), progress=False)
     assert not isinstance(chunk[CAM], np.memmap) and not (tmp_path / "out/cache").exists()
+
+
+def test_shared_cache_prunes_per_dataset(dataset, tmp_path):
+    """One cache dir for every run and dataset: a dataset's old conversions go, others' stay."""
+    other = write_dataset(tmp_path / "other", [3], cameras={"front": (48, 64)}, codec="h264")
+    shared = {"dataset.cache_dir": str(tmp_path / "shared")}
+    load_offline_transitions(make_cfg(other, tmp_path / "a", **shared), progress=False)
+    for size in ([16, 16], [24, 24], [32, 32]):  # three pipelines on the first dataset
+        cfg = make_cfg(dataset, tmp_path / "b", **shared, **{"pipeline.image.size": size})
+        load_offline_transitions(cfg, progress=False)
+    names = sorted(p.name for p in (tmp_path / "shared").iterdir())
+    tags = [n.split("-")[1] for n in names]
+    assert len(names) == 3 and sorted(tags.count(t) for t in set(tags)) == [1, 2]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 from fake_sts3215 import LEROBOT_FILE
 
 from hilserl_ray.buffer.chunk import validate_chunk
 from hilserl_ray.configio import ConfigError, load_config
-from hilserl_ray.data.convert import OFFLINE_EPISODE_ID_BASE, convert
+from hilserl_ray.data.convert import OFFLINE_EPISODE_ID_BASE, convert, format_report
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
 from hilserl_ray.data.mapping import feature_problems
 from hilserl_ray.data.synthetic import read_code, write_dataset
@@ -112,12 +110,10 @@ def test_each_transition_pairs_frame_i_with_frame_i_plus_1_across_episodes(datas
 def test_missing_reward_and_done(tmp_path, caplog, rule):
     root = write_dataset(tmp_path / "ds", LENGTHS, reward=False, done=False, codec="h264")
     cfg = make_cfg(root, tmp_path, **{"dataset.missing_reward": rule})
-    with caplog.at_level(logging.INFO, logger="hilserl_ray.data.convert"):
-        chunk, summary = convert(cfg, progress=False)
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert (
-        len(warnings) == 1 and "next.reward" in warnings[0].getMessage() and rule in warnings[0].getMessage()
-    )
+    chunk, summary = convert(cfg, progress=False)
+    # the rule used is in the conversion report (printed once, saved next to the cache)
+    assert "next.reward" in summary["reward_rule"] and rule in summary["reward_rule"]
+    assert "next.reward" in format_report(summary) and "next.done" in summary["done_rule"]
     assert set(summary["missing"]) >= {"next.reward", "next.done"}
     trans, last = rows_of(LENGTHS)
     ends = last - 1
@@ -126,13 +122,13 @@ def test_missing_reward_and_done(tmp_path, caplog, rule):
     assert (chunk["reward"][ends] == want).all() and chunk["reward"].sum() == want * len(LENGTHS)
 
 
-def test_episode_not_done_at_its_end_is_a_truncation(tmp_path, caplog):
+def test_episode_not_done_at_its_end_is_a_truncation(tmp_path):
     root = write_dataset(tmp_path / "ds", [3, 4], reward=False, last_done=False, codec="h264")
-    chunk, _ = convert(make_cfg(root, tmp_path), progress=False)
+    chunk, report = convert(make_cfg(root, tmp_path), progress=False)
     ends = rows_of([3, 4])[1] - 1
     assert chunk["truncated"][ends].all() and not chunk["terminated"].any()
     assert chunk["reward"].sum() == 0  # not a success: the reward rule gives nothing
-    assert "0 of 2 episodes" in caplog.text
+    assert "0 of 2 episodes" in report["reward_rule"]
 
 
 def test_missing_intervention_flags_mean_human_demos(tmp_path):
@@ -185,7 +181,7 @@ def test_feature_problems_lists_every_mismatch(tmp_path):
         "action" in problems["dataset.features.action"][1] and "[4]" in problems["dataset.features.action"][1]
     )
     cfg = make_cfg(root, tmp_path, **{"env.cameras": [{"name": "front", "width": 640, "height": 480}]})
-    assert any(p == "env.cameras.front" for p, _, _ in feature_problems(info, cfg))
+    assert any(p == "env.cameras.0" for p, _, _ in feature_problems(info, cfg))
 
 
 def test_actions_outside_the_policy_range_are_rejected(tmp_path):
@@ -201,6 +197,12 @@ def test_actions_outside_the_policy_range_are_rejected(tmp_path):
     w.save_episode()
     w.finalize()
     cfg = make_cfg(tmp_path / "ds", tmp_path, **{"env.cameras": [], "env.environment_state": False})
+    # 4 values, not joint names, not inside the bounds: auto cannot tell, and says which setting decides
+    with pytest.raises(
+        DatasetError, match=r"(?s)dataset.action_format.*cannot tell.*hilserl_ray.data.inspect"
+    ):
+        convert(cfg, progress=False)
+    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"action_format": "pipeline"})})
     with pytest.raises(DatasetError, match=r"\[-1, 1\].*episode 0 frame 1"):
         convert(cfg, progress=False)
 

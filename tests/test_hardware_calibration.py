@@ -14,6 +14,7 @@ from fake_sts3215 import JOINTS, LEROBOT_FILE, FakeBus, write_calibration
 
 from hilserl_ray import calibrate as calibrate_cli
 from hilserl_ray.hardware.calibration import (
+    CalibrationError,
     MotorCalibration,
     Normalizer,
     apply_calibration,
@@ -90,7 +91,7 @@ def test_round_trip_and_limits():
 
 
 def test_load_errors_name_file_motor_and_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"python -m hilserl_ray.calibrate"):
+    with pytest.raises(CalibrationError, match=r"python -m hilserl_ray.calibrate"):
         load_calibration(tmp_path / "nope.json")
     bad = dict(LEROBOT_FILE)
     bad.pop("gripper")

@@ -72,4 +72,4 @@ def test_find_cameras_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{video}\t64x48" in out
     assert len(list((tmp_path / "shots").glob("*.png"))) == 1
-    assert find_cameras_cli.main([str(tmp_path / "missing.avi")]) == 1
+    assert find_cameras_cli.main([str(tmp_path / "missing.avi")]) == 2  # a user error: no traceback

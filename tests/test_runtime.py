@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,8 @@ def test_end_to_end_resume_and_continue(tmp_path):
     r = train(out, "--resume", "--total_env_steps=300")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "no checkpoint" in r.stdout and "starting fresh" in r.stdout
+    pages = json.loads((out / "console.json").read_text())  # the run lists each robot actor's page
+    assert len(pages) == 1 and f"console, robot actor 0: {pages[0]['url']}" in r.stdout
     first = counters(out)
     assert first["env_steps"] >= 300 and first["updates"] > 0 and first["episodes"] > 0
     assert (out / "config.yaml").is_file()
@@ -265,7 +268,7 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
 
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=3, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(address="local", num_cpus=3, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield
     ray.shutdown()
 
@@ -280,11 +283,14 @@ def test_killed_robot_actor_restarts_and_training_continues(local_ray, tmp_path)
     robot = RobotActor.options(**robot_actor_options(cfg)).remote(d, 0, "test_learner")
     wait_for(lambda: ray.get(learner.stats.remote())["updates"] > 0, 120, "first updates")
     pid = ray.get(robot.stats.remote())["pid"]
+    page = ray.get(robot.console_info.remote())["url"]
     os.kill(pid, signal.SIGKILL)
     before = ray.get(learner.stats.remote())
     # Ray restarts the actor; its loop starts again by itself and the learner keeps training
     new = wait_for(lambda: _stats_or_none(robot), 120, "the robot actor to come back")
     assert new["pid"] != pid and new["alive"]
+    page2 = ray.get(robot.console_info.remote())["url"]  # the new incarnation serves its own page
+    assert page2 != page and urllib.request.urlopen(page2, timeout=30).status == 200
     wait_for(
         lambda: ray.get(learner.stats.remote())["env_steps"] > before["env_steps"] + 50, 120, "new env steps"
     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hilserl_ray.errors import UserError
 from hilserl_ray.features import FeatureSpec
 from hilserl_ray.fsutil import fsync_dir
 
@@ -28,7 +29,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 
 
-class BufferFileError(ValueError):
+class BufferFileError(UserError, ValueError):
     """A saved buffer that cannot be loaded as asked (missing/corrupt files, other spec)."""
 
 

@@ -48,8 +48,13 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cache_dir(output_dir: Path, key: str) -> Path:
-    return Path(output_dir) / "cache" / f"offline-{key}"
+def path_tag(root: Path) -> str:
+    """A short tag of a dataset's location: caches of one dataset are pruned together."""
+    return hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:8]
+
+
+def cache_dir(cache_root: Path, key: str, tag: str = "") -> Path:
+    return Path(cache_root) / (f"offline-{tag}-{key}" if tag else f"offline-{key}")
 
 
 class CacheWriter:
@@ -150,9 +155,15 @@ def load_or_build(
 
 
 def prune(cache_root: Path, keep: Path, n: int = KEEP_CACHES) -> None:
-    """Drop all but the `n` newest offline caches (and any leftover temp dirs of dead builds)."""
+    """Drop all but the `n` newest caches of the same dataset (other datasets' caches stay)
+    and any leftover temp dirs of dead builds."""
+    prefix = keep.name.rsplit("-", 1)[0]  # offline-<tag> (or offline)
     caches = sorted(
-        (p for p in cache_root.glob("offline-*") if p.is_dir() and p != keep),
+        (
+            p
+            for p in cache_root.glob(f"{prefix}-*")
+            if p.is_dir() and p != keep and p.name.rsplit("-", 1)[0] == prefix
+        ),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )

@@ -7,13 +7,18 @@ never bootstraps, and a truncated one bootstraps from that last observation.
 
 Observations are rebuilt from the raw robot features: joint positions (first 6 state values)
 -> `proprio_state` (velocities at the env's control dt, FK ee pose), camera frames ->
-`process_image` (crop, INTER_AREA resize). Output arrays come from `alloc`, so the cache
-writes straight into memory-mapped files and peak RAM stays near the chunk itself.
+`process_image` (crop, INTER_AREA resize). Actions in the pipeline's format are kept; joint
+targets (what LeRobot teleop records) or joint deltas become the pipeline's action through
+`envs.joint_actions`, the function the live leader arm uses (`formats` decides which, and the
+units). Output arrays come from `alloc`, so the cache writes straight into memory-mapped files
+and peak RAM stays near the chunk itself.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,17 +27,20 @@ import numpy as np
 from tqdm import tqdm
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.data import cache, mapping
+from hilserl_ray.data import cache, formats, mapping
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
+from hilserl_ray.envs.joint_actions import JointActionParams, joint_targets_to_action
 from hilserl_ray.envs.kinematics import DEFAULT_MJCF, Kinematics
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec
 from hilserl_ray.envs.transforms import proprio_state
+from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
 
 log = logging.getLogger(__name__)
 
 # Bump when the conversion's output changes for the same inputs: old caches then miss.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2
+CLIP_WARN_FRACTION = 0.05  # more clipped actions than this: the demos outrun the pipeline's step
 # Offline episodes get ids far above any actor's, so ids stay unique in a mixed buffer.
 OFFLINE_EPISODE_ID_BASE = 1 << 48
 
@@ -43,12 +51,15 @@ def _ram_alloc(name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
-def check_dataset(reader: LeRobotReader, cfg: TrainConfig) -> None:
-    """Raise DatasetError listing every missing/mismatched feature (with the dataset's keys)."""
-    problems = mapping.feature_problems(reader.info, cfg)
+def check_dataset(reader: LeRobotReader, cfg: TrainConfig) -> formats.Decision:
+    """The action format / joint units decision; DatasetError listing every missing or
+    mismatched feature (with the dataset's keys) and pointing to `inspect`."""
+    problems = mapping.feature_problems(reader.info, cfg, reader.root, reader)
     if problems:
-        lines = "\n".join(f"  - {p}: got {v!r}; {m}" for p, v, m in problems)
+        lines = "\n".join(f"  - {line}" for line in mapping.problem_lines(problems, reader.root))
         raise DatasetError(f"dataset {reader.root} does not fit the pipeline:\n{lines}")
+    decision, _ = formats.decide(reader.root, reader.info, cfg, *formats.state_and_action_keys(cfg), reader)
+    return decision
 
 
 def convert(
@@ -58,13 +69,14 @@ def convert(
     alloc: Alloc = _ram_alloc,
     progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Convert `cfg.dataset.path` to a Chunk; returns (chunk, summary)."""
+    """Convert one dataset (`reader`, default `cfg.dataset.path`) to a Chunk; returns
+    (chunk, report): the report says what was decided and done (see `format_report`)."""
     spec = spec or pipeline_spec(cfg)
     if reader is None:
         if cfg.dataset.path is None:
             raise ValueError("dataset.path: no dataset configured")
         reader = LeRobotReader(cfg.dataset.path)
-    check_dataset(reader, cfg)
+    decision = check_dataset(reader, cfg)
     t0 = time.perf_counter()
     eps = reader.episodes
     n_eps, n_frames = len(eps), reader.num_frames
@@ -88,7 +100,7 @@ def convert(
     out: dict[str, np.ndarray] = {}
 
     # ---- state: full proprioception per episode, from the joint positions
-    joints = joint_degrees(cols[key[STATE]][:, : mapping.NUM_JOINTS], cfg)
+    joints = joint_degrees(cols[key[STATE]][:, : mapping.NUM_JOINTS], cfg, decision.joint_units)
     _check_finite(joints, key[STATE], eps)
     kin = Kinematics(cfg.robot.mjcf)
     state = alloc(STATE, (rows, *spec.observation[STATE].shape), "float32")
@@ -109,14 +121,24 @@ def convert(
         out[ENV_STATE][frame_row] = values
         out[ENV_STATE][last_rows] = out[ENV_STATE][last_frame_rows]
 
-    # ---- action
-    action = _check_actions(cols[key[ACTION]], key[ACTION], spec, eps)
+    # ---- action: the pipeline's own, or joint targets/deltas converted as the leader arm's are
+    clipped = np.zeros(n_frames, bool)
+    if decision.action_format == "pipeline":
+        action = _check_actions(cols[key[ACTION]], key[ACTION], spec, eps)
+    else:
+        raw = cols[key[ACTION]][:, : mapping.NUM_JOINTS].astype(np.float64)
+        _check_finite(raw, key[ACTION], eps)
+        if decision.action_format == "joint_deltas":  # in the dataset's units, then converted
+            raw = cols[key[STATE]][:, : mapping.NUM_JOINTS].astype(np.float64) + raw
+        target = joint_degrees(raw, cfg, decision.joint_units)
+        action, clipped = joint_targets_to_action(target, joints, kin, JointActionParams.from_config(cfg))
     out[ACTION] = alloc(ACTION, (rows, *spec.action.shape), "float32")
     out[ACTION][frame_row] = action
     out[ACTION][last_rows] = 0
 
     # ---- reward, done, flags
-    out.update(_signals(cfg, reader, cols, present, lengths, frame_row, last_frame_rows, rows, alloc))
+    signals, rules = _signals(cfg, reader, cols, present, lengths, frame_row, last_frame_rows, rows, alloc)
+    out.update(signals)
     episode_id = alloc("episode_id", (rows,), "int64")
     episode_id[:] = OFFLINE_EPISODE_ID_BASE + np.repeat([e.index for e in eps], lengths + 1)
     out["episode_id"] = episode_id
@@ -159,6 +181,8 @@ def convert(
             imgs[last_rows] = imgs[last_frame_rows]
             out[name] = imgs
     seconds = time.perf_counter() - t0
+    used = {name: mapping.dataset_key(name, cfg) for name in mapping.required_inputs(cfg)}
+    g = cfg.pipeline.gripper
     summary = {
         "dataset": str(reader.root),
         "episodes": n_eps,
@@ -167,18 +191,52 @@ def convert(
         "seconds": round(seconds, 3),
         "frames_per_second": round(n_frames / seconds, 1) if seconds > 0 else None,
         "missing": sorted(set(opt) - set(present)),
+        **decision.to_dict(),
+        "action": list(spec.action.names or []),
+        "gripper": f"discrete close/stay/open, stay within +-{g.command_threshold:g}"
+        if g.discrete
+        else f"continuous, {g.step_deg:g} per unit",
+        "clipped_frames": int(clipped.sum()),
+        "clipped_fraction": round(float(clipped.mean()), 4),
+        **rules,
+        "keys": {**{v: k for k, v in used.items()}, **{v: k for k, v in present.items()}},
     }
     return out, summary
 
 
-def joint_degrees(values: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+def format_report(r: dict) -> str:
+    """The conversion report as a few lines a person reads once."""
+    lines = [
+        f"dataset {r['dataset']}: {r['episodes']} episodes, {r['frames']} frames",
+        f"  action: {r['action_format']} ({r['action_reason']}) -> {r['action']}",
+        f"  joint units: {r['joint_units']} ({r['units_reason']})",
+    ]
+    if r["action_format"] != "pipeline":
+        lines.append(f"  gripper: {r['gripper']}")
+        lines.append(
+            f"  clipped to [-1, 1]: {r['clipped_frames']} frames ({100 * r['clipped_fraction']:.1f}%)"
+        )
+    lines.append(f"  reward: {r['reward_rule']}")
+    lines.append(f"  done: {r['done_rule']}")
+    lines.append("  keys: " + ", ".join(f"{src} -> {dst}" for src, dst in r["keys"].items()))
+    if r["clipped_fraction"] > CLIP_WARN_FRACTION:
+        lines.append(
+            f"  WARNING: {100 * r['clipped_fraction']:.0f}% of the actions were clipped: the demos move faster per "
+            "step than the pipeline allows; raise pipeline.ee_action.step_size_m (EE mode) or "
+            "robot.max_relative_target_deg (joint mode), or lower env.fps"
+        )
+    return "\n".join(lines)
+
+
+def joint_degrees(values: np.ndarray, cfg: TrainConfig, units: str | None = None) -> np.ndarray:
     """The dataset's 6 joint values in state units (degrees, gripper 0..100), as float64.
 
     `dataset.joint_units: lerobot_range` undoes LeRobot's default -100..100 normalization with
     the arm's calibration (the same file the real robot uses), so FK sees real angles.
     """
     values = np.asarray(values, dtype=np.float64)
-    if cfg.dataset.joint_units == "degrees":
+    units = units or cfg.dataset.joint_units
+    if units in ("degrees", "auto"):
         return values
     from hilserl_ray.config import JOINT_NAMES
     from hilserl_ray.hardware.calibration import Normalizer, load_calibration
@@ -209,6 +267,7 @@ def _signals(
         reward = cols[reward_key].reshape(n_frames).astype(np.float32)
         if not np.isfinite(reward).all():
             raise DatasetError(f"{reader.root}: column {reward_key!r} has non-finite values")
+        reward_rule = f"column {reward_key!r}"
     else:
         reward = np.zeros(n_frames, np.float32)
         rule = cfg.dataset.missing_reward
@@ -218,17 +277,12 @@ def _signals(
             what = f"reward 1 on the last frame of the {int(success.sum())} of {len(lengths)} episodes that end done"
         else:
             what = "reward 0 everywhere"
-        log.warning(
-            "dataset %s has no %r column: dataset.missing_reward=%r gives %s",
-            reader.root,
-            mapping.REWARD,
-            rule,
-            what,
-        )
-    if not done_key:
-        log.info(
-            "dataset %s has no %r column: episodes end done at their last frame", reader.root, mapping.DONE
-        )
+        reward_rule = f"no {mapping.REWARD!r} column: dataset.missing_reward={rule!r} gives {what}"
+    done_rule = (
+        f"column {done_key!r}"
+        if done_key
+        else f"no {mapping.DONE!r} column: episodes end done at their last frame"
+    )
 
     def field(name, dtype, values, last_value=None):
         arr = alloc(name, (rows,), dtype)
@@ -246,13 +300,14 @@ def _signals(
     # a dataset without intervention flags is a set of teleoperated demos: every action is human
     intervention = cols[int_key].reshape(n_frames).astype(bool) if int_key else np.ones(n_frames, bool)
     last_int = intervention[np.cumsum(lengths) - 1]
-    return {
+    fields = {
         "reward": field("reward", "float32", reward),
         "discrete_penalty": field("discrete_penalty", "float32", penalty),
         "terminated": field("terminated", "bool", terminated),
         "truncated": field("truncated", "bool", trunc),
         "is_intervention": field("is_intervention", "bool", intervention, last_int),
     }
+    return fields, {"reward_rule": reward_rule, "done_rule": done_rule}
 
 
 def _check_finite(a: np.ndarray, name: str, eps) -> None:
@@ -296,11 +351,26 @@ def _where(row: int, eps) -> str:
 
 
 # ------------------------------------------------------------------------------- the entry point
-def offline_cache_key(cfg: TrainConfig, spec: FeatureSpec, reader: LeRobotReader) -> str:
+def cache_root(cfg: TrainConfig) -> Path:
+    """Where converted datasets live: shared by runs, so a new run on the same dataset and
+    pipeline loads the conversion instead of redoing it."""
+    if cfg.dataset.cache_dir is not None:
+        return Path(cfg.dataset.cache_dir)
+    env = os.environ.get("HILSERL_RAY_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hilserl_ray" / "offline"
+
+
+def offline_cache_key(
+    cfg: TrainConfig, spec: FeatureSpec, reader: LeRobotReader, decision: formats.Decision
+) -> str:
     kin_file = Path(cfg.robot.mjcf) if cfg.robot.mjcf is not None else DEFAULT_MJCF
     if not kin_file.is_file():
         Kinematics(kin_file)  # raises, naming robot.mjcf and the fix
     st = kin_file.stat()
+    joint_actions = decision.action_format != "pipeline"
     return cache.cache_key(
         {
             "dataset": cache.files_fingerprint(reader.root, reader.files()),
@@ -309,6 +379,12 @@ def offline_cache_key(cfg: TrainConfig, spec: FeatureSpec, reader: LeRobotReader
             "rules": {
                 "missing_reward": cfg.dataset.missing_reward,
                 "rename": dict(sorted(cfg.dataset.rename.items())),
+                "action_format": decision.action_format,
+                "joint_units": decision.joint_units,
+                "joint_actions": JointActionParams.from_config(cfg).__dict__ if joint_actions else None,
+                "calibration": _file_stamp(cfg.robot.calibration)
+                if decision.joint_units == "lerobot_range"
+                else None,
             },
             "mjcf": [str(kin_file.resolve()), st.st_size, st.st_mtime_ns],
         }
@@ -319,61 +395,76 @@ def _file_stamp(path) -> list | None:
     if path is None or not Path(path).is_file():
         return None
     st = Path(path).stat()
-    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+    return [cache.files_fingerprint(Path(path).parent, [Path(path)]), st.st_size]
 
 
 def load_offline_transitions(
     cfg: TrainConfig,
     spec: FeatureSpec | None = None,
-    out_dir: Path | str | None = None,
+    root: Path | str | None = None,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """The dataset as one Chunk, from `<out_dir>/cache/offline-<key>/` when valid, else converted (and cached).
+    """One dataset (`root`, default `cfg.dataset.path`) as a Chunk, from the shared cache
+    (`cache_root(cfg)/offline-<dataset>-<key>/`) when valid, else converted and cached.
 
-    Cached arrays are read-only memory maps; `ReplayBuffer.add_chunk` copies what it keeps.
+    The conversion report is printed once, when it is made, and saved in the cache directory
+    (report.txt). Cached arrays are read-only memory maps; `ReplayBuffer.add_chunk` copies.
     """
-    if cfg.dataset.path is None:
+    root = root if root is not None else cfg.dataset.path
+    if root is None:
         raise ValueError(
             "dataset.path: no dataset configured (set dataset.path to a LeRobot dataset directory)"
         )
     spec = spec or pipeline_spec(cfg)
-    reader = LeRobotReader(cfg.dataset.path)
-    check_dataset(reader, cfg)
+    reader = LeRobotReader(root)
+    decision = check_dataset(reader, cfg)
     if not cfg.dataset.cache:
-        chunk, summary = convert(cfg, spec, reader, progress=progress)
-        log.info("converted %s: %s", reader.root, summary)
+        chunk, report = convert(cfg, spec, reader, progress=progress)
+        print(format_report(report), flush=True)
         return chunk
-    out_dir = Path(out_dir if out_dir is not None else cfg.output_dir)
-    key = offline_cache_key(cfg, spec, reader)
-    path = cache.cache_dir(out_dir, key)
+    key = offline_cache_key(cfg, spec, reader, decision)
+    path = cache.cache_dir(cache_root(cfg), key, tag=cache.path_tag(reader.root))
     t0 = time.perf_counter()
     existed = path.exists()
 
     def build(writer: cache.CacheWriter) -> dict:
-        _, summary = convert(cfg, spec, reader, alloc=writer.alloc, progress=progress)
-        log.info("converted %s: %s", reader.root, summary)
+        _, report = convert(cfg, spec, reader, alloc=writer.alloc, progress=progress)
+        text = format_report(report)
+        print(text, flush=True)
+        (writer.tmp / "report.txt").write_text(text + "\n")
+        (writer.tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
         return {
             "key": key,
             "spec": spec.to_dict(),
-            "summary": summary,
+            "summary": report,
             "conversion_version": CONVERSION_VERSION,
         }
 
     chunk, manifest = cache.load_or_build(path, build)
     if existed and "summary" in manifest:
-        log.info(
-            "offline cache %s: %d rows loaded in %.2f s",
-            path,
+        log.warning(
+            "dataset %s: converted before, %d rows loaded from %s in %.2f s (report: %s)",
+            reader.root,
             manifest["summary"]["rows"],
+            path,
             time.perf_counter() - t0,
+            path / "report.txt",
         )
     return chunk
 
 
+def load_offline_datasets(
+    cfg: TrainConfig, spec: FeatureSpec | None = None, progress: bool = True
+) -> list[dict[str, np.ndarray]]:
+    """Every configured dataset (`dataset.path` and `dataset.paths`) as its own Chunk."""
+    spec = spec or pipeline_spec(cfg)
+    return [load_offline_transitions(cfg, spec, p, progress) for p in cfg.dataset.all_paths()]
+
+
+@command
 def main(argv: list[str] | None = None) -> int:
     """`python -m hilserl_ray.data.convert --config X [--a.b=value ...]`: build (or check) the offline cache."""
     import argparse
-    import sys
 
     from hilserl_ray.configio import ConfigError, load_config
     from hilserl_ray.preflight import preflight
@@ -382,22 +473,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     args, rest = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_config(args.config, rest)
-        preflight(cfg, source=args.config)
-    except ConfigError as e:
-        print(e.message(), file=sys.stderr)
-        return 2
-    if cfg.dataset.path is None:
-        print("dataset.path: not set; nothing to convert (--dataset.path=DIR)", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, rest)
+    if not cfg.dataset.all_paths():
+        raise ConfigError(args.config, ["dataset.path: not set; nothing to convert (--dataset.path=DIR)"])
+    preflight(cfg, source=args.config)
     t0 = time.perf_counter()
-    chunk = load_offline_transitions(cfg, progress=True)
-    mb = sum(v.nbytes for v in chunk.values()) / 1e6
-    n = int((~chunk["is_last"]).sum())
-    print(
-        f"{n} transitions, {int(chunk['is_last'].sum())} episodes, {mb:.0f} MB, ready in {time.perf_counter() - t0:.1f} s"
-    )
+    for chunk in load_offline_datasets(cfg, progress=True):
+        mb = sum(v.nbytes for v in chunk.values()) / 1e6
+        n = int((~chunk["is_last"]).sum())
+        print(
+            f"{n} transitions, {int(chunk['is_last'].sum())} episodes, {mb:.0f} MB, ready in {time.perf_counter() - t0:.1f} s"
+        )
     return 0
 
 

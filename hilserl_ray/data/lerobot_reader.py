@@ -22,11 +22,12 @@ import pyarrow.parquet as pq
 from hilserl_ray.data.layout import DEFAULT_FEATURES, V21_DATA_PATH, V21_VIDEO_PATH
 from hilserl_ray.data.video import PipelineImages, decode_frames
 from hilserl_ray.envs.transforms import process_image
+from hilserl_ray.errors import UserError
 
 TIME_TOLERANCE_S = 1e-4  # LeRobot's own tolerance between a frame's time and its video frame
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be read as LeRobot v2.1/v3.0; the message names the file and the fix."""
 
 

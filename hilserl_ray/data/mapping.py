@@ -22,6 +22,8 @@ DONE = "next.done"
 INTERVENTION = "complementary_info.is_intervention"
 PENALTY = "complementary_info.discrete_penalty"
 TRUNCATED = "complementary_info.truncated"
+# per frame: success is visible in this frame's observation (sim ground truth, or the human's held key)
+SUCCESS_LABEL = "complementary_info.success"
 NUM_JOINTS = 6
 CAMERA_DTYPES = ("video", "image")
 
@@ -47,8 +49,14 @@ def closest(name: str, keys: list[str]) -> str | None:
     return hits[0] if hits else None
 
 
-def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
-    """Every way the dataset (its meta/info.json) falls short of what the pipeline needs."""
+def feature_problems(info: dict, cfg: TrainConfig, root: Path | None = None, reader=None) -> list[Problem]:
+    """Every way the dataset (its meta/info.json) falls short of what the pipeline needs.
+
+    With `root` (the dataset directory) the action format and joint units are decided too
+    (`formats.decide`), and an undecidable one is a problem naming the setting.
+    """
+    from hilserl_ray.data import formats
+
     features: dict[str, dict] = info.get("features") or {}
     keys = sorted(k for k in features if k not in DEFAULT_FEATURES)
     cameras = sorted(k for k, f in features.items() if f.get("dtype") in CAMERA_DTYPES)
@@ -63,6 +71,14 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                 )
             )
     spec = pipeline_spec(cfg)
+    decision = None
+    if root is not None:
+        decision, undecided = formats.decide(
+            Path(root), info, cfg, dataset_key(STATE, cfg), dataset_key(ACTION, cfg), reader
+        )
+        problems += undecided
+    fmt = decision.action_format if decision else cfg.dataset.action_format
+    units = decision.joint_units if decision else cfg.dataset.joint_units
     cams = {IMAGE_PREFIX + c.name: c for c in cfg.env.cameras}
     for name in required_inputs(cfg):
         key = dataset_key(name, cfg)
@@ -100,6 +116,15 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                         f"a float vector of shape {list(want)}",
                     )
                 )
+        elif name == ACTION and fmt in ("joint_targets", "joint_deltas"):
+            if dtype not in ("float32", "float64") or len(shape) != 1 or shape[0] < NUM_JOINTS:
+                problems.append(
+                    (
+                        f"dataset.features.{key}",
+                        f"{dtype} {list(shape)}",
+                        f"dataset.action_format {fmt!r}: a float vector of >= {NUM_JOINTS} joint values",
+                    )
+                )
         elif name == ACTION:
             if len(shape) != 1 or shape[0] != spec.action.shape[0]:
                 problems.append(
@@ -107,7 +132,7 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                         f"dataset.features.{key}",
                         f"{dtype} {list(shape)}",
                         f"the pipeline's action {list(spec.action.shape)} {list(spec.action.names or [])} "
-                        "(the dataset must be recorded in the same action space)",
+                        "(or absolute joint targets: --dataset.action_format=joint_targets)",
                     )
                 )
         else:
@@ -117,15 +142,16 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
                 continue
             hw = _image_hw(f)
             if hw is not None and hw != (cam.height, cam.width):
+                i = cfg.env.cameras.index(cam)
                 problems.append(
                     (
-                        f"env.cameras.{cam.name}",
-                        f"{cam.height}x{cam.width}",
-                        f"the dataset's {key} is {hw[0]}x{hw[1]}; set env.cameras.{cam.name}.height/width to match "
-                        "so crop and resize give the live env's images",
+                        f"env.cameras.{i}",
+                        f"{cam.name} {cam.height}x{cam.width}",
+                        f"the dataset's {key} is {hw[0]}x{hw[1]}; set --env.cameras.{i}.height={hw[0]} "
+                        f"--env.cameras.{i}.width={hw[1]} so crop and resize give the live env's images",
                     )
                 )
-    if cfg.dataset.joint_units == "lerobot_range" and (
+    if units == "lerobot_range" and (
         cfg.robot.calibration is None or not Path(cfg.robot.calibration).is_file()
     ):
         problems.append(
@@ -141,6 +167,16 @@ def feature_problems(info: dict, cfg: TrainConfig) -> list[Problem]:
             ("env.fps", cfg.env.fps, f"the dataset's fps ({fps}): a transition must span one control step")
         )
     return problems
+
+
+def problem_lines(problems: list[Problem], root: Path | str | None = None) -> list[str]:
+    """Problems as lines, plus where to look: `inspect` prints the overrides that make it fit."""
+    lines = [f"{p}: got {v!r}; {m}" for p, v, m in problems]
+    if problems and root is not None:
+        lines.append(
+            f"see python -m hilserl_ray.data.inspect {root} --config <your config> for the overrides that fit"
+        )
+    return lines
 
 
 def _image_hw(feature: dict) -> tuple[int, int] | None:

@@ -4,6 +4,11 @@ Every camera frame carries its global frame index as a 16-bit block code (a 2 x 
 black/white cells, large enough to survive lossy video and resizing), so any misalignment
 between a frame's row and its image is detectable after decoding. Joint positions are a
 smooth, plausible SO-101 trajectory in degrees with joint 0 = the frame index / 100.
+
+`write_teleop_dataset` writes what LeRobot records when a person teleoperates an so101_follower
+with a leader arm: `observation.state` and `action` named `<joint>.pos`, the action being the
+absolute joint targets (the leader's pose), in degrees or LeRobot's -100..100 range units, no
+reward or done columns.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hilserl_ray.config import JOINT_NAMES
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD
 
@@ -141,5 +147,68 @@ def write_dataset(
             g += 1
             if progress is not None:
                 progress(1)
+        writer.save_episode()
+    return writer.finalize()
+
+
+def teleop_motion(n: int, roll_peak: float = 60.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(present, target): (n, 6) follower joints and the leader's targets, degrees / gripper 0..100.
+
+    The follower lags the leader by about a step; the gripper target closes 20 further than
+    the jaws get (an object in the way), and a few fast moves outrun one control step.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(n + 1, dtype=np.float64)[:, None]
+    amp = np.array([20.0, 15.0, 15.0, 15.0, roll_peak, 45.0])
+    base = np.array([0.0, -20.0, 30.0, 40.0, 0.0, 50.0])
+    q = base + amp * np.sin(t * np.array([0.05, 0.07, 0.09, 0.04, 0.06, 0.08]) + rng.uniform(0, 1, 6))
+    q[:, :5] += rng.normal(0, 0.05, (n + 1, 5))
+    present, nxt = q[:-1], q[1:]
+    target = nxt + 0.5 * (nxt - present)
+    closing = nxt[:, 5] < present[:, 5]
+    target[closing, 5] = np.clip(target[closing, 5] - 20.0, 0.0, 100.0)
+    target[::17, 1] += 12.0  # a quick jerk now and then: more than one step allows
+    return present.astype(np.float32), target.astype(np.float32)
+
+
+def write_teleop_dataset(
+    root: Path,
+    lengths: list[int],
+    cameras: dict[str, tuple[int, int]] | None = None,
+    fps: float = 30,
+    units: str = "degrees",
+    calibration: Path | None = None,
+    roll_peak: float = 110.0,
+    codec: str = "av1",
+) -> Path:
+    """A LeRobot v3.0 teleop dataset as an so101_follower records it (see the module docstring).
+
+    units "lerobot_range" stores LeRobot's default units, converted with `calibration`.
+    """
+    cameras = {"wrist": (48, 64)} if cameras is None else cameras
+    names = [f"{j}.pos" for j in JOINT_NAMES]
+    features: dict[str, dict] = {
+        "action": {"dtype": "float32", "shape": [6], "names": names},
+        "observation.state": {"dtype": "float32", "shape": [6], "names": names},
+    }
+    for cam, (h, w) in cameras.items():
+        features[f"observation.images.{cam}"] = {"dtype": "video", "shape": [h, w, 3], "names": None}
+    convert = None
+    if units == "lerobot_range":
+        from hilserl_ray.hardware.calibration import Normalizer, load_calibration
+
+        convert = Normalizer(load_calibration(calibration, JOINT_NAMES), JOINT_NAMES).to_lerobot_range
+    writer = LeRobotWriter(root, fps, features, robot_type="so101_follower", codec=codec)
+    g = 0
+    for e, length in enumerate(lengths):
+        present, target = teleop_motion(length, roll_peak, seed=e)
+        if convert is not None:
+            present, target = convert(present), convert(target)
+        for i in range(length):
+            frame: dict = {"observation.state": present[i], "action": target[i]}
+            for cam, (h, w) in cameras.items():
+                frame[f"observation.images.{cam}"] = code_image(g, h, w)
+            writer.add_frame(frame, task="pick the cube")
+            g += 1
         writer.save_episode()
     return writer.finalize()

@@ -1,9 +1,7 @@
 """Sim and real SO-101 envs and the one wrapper pipeline that both run behind.
 
-Registers gymnasium ids (state-only; pass `cameras=["front"]` etc. for image variants, or use
-the *Image ids, which add a 128x128 `front` camera):
-  hilserl_ray/SO101Reach-v0, hilserl_ray/SO101PickCube-v0,
-  hilserl_ray/SO101ReachImage-v0, hilserl_ray/SO101PickCubeImage-v0
+`make_registered` is the entry point of the gymnasium ids that `import hilserl_ray` registers
+(state-only; pass `cameras=["front"]` etc. for image variants, or use the *Image ids).
 """
 
 from __future__ import annotations
@@ -38,25 +36,3 @@ def make_registered(
             {section: values}
         )
     return make_env(TrainConfig.model_validate(data), seed=seed)
-
-
-def _register() -> None:
-    import gymnasium as gym
-
-    ids = {
-        "hilserl_ray/SO101Reach-v0": {"task": "reach"},
-        "hilserl_ray/SO101PickCube-v0": {"task": "pick_cube"},
-        "hilserl_ray/SO101ReachImage-v0": {"task": "reach", "cameras": ["front"]},
-        "hilserl_ray/SO101PickCubeImage-v0": {"task": "pick_cube", "cameras": ["front"]},
-    }
-    for env_id, kwargs in ids.items():
-        if env_id not in gym.registry:
-            gym.register(
-                env_id,
-                entry_point="hilserl_ray.envs:make_registered",
-                kwargs=kwargs,
-                disable_env_checker=True,
-            )
-
-
-_register()

@@ -41,5 +41,15 @@ class InterventionSource(Protocol):
         """Release devices (keyboard listener, serial port, ...)."""
 
 
+def success_held(source: Any) -> bool | None:
+    """Whether the human holds the 'success is visible' key now (hil-serl's labelling key).
+
+    Optional for a source (`success_held()`); None when it has no such key. Recording stores
+    it per frame as the reward classifier's label.
+    """
+    fn = getattr(source, "success_held", None)
+    return bool(fn()) if callable(fn) else None
+
+
 def no_events() -> dict[str, bool]:
     return dict.fromkeys(EVENT_KEYS, False)

@@ -25,9 +25,10 @@ def make_base_env(cfg: TrainConfig) -> gym.Env:
 
 
 def make_intervention(cfg: TrainConfig, seed: int | None) -> InterventionSource | None:
-    """The source named by `pipeline.intervention.source` (None for 'none')."""
+    """The source named by `pipeline.intervention.source` (None for 'none' and 'web': the console
+    adds its own `web` source over this one, see `console.session`)."""
     source = cfg.pipeline.intervention.source
-    if source == "none":
+    if source in ("none", "web"):
         return None
     if source == "oracle":
         from hilserl_ray.envs.oracle import OracleSource
@@ -38,11 +39,26 @@ def make_intervention(cfg: TrainConfig, seed: int | None) -> InterventionSource 
     return make_teleop_source(cfg)
 
 
+def make_classifier_reward(env: gym.Env, cfg: TrainConfig) -> gym.Env:
+    """The reward-classifier step, after refusing a classifier trained for another pipeline."""
+    from hilserl_ray.configio import ConfigError
+    from hilserl_ray.reward.model import Scorer
+    from hilserl_ray.reward.spec import check_classifier
+
+    problems = check_classifier(cfg)
+    if problems:
+        raise ConfigError("pipeline.reward", [f"{p}: got {v!r}; {m}" for p, v, m in problems])
+    scorer = Scorer(cfg.pipeline.reward.classifier)
+    threshold = cfg.pipeline.reward.threshold or scorer.threshold
+    return W.ClassifierReward(env, cfg, scorer, threshold)
+
+
 def make_env(
     cfg: TrainConfig, seed: int | None = None, intervention: InterventionSource | None = None
 ) -> gym.Env:
-    """Base env -> crop -> resize -> proprioception -> EE action -> intervention -> gripper
-    penalty -> time limit. The result's spaces equal `pipeline_spec(cfg)` (checked here).
+    """Base env -> crop -> resize -> proprioception -> EE action -> intervention -> [reward
+    classifier] -> gripper penalty -> time limit. The result's spaces equal `pipeline_spec(cfg)`
+    (checked here).
 
     seed seeds the first reset (later resets continue the env's random stream) and the oracle.
     intervention: a source to use; None builds the one `pipeline.intervention.source` names.
@@ -57,6 +73,8 @@ def make_env(
         env = W.Proprioception(env, cfg, kin)
         env = W.EEAction(env, cfg, kin)
         env = W.Intervention(env, intervention)
+        if cfg.pipeline.reward.classifier is not None:
+            env = make_classifier_reward(env, cfg)
         env = W.GripperPenalty(env, cfg)
         env = gym.wrappers.TimeLimit(env, cfg.env.max_episode_steps)
     except BaseException:

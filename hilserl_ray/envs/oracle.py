@@ -53,7 +53,7 @@ class ScriptedExpert:
         ee = self.sim.ee_pos()
         if self.task == "reach":
             return self._action(self.sim.target_pos() - ee, STAY)
-        cube = self.sim.cube_pos()
+        cube = self.aim()
         gripper = float(obs[STATE][5]) if obs is not None else float(self.sim.joint_state()[5])
         # Where gripperframe (in the fixed jaw's pad) must be for the cube to sit between the
         # pads: the pad's inner face is 6.4 mm along the site's z axis (towards the moving jaw).
@@ -62,13 +62,13 @@ class ScriptedExpert:
         err = grasp - ee
         lifted = cube[2] - CUBE_HALF > 0.01
         if self.closed_steps > 0:  # grasping or lifting
-            if np.linalg.norm(err) > 0.03 and not lifted:  # lost it: start over
+            if np.linalg.norm(err) > 0.03 and not lifted and self.retry:  # lost it: start over
                 self.closed_steps = 0
             else:
                 self.closed_steps += 1
                 if self.closed_steps <= CLOSE_STEPS:
                     return self._action(np.zeros(3), CLOSE)
-                return self._action(np.array([0.0, 0.0, CUBE_HALF + LIFT_M - ee[2]]), CLOSE)
+                return self.lift(ee)
         if gripper < 60.0:  # open the jaws (away from the cube) before approaching
             up = max(0.0, cube[2] + HOVER_M - ee[2]) if np.linalg.norm(err[:2]) < 0.03 else 0.0
             return self._action(np.array([0.0, 0.0, up]), OPEN)
@@ -81,10 +81,77 @@ class ScriptedExpert:
         self.closed_steps = 1
         return self._action(np.zeros(3), CLOSE)
 
+    retry = True  # start the grasp over when the cube is lost
+
+    def aim(self) -> np.ndarray:
+        """The cube position the expert grasps at (the true one)."""
+        return self.sim.cube_pos()
+
+    def lift(self, ee: np.ndarray) -> np.ndarray:
+        """After the jaws closed: lift to LIFT_M and hold."""
+        return self._action(np.array([0.0, 0.0, CUBE_HALF + LIFT_M - ee[2]]), CLOSE)
+
     def _action(self, delta: np.ndarray, gripper: int) -> np.ndarray:
         a = np.clip(delta / self.step_size, -1.0, 1.0)
         g = float(gripper) if self.discrete else {CLOSE: -1.0, STAY: 0.0, OPEN: 1.0}[gripper]
         return np.array([*a, g], np.float32)
+
+
+FAILURE_MODES = ("near_miss", "slip", "hover")
+
+
+class FailingExpert(ScriptedExpert):
+    """The expert failing on purpose, for a reward classifier's hard negatives.
+
+    near_miss: closes the jaws, lowers them 3-4.5 cm beside the cube and lifts the empty gripper
+    as high as a success;
+    slip: grasps, lifts the cube 0.5-2.5 cm (below the 4 cm success height), lets go and rises;
+    hover: stops 1-6 cm above the cube and closes the jaws there.
+    """
+
+    retry = False
+
+    def __init__(self, env: Any, mode: str, rng: np.random.Generator):
+        if mode not in FAILURE_MODES:
+            raise ValueError(f"failure mode: expected one of {FAILURE_MODES}, got {mode!r}")
+        self.mode, self.rng = mode, rng
+        super().__init__(env)
+
+    def reset(self) -> None:
+        super().reset()
+        angle = self.rng.uniform(0, 2 * np.pi)
+        self.offset = np.array([np.cos(angle), np.sin(angle), 0.0]) * self.rng.uniform(0.03, 0.045)
+        self.phase, self.phase_steps = 0, 0
+        self.slip_at = self.rng.uniform(0.005, 0.025)
+        self.hover = self.rng.uniform(0.01, 0.06)
+        self.released = False
+
+    def aim(self) -> np.ndarray:
+        cube = self.sim.cube_pos()
+        return cube + self.offset if self.mode == "near_miss" else cube
+
+    def lift(self, ee: np.ndarray) -> np.ndarray:
+        if self.mode == "slip":
+            self.released |= self.sim.cube_pos()[2] - CUBE_HALF >= self.slip_at
+            if self.released:
+                return self._action(np.array([0.0, 0.0, 0.01]), OPEN)
+            return self._action(np.array([0.0, 0.0, 0.005]), CLOSE)
+        return super().lift(ee)
+
+    def act(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        if self.mode == "near_miss":  # closed jaws fit beside the cube; open ones would bump it
+            ee, aim = self.sim.ee_pos(), self.aim()
+            targets = (aim + [0.0, 0.0, HOVER_M], aim, np.array([*ee[:2], CUBE_HALF + LIFT_M]))
+            err = targets[self.phase] - ee
+            self.phase_steps += 1
+            if self.phase < 2 and (np.linalg.norm(err) < 0.008 or self.phase_steps > 25):
+                self.phase, self.phase_steps = self.phase + 1, 0
+            return self._action(err, CLOSE)
+        if self.mode == "hover":
+            cube = self.sim.cube_pos()
+            err = np.array([*(cube[:2] - self.sim.ee_pos()[:2]), cube[2] + self.hover - self.sim.ee_pos()[2]])
+            return self._action(err, CLOSE if np.linalg.norm(err) < 0.01 else OPEN)
+        return super().act(obs)
 
 
 class OracleSource:

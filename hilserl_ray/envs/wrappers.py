@@ -3,11 +3,12 @@
 Every wrapper derives its spaces from the matching spec function in `envs.pipeline` and keeps
 the result as `self.feature_spec`, so the env's spaces and `pipeline_spec(cfg)` cannot disagree.
 Order, inside out (see `make.make_env`): raw robot -> ImageCrop -> ImageResize ->
-Proprioception -> EEAction -> Intervention -> GripperPenalty -> TimeLimit.
+Proprioception -> EEAction -> Intervention -> [ClassifierReward] -> GripperPenalty -> TimeLimit.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import gymnasium as gym
@@ -15,7 +16,7 @@ import numpy as np
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs import pipeline
-from hilserl_ray.envs.intervention import InterventionSource
+from hilserl_ray.envs.intervention import InterventionSource, success_held
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.sim import space_from_features
 from hilserl_ray.envs.transforms import process_image, proprio_state
@@ -161,6 +162,8 @@ class Intervention(gym.Wrapper):
     Every step's info gets "is_intervention", "action" (what was applied, in the wrapped format)
     and "is_success". Source events: success / failure end the episode as terminated (success
     also sets reward 1 and is_success); rerecord truncates it with info["rerecord"] = True.
+    The env's own success before any event is kept as "env_success", the events as
+    "human_success" / "human_failure", and a source's held labelling key as "success_held".
     """
 
     def __init__(self, env: gym.Env, source: InterventionSource | None):
@@ -188,9 +191,17 @@ class Intervention(gym.Wrapper):
         info = dict(info)
         info["is_intervention"] = human is not None
         info["action"] = applied.copy()
-        info["is_success"] = bool(info.get("is_success", False))
+        info["is_success"] = info["env_success"] = bool(info.get("is_success", False))
+        info["human_success"] = info["human_failure"] = False
         if self.source is not None:
+            held = success_held(self.source)
+            if held is not None:
+                info["success_held"] = held
             events = self.source.events()
+            info["human_success"], info["human_failure"] = (
+                bool(events.get("success")),
+                bool(events.get("failure")),
+            )
             if events.get("success"):
                 terminated, reward = True, max(float(reward), 1.0)
                 info["is_success"] = True
@@ -205,6 +216,85 @@ class Intervention(gym.Wrapper):
         if self.source is not None:
             self.source.close()
         super().close()
+
+
+class ClassifierReward(gym.Wrapper):
+    """Success from a reward classifier on the pipeline's images replaces the env's reward.
+
+    Reward is 1 on success (the episode terminates), else 0: sparse, no shaping, no privileged
+    state. The env's own termination (the sim's ground-truth success) is ignored; it stays in
+    info["env_success"] so a sim run can show false successes. Success = the probability is
+    >= threshold for `consecutive_frames` frames in a row, AND-ed with the optional state checks.
+    The human's keys win: success -> reward 1, failure -> reward 0, both terminate; a key that
+    contradicts the classifier on that step counts as a disagreement (and is saved as a label
+    when `disagreements_dir` is set). info: "classifier_prob", "classifier_success",
+    "classifier_disagreement", "is_success" (the decision).
+
+    scorer: obs -> probability; `hilserl_ray.reward.model.Scorer` loads one (CPU).
+    """
+
+    def __init__(self, env: gym.Env, cfg: TrainConfig, scorer, threshold: float):
+        super().__init__(env)
+        from hilserl_ray.reward.detector import SuccessDetector
+
+        self.feature_spec = getattr(env, "feature_spec", None)
+        self.rcfg = cfg.pipeline.reward
+        self.scorer = scorer
+        self.detector = SuccessDetector(threshold, self.rcfg.consecutive_frames)
+        names = list(pipeline.pipeline_spec(cfg).observation[STATE].names)
+        self._gripper = names.index("gripper.pos")
+        self._ee_z = names.index("ee.z") if "ee.z" in names else None
+        self.disagreements = 0
+        self._saved = 0
+
+    def reset(self, **kwargs):
+        self.detector.reset()
+        return self.env.reset(**kwargs)
+
+    def state_ok(self, obs) -> bool:
+        state = np.asarray(obs[STATE])
+        if self.rcfg.max_gripper is not None and state[self._gripper] > self.rcfg.max_gripper:
+            return False
+        return not (self.rcfg.min_ee_height_m is not None and state[self._ee_z] < self.rcfg.min_ee_height_m)
+
+    def step(self, action):
+        obs, _, _, truncated, info = self.env.step(action)
+        prob = float(self.scorer(obs))
+        fired = self.detector.update(prob) and self.state_ok(obs)
+        human_success, human_failure = bool(info.get("human_success")), bool(info.get("human_failure"))
+        success = human_success or (fired and not human_failure)
+        disagree = (human_success and not fired) or (human_failure and fired)
+        if disagree:
+            self.disagreements += 1
+            if self.rcfg.disagreements_dir is not None:
+                self._save_label(obs, human_success, prob)
+        info = dict(info)
+        info.update(
+            classifier_prob=prob,
+            classifier_success=fired,
+            classifier_disagreement=disagree,
+            is_success=success,
+        )
+        terminated = success or human_failure
+        return obs, float(success), terminated, truncated, info
+
+    def _save_label(self, obs, success: bool, prob: float) -> None:
+        """One npz per disagreement: the classifier's input images, the human's label, its probability."""
+        import time
+        from pathlib import Path
+
+        d = Path(self.rcfg.disagreements_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        self._saved += 1
+        keys = getattr(self.scorer, "keys", [k for k in obs if k.startswith(IMAGE_PREFIX)])
+        meta = getattr(self.scorer, "meta", {})
+        np.savez_compressed(
+            d / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{self._saved:05d}.npz",
+            label=np.bool_(success),
+            prob=np.float32(prob),
+            input_fingerprint=np.str_(meta.get("input_fingerprint", "")),
+            **{k.replace(".", "__"): np.asarray(obs[k]) for k in keys},
+        )
 
 
 class GripperPenalty(gym.Wrapper):

@@ -18,12 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from hilserl_ray.errors import UserError
 from hilserl_ray.hardware.feetech import RESOLUTION, FeetechBus
 
 MAX_RES = RESOLUTION - 1  # 4095: LeRobot's divisor
 HALF_TURN = MAX_RES // 2  # 2047: the reading of a mid-range pose after homing
 RANGE_0_100 = frozenset({"gripper"})
 FULL_TURN = frozenset({"wrist_roll"})  # rotates freely: its range is the whole turn
+
+
+class CalibrationError(UserError, ValueError):
+    """A calibration file that is missing or cannot be used; the message names the file and motor."""
 
 
 @dataclass(frozen=True)
@@ -39,21 +44,23 @@ def load_calibration(path: str | Path, motors: Sequence[str] | None = None) -> d
     """Read a LeRobot-format calibration; errors name the file, the motor and the field."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise CalibrationError(
             f"calibration file {str(path)!r} does not exist; record one with "
             f"`python -m hilserl_ray.calibrate --port <port> --out {path}`"
         )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"calibration file {path} is not valid JSON: {e}") from e
+        raise CalibrationError(f"calibration file {path} is not valid JSON: {e}") from e
     if not isinstance(data, dict):
-        raise ValueError(
+        raise CalibrationError(
             f"calibration file {path}: expected an object {{motor: {{...}}}}, got {type(data).__name__}"
         )
     missing = [m for m in (motors or []) if m not in data]
     if missing:
-        raise ValueError(f"calibration file {path} has no entry for motors {missing}; it has {sorted(data)}")
+        raise CalibrationError(
+            f"calibration file {path} has no entry for motors {missing}; it has {sorted(data)}"
+        )
     fields = ("id", "drive_mode", "homing_offset", "range_min", "range_max")
     out = {}
     for name, entry in data.items():
@@ -61,15 +68,17 @@ def load_calibration(path: str | Path, motors: Sequence[str] | None = None) -> d
             continue
         if not isinstance(entry, dict) or any(f not in entry for f in fields):
             got = sorted(entry) if isinstance(entry, dict) else entry
-            raise ValueError(
+            raise CalibrationError(
                 f"calibration file {path}, motor {name!r}: expected fields {list(fields)}, got {got}"
             )
         try:
             cal = MotorCalibration(**{f: int(entry[f]) for f in fields})
         except (TypeError, ValueError) as e:
-            raise ValueError(f"calibration file {path}, motor {name!r}: fields must be integers ({e})") from e
+            raise CalibrationError(
+                f"calibration file {path}, motor {name!r}: fields must be integers ({e})"
+            ) from e
         if not 0 <= cal.range_min < cal.range_max <= MAX_RES:
-            raise ValueError(
+            raise CalibrationError(
                 f"calibration file {path}, motor {name!r}: need 0 <= range_min < range_max <= {MAX_RES}, "
                 f"got {cal.range_min}..{cal.range_max}; re-run the calibration and move the joint through its range"
             )
@@ -126,6 +135,15 @@ class Normalizer:
         arm = np.where(self._flip_range, -v, v)
         raw = (arm + 100.0) / 200.0 * (self._max - self._min) + self._min
         return np.where(self._pct, v, (raw - self._mid) * 360.0 / MAX_RES).astype(np.float32)
+
+    def to_lerobot_range(self, values: np.ndarray) -> np.ndarray:
+        """Ours -> LeRobot's default units (what `use_degrees=False` records; clipped to the
+        calibrated range as LeRobot does). The inverse of `from_lerobot_range`. (..., 6)."""
+        v = np.asarray(values, dtype=np.float64)
+        raw = np.clip(v * MAX_RES / 360.0 + self._mid, self._min, self._max)
+        arm = (raw - self._min) / (self._max - self._min) * 200.0 - 100.0
+        arm = np.where(self._flip_range, -arm, arm)
+        return np.where(self._pct, v, arm).astype(np.float32)
 
     def limits(self) -> tuple[np.ndarray, np.ndarray]:
         """The calibrated range of each joint in user units (what the arm can reach)."""

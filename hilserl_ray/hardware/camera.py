@@ -18,10 +18,12 @@ import time
 import cv2
 import numpy as np
 
+from hilserl_ray.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class CameraError(RuntimeError):
+class CameraError(UserError, RuntimeError):
     pass
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import scservo_sdk as scs
 
+from hilserl_ray.errors import UserError
+
 STS3215_MODEL = 777
 RESOLUTION = 4096
 COMM_SUCCESS = scs.COMM_SUCCESS
@@ -68,7 +70,7 @@ CONTROL_TABLE: dict[str, Register] = {
 _ERROR_BITS = {1: "input voltage", 2: "angle sensor", 4: "overheat", 8: "over-current", 32: "overload"}
 
 
-class FeetechError(RuntimeError):
+class FeetechError(UserError, RuntimeError):
     """A bus problem: port missing, servos silent, corrupt replies, or a servo reporting an error."""
 
 

@@ -1,9 +1,11 @@
 """Leader-arm interventions: a second, unpowered SO-101 that a person moves by hand.
 
 The leader's joints (calibrated like the follower's, so the same pose reads the same degrees)
-become the wrapped env's action: the end-effector step from the follower's gripperframe towards
-the leader's (both by FK), scaled by `pipeline.ee_action.step_size_m` and clipped to [-1, 1],
-and a gripper command from the difference of the two grippers.
+become the wrapped env's action through `envs.joint_actions.joint_targets_to_action`, the same
+function that converts a LeRobot dataset's recorded joint targets: the end-effector step from the
+follower's gripperframe towards the leader's (both by FK), scaled by
+`pipeline.ee_action.step_size_m` and clipped to [-1, 1], and a gripper command from the
+difference of the two grippers.
 
 Taking over: press the toggle key (space; a USB foot pedal that types a key works too), or
 just move the leader: once it leaves the pose where it was last handed back (episode start or
@@ -25,13 +27,12 @@ import numpy as np
 
 from hilserl_ray.config import JOINT_NAMES, TrainConfig
 from hilserl_ray.envs.intervention import no_events
+from hilserl_ray.envs.joint_actions import JointActionParams, joint_targets_to_action
 from hilserl_ray.hardware.calibration import Normalizer, apply_calibration, check_ids, load_calibration
 from hilserl_ray.hardware.feetech import FeetechBus
-from hilserl_ray.hardware.teleop import KeyboardListener, KeyEvents, check_action_format, ee_action
+from hilserl_ray.hardware.teleop import SUCCESS_HELD_KEY, KeyboardListener, KeyEvents
 
 log = logging.getLogger(__name__)
-
-GRIPPER_DEADBAND = 5.0  # gripper units (0..100) of leader/follower difference that mean "stay"
 
 
 class LeaderArm:
@@ -84,15 +85,12 @@ class LeaderSource:
         leader: LeaderArm,
         kinematics,
         *,
-        step_size_m: float,
+        params: JointActionParams,
         divergence_deg: float,
-        discrete_gripper: bool = True,
-        gripper_step: float = 30.0,
         keys: KeyboardListener | None = None,
     ):
         self.leader, self.kin = leader, kinematics
-        self.step_size_m, self.divergence_deg = step_size_m, divergence_deg
-        self.discrete, self.gripper_step = discrete_gripper, gripper_step
+        self.params, self.divergence_deg = params, divergence_deg
         self.control = KeyEvents(keys) if keys is not None else None
         self.engaged = False
         self.reference: np.ndarray | None = None  # leader pose when control was last handed back
@@ -131,19 +129,16 @@ class LeaderSource:
         return self.action_towards(q_leader, q_follower)
 
     def action_towards(self, q_leader: np.ndarray, q_follower: np.ndarray) -> np.ndarray:
-        """The EE action that moves the follower's gripperframe towards the leader's."""
-        target, _ = self.kin.fk(q_leader)
-        current, _ = self.kin.fk(q_follower)
-        delta = (target - current) / self.step_size_m
-        dg = q_leader[5] - q_follower[5]
-        if self.discrete:
-            gripper = 0.0 if abs(dg) <= GRIPPER_DEADBAND else float(np.sign(dg))
-        else:
-            gripper = dg / self.gripper_step
-        return ee_action(delta, gripper, self.discrete)
+        """The action that moves the follower towards the leader: the leader's joints are the
+        joint targets, converted exactly as a LeRobot dataset's recorded targets are."""
+        action, _ = joint_targets_to_action(q_leader, q_follower, self.kin, self.params)
+        return action[0]
 
     def events(self) -> dict[str, bool]:
         return self.control.events() if self.control is not None else no_events()
+
+    def success_held(self) -> bool | None:
+        return self.control.keys.is_down(SUCCESS_HELD_KEY) if self.control is not None else None
 
     def close(self) -> None:
         if self.control is not None:
@@ -156,7 +151,6 @@ def make_leader_source(
 ) -> LeaderSource:
     """Connect the leader arm named by `pipeline.intervention.leader_*`; keys if pynput works."""
     it = cfg.pipeline.intervention
-    check_action_format(cfg, "leader")
     if not it.leader_port:
         raise ValueError("pipeline.intervention.leader_port: the leader arm's serial port is required")
     if it.leader_calibration is None:
@@ -178,9 +172,7 @@ def make_leader_source(
     return LeaderSource(
         leader,
         Kinematics(cfg.robot.mjcf),
-        step_size_m=cfg.pipeline.ee_action.step_size_m,
+        params=JointActionParams.from_config(cfg),
         divergence_deg=it.leader_divergence_deg,
-        discrete_gripper=cfg.pipeline.gripper.discrete,
-        gripper_step=cfg.pipeline.gripper.step_deg,
         keys=keys,
     )

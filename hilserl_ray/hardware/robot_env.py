@@ -50,6 +50,7 @@ class RealSO101Env(gym.Env):
         self._present: np.ndarray | None = None
         self._next_tick = 0.0
         self._closed = False
+        self._holding = False
         self.steps = 0
         self.timing = {"step_s": 0.0, "io_s": 0.0}  # the last step's wall time and bus+camera time
 
@@ -69,6 +70,7 @@ class RealSO101Env(gym.Env):
 
     def step(self, action):
         t0 = time.monotonic()
+        self._holding = False
         with self._stop_on_error():
             action = np.asarray(action, dtype=np.float64).reshape(-1)
             if action.shape != self.action_space.shape:
@@ -88,6 +90,15 @@ class RealSO101Env(gym.Env):
             self.steps += 1
             info = {"is_success": False, "safety_clamped": clamped, "joint_target": sent}
             return obs, 0.0, False, False, info
+
+    def hold_still(self):
+        """The operator paused: stop where the arm is (first call after a step), torque on, and
+        keep the watchdog fed. Called repeatedly while the pause lasts."""
+        if not self._holding:
+            self.follower.hold()
+            self._holding = True
+        self.follower.kick()
+        self._next_tick = time.monotonic() + self.dt
 
     def close(self):
         """Hold, torque off, close the port and the cameras. Idempotent."""

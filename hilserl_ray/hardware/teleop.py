@@ -6,9 +6,10 @@ imported only when a source starts (`pip install 'hilserl_ray[teleop]'`); the ke
 state is plain Python, so the same logic runs from injected events in tests.
 
 Keyboard: space takes over / hands back; arrows move x (up/down) and y (left/right); page up /
-page down move z; o opens, c closes the gripper; s = success, f or esc = failure, r = re-record.
+page down move z; o opens, c closes the gripper; s = success, f or esc = failure, r = re-record;
+hold l while success is visible (reward-classifier labels).
 Gamepad (Xbox layout): hold RB to take over; left stick x/y, right stick vertical z; RT opens,
-LT closes; Y success, B failure, X re-record.
+LT closes; Y success, B failure, X re-record; hold A while success is visible.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ class KeyboardListener:
 
 
 EVENT_BINDINGS = {"s": "success", "f": "failure", "esc": "failure", "r": "rerecord"}
+SUCCESS_HELD_KEY = "l"  # held while success is visible: per-frame labels for the reward classifier
 
 
 class KeyEvents:
@@ -192,6 +194,9 @@ class KeyboardSource:
     def events(self) -> dict[str, bool]:
         return self.control.events()
 
+    def success_held(self) -> bool:
+        return self.keys.is_down(SUCCESS_HELD_KEY)
+
     def close(self) -> None:
         self.keys.stop()
 
@@ -233,6 +238,7 @@ XBOX = {
     "success_button": 3,  # Y
     "failure_button": 1,  # B
     "rerecord_button": 2,  # X
+    "success_held_button": 0,  # A, held while success is visible
 }
 
 
@@ -292,6 +298,10 @@ class GamepadSource:
         out, self._events = self._events, no_events()
         return out
 
+    def success_held(self) -> bool:
+        b = self.map["success_held_button"]
+        return b < len(self._prev_buttons) and bool(self._prev_buttons[b])
+
     def close(self) -> None:
         if self._pad is not None:
             self._pad.close()
@@ -302,7 +312,8 @@ def make_teleop_source(cfg: TrainConfig):
     """The human intervention source named by `pipeline.intervention.source` (keyboard, gamepad,
     leader). Devices open here, so a missing one fails before the first episode."""
     source = cfg.pipeline.intervention.source
-    check_action_format(cfg, source)
+    if source in ("keyboard", "gamepad"):  # the leader arm gives joint targets: either action format
+        check_action_format(cfg, source)
     discrete = cfg.pipeline.gripper.discrete
     if source == "keyboard":
         return KeyboardSource(discrete)

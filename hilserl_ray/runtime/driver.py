@@ -7,6 +7,7 @@ exits within `shutdown_timeout_s`. A second signal exits at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -80,6 +81,10 @@ class StopSignal:
         self.event.set()
 
 
+def cfg_host_is_public(cfg: TrainConfig) -> bool:
+    return cfg.console.host not in ("127.0.0.1", "localhost", "::1")
+
+
 def init_ray(cfg: TrainConfig) -> bool:
     """Join a running cluster (config, RAY_ADDRESS or a job's context), else start a local one.
 
@@ -93,6 +98,9 @@ def init_ray(cfg: TrainConfig) -> bool:
     arms = fleet(cfg)
     n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + len(arms))
     kwargs: dict = {
+        # "local": a new Ray of our own, even if another `ray start` cluster runs on this machine
+        # (plain ray.init() would join that one, or fail because num_cpus is given)
+        "address": "local",
         "num_cpus": max(n_cpus, 1 + len(arms)),
         "include_dashboard": cfg.ray.include_dashboard,
         "dashboard_host": cfg.ray.dashboard_host,
@@ -121,6 +129,26 @@ class Run:
         self.failed = False  # an arm died for good and actors.on_robot_failure says stop
         self.metrics = MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard)
         self.last_ckpt_updates = 0
+        if cfg.console.enabled:
+            self.list_consoles()
+
+    def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
+        """Print each robot actor's console page (one per actor; a restarted actor prints its own
+        new one) and keep the list in `<output_dir>/console.json`."""
+        pages = []
+        for i, r in enumerate(self.robots):
+            try:
+                info = ray.get(r.console_info.remote(), timeout=timeout_s)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+                say(f"warning: no console page from robot actor {i} ({type(e).__name__})")
+                continue
+            pages.append(info)
+            hint = (
+                "" if cfg_host_is_public(self.cfg) else f" (on {info['host']}; elsewhere: {info['tunnel']})"
+            )
+            say(f"console, robot actor {i}: {info['url']}{hint}")
+        (self.out / "console.json").write_text(json.dumps(pages, indent=1))
+        return pages
 
     def _start_learner(self, resume_from: Path | None):
         opts = {
@@ -135,7 +163,8 @@ class Run:
         learner = LearnerActor.options(**opts).remote(
             self.cfg_dict, str(resume_from) if resume_from else None
         )
-        d = ray.get(learner.describe.remote())  # surfaces a failing __init__ here, not later
+        ray.get(learner.ready.remote())  # a failing __init__ raises here, its own exception intact
+        d = ray.get(learner.describe.remote())
         say(
             f"learner up (pid {d['pid']}, device {d['device']}, {d['online']} online + {d['offline']} offline transitions)"
         )

@@ -22,6 +22,7 @@ import torch
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import UserError, deferred_init
 from hilserl_ray.fleet.stats import ArmStats, episode_summary
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ EPISODE_WINDOW = 50  # episodes behind the "recent" success/return/intervention 
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"got {name!r}, but torch sees no CUDA device on this node",
+            where="policy.device",
+            fix="--policy.device=cpu (or auto), or run the learner on a GPU node (learner.num_gpus)",
+        )
     return name
 
 
@@ -54,13 +61,13 @@ class Learner:
             )
         offline = self._offline_data()
         self.agent = SACAgent(spec, cfg.policy, device=self.device)  # normalization from the spec
-        offline_rows = 0 if offline is None else len(offline["is_last"])
+        offline_rows = sum(len(c["is_last"]) for c in offline)
         cap = cfg.buffer.offline_capacity
         offline_cap = cap if isinstance(cap, int) else offline_rows + cfg.buffer.online_capacity
         self.online = ReplayBuffer(spec, cfg.buffer.online_capacity, device=self.device, seed=cfg.seed)
         self.offline = ReplayBuffer(spec, offline_cap, device=self.device, seed=cfg.seed + 1)
-        if offline is not None:
-            self.offline.add_chunk(offline)
+        for chunk in offline:  # one chunk per dataset
+            self.offline.add_chunk(chunk)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
         self.counters = {"updates": 0, "env_steps": 0, "episodes": 0, "intervention_steps": 0}
@@ -80,12 +87,12 @@ class Learner:
         self._thread.start()
 
     # ------------------------------------------------------------------------------ data
-    def _offline_data(self) -> dict | None:
-        if self.cfg.dataset.path is None:
-            return None
-        from hilserl_ray.data.convert import load_offline_transitions
+    def _offline_data(self) -> list[dict]:
+        if not self.cfg.dataset.all_paths():
+            return []
+        from hilserl_ray.data.convert import load_offline_datasets
 
-        return load_offline_transitions(self.cfg, self.spec, Path(self.cfg.output_dir))
+        return load_offline_datasets(self.cfg, self.spec)
 
     def add_chunk(
         self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None, arm: str | None = None
@@ -148,6 +155,11 @@ class Learner:
             recent = list(self.recent)
             s.update(self.arms.summary())
         s.update(episode_summary(recent))
+        judged = [e for e in recent if "classifier_prob_max" in e]
+        if judged:  # reward classifier: its successes vs the env's own (sim ground truth)
+            s["env_success_rate"] = float(np.mean([e["env_success"] for e in judged]))
+            s["classifier_prob_max"] = float(np.mean([e["classifier_prob_max"] for e in judged]))
+            s["classifier_disagreements"] = float(sum(e["classifier_disagreements"] for e in judged))
         s.update({f"loss/{k}": v for k, v in self.last_metrics.items()})
         return s
 
@@ -203,4 +215,4 @@ class Learner:
         return self.counters_now()
 
 
-LearnerActor = ray.remote(max_concurrency=4)(Learner)
+LearnerActor = ray.remote(max_concurrency=4)(deferred_init(Learner))

@@ -9,12 +9,14 @@ the arm (an actor's atexit handlers do not run when the driver exits).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import threading
 import time
 import traceback
+import warnings
 
 import numpy as np
 import ray
@@ -34,7 +36,8 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 
 class Robot:
     def __init__(self, cfg_dict: dict, index: int, learner_name: str, name: str | None = None):
-        from hilserl_ray.envs.make import make_env
+        from hilserl_ray.console.session import open_console
+        from hilserl_ray.envs.make import make_env, make_intervention
         from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
@@ -51,7 +54,20 @@ class Robot:
         # and Ray restarts (the buffer links rows by episode id).
         self._incarnation = secrets.randbits(40)
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
-        self.env = make_env(cfg, seed=self._seed)
+        # The operator's page, served from this process: it sees frames without a Ray round trip.
+        self.console = open_console(cfg, f"robot actor {index}")
+        if self.console is None:
+            self.env = make_env(cfg, seed=self._seed)
+        else:
+            source = self.console.source(make_intervention(cfg, self._seed))
+            self.env = self.console.watch(make_env(cfg, seed=self._seed, intervention=source))
+            with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
+                warnings.simplefilter("ignore")
+                restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            if restarted:  # a new port and token: the driver listed the old one
+                print(f"console, robot actor {index} (restarted): {self.console.url}", flush=True)
+        self._counters_req = None
+        self._counters_at = 0.0
         self.policy = ActorPolicy(spec, cfg.policy).eval()  # inference only: no critics here
         self.weights_version = -1
         self._weights_req = None
@@ -80,6 +96,20 @@ class Robot:
             version, (ref,) = reply
             self.policy.load_state_numpy(ray.get(ref))
             self.weights_version = version
+
+    def _poll_console(self) -> None:
+        """The learner's counters for the page, about once a second; never blocks."""
+        if self._counters_req is not None:
+            ready, _ = ray.wait([self._counters_req], timeout=0)
+            if not ready:
+                return
+            # a learner restarting: the loop reconnects on its next send
+            with contextlib.suppress(ray.exceptions.RayActorError):
+                self.console.learner(self.weights_version, ray.get(self._counters_req))
+            self._counters_req = None
+        if time.monotonic() - self._counters_at >= 1.0:
+            self._counters_at = time.monotonic()
+            self._counters_req = self.learner.counters_now.remote()
 
     # ------------------------------------------------------------------------ transport
     def _send(self, rows: list[dict], episodes: list[dict]) -> None:
@@ -130,8 +160,11 @@ class Robot:
         finished: list[dict] = []
         episode_id = self._episode_id()
         ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
+        ep_prob, ep_disagree = None, 0
         while not self._stop.is_set():
             self._poll_weights()
+            if self.console is not None:
+                self._poll_console()
             action = self.policy.select_action(obs)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             intervened = bool(info.get("is_intervention", False))
@@ -152,6 +185,9 @@ class Robot:
             ep_return += float(reward)
             ep_len += 1
             ep_interventions += intervened
+            if "classifier_prob" in info:  # a reward classifier decides success
+                ep_prob = max(ep_prob or 0.0, float(info["classifier_prob"]))
+                ep_disagree += bool(info.get("classifier_disagreement"))
             obs = next_obs
             if info.get("rerecord"):  # the human asked to redo it: drop what is not sent yet
                 rows = [r for r in rows if r["episode_id"] != episode_id]
@@ -169,12 +205,19 @@ class Robot:
                         "arm": self.name,
                     }
                 )
+                if ep_prob is not None:  # the env's own success (sim: ground truth) next to it
+                    finished[-1].update(
+                        env_success=bool(info.get("env_success", False)),
+                        classifier_prob_max=ep_prob,
+                        classifier_disagreements=ep_disagree,
+                    )
             if terminated or truncated:
                 self._send(rows, finished)
                 rows, finished = [], []
                 self.episodes += 1
                 episode_id = self._episode_id()
                 ep_return, ep_len, ep_interventions, t_start = 0.0, 0, 0, time.monotonic()
+                ep_prob, ep_disagree = None, 0
                 obs, _ = self.env.reset()
             elif len(rows) >= cfg.actors.chunk_size:
                 self._send(rows, [])
@@ -208,6 +251,11 @@ class Robot:
                 self._stop.wait(1.0)
         self._weights_req = None
         self._pending = []
+        self._counters_req = None
+
+    def console_info(self) -> dict | None:
+        """Where this actor's console page is (None when console.enabled is false)."""
+        return None if self.console is None else {"index": self.index, **self.console.describe()}
 
     def stats(self) -> dict:
         return {
@@ -223,10 +271,14 @@ class Robot:
     def stop(self, timeout_s: float = 10.0) -> dict:
         """End the loop, then close the env (real arm: hold, then torque off). Idempotent."""
         self._stop.set()
+        if self.console is not None:
+            self.console.controls.close()  # a paused loop must not hold up the stop
         self._thread.join(timeout=timeout_s)
         if not self._closed:
             self._closed = True
             self.env.close()
+            if self.console is not None:
+                self.console.close()
         return self.stats()
 
 
