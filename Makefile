@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install test test-slow smoke-test lint bench clean
+.PHONY: install test test-slow smoke-test twin-test lint bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test-slow: install
 
 smoke-test: install
 	$(PY) -m hilserl_ray.smoke
+
+# the real-arm path end to end through Ray against the twin (a simulated SO-101 on a pty)
+twin-test: install
+	$(PY) -m hilserl_ray.twin.rehearse
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -189,6 +189,12 @@ class InterventionConfig(Strict):
     leader_port: str | None = None
     leader_calibration: Path | None = None
     leader_divergence_deg: PositiveFloat = Field(15.0, description="leader: auto-engage when arms diverge")
+    keys_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="keyboard/leader keys: None = this machine's keyboard (pynput); else an HTTP URL "
+        "streaming 'press <key>' / 'release <key>' lines (a keyboard elsewhere, the twin's scripted human)",
+    )
 
 
 class RewardConfig(Strict):

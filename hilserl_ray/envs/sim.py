@@ -46,6 +46,14 @@ def _close_renderers() -> None:
         env.close()
 
 
+def make_renderer(model: mujoco.MjModel, h: int, w: int) -> mujoco.Renderer:
+    """An offscreen renderer without shadows or reflections (llvmpipe draws them on the CPU)."""
+    r = mujoco.Renderer(model, h, w)
+    r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+    r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+    return r
+
+
 def space_from_features(features) -> gym.spaces.Dict:
     """Observation space of a FeatureSpec's observation features."""
     spaces = {}
@@ -111,17 +119,23 @@ class SO101SimEnv(gym.Env):
         d.qpos[self._qadr] = q
         d.ctrl[self._act] = q
         self._ctrl_state = self.kin.to_state(q)
+        self.place_objects(rng)
+        mujoco.mj_forward(m, d)
+        return self._obs(), {"is_success": False}
 
+    def place_objects(self, rng: np.random.Generator, target: np.ndarray | None = None) -> None:
+        """Put the cube (at rest) and the reach target at random places (the target at `target` if
+        given). reset() does it for every episode; the twin's scripted human between episodes."""
+        d = self.data
         lo, hi = CUBE_BOX
         xy = rng.uniform(lo, hi)
         yaw = np.arctan2(xy[1], xy[0]) + rng.uniform(-CUBE_YAW_NOISE, CUBE_YAW_NOISE)
         d.qpos[self._cube_q : self._cube_q + 3] = [xy[0], xy[1], CUBE_HALF]
         d.qpos[self._cube_q + 3 : self._cube_q + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        d.qvel[self._cube_v : self._cube_v + 6] = 0.0
         lo, hi = REACH_BOX
-        self._target = rng.uniform(lo, hi)
-        m.site_pos[self._target_site] = self._target
-        mujoco.mj_forward(m, d)
-        return self._obs(), {"is_success": False}
+        self._target = rng.uniform(lo, hi) if target is None else np.asarray(target, dtype=np.float64)
+        self.model.site_pos[self._target_site] = self._target
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
@@ -202,9 +216,7 @@ class SO101SimEnv(gym.Env):
     def _render(self, camera: str, h: int, w: int) -> np.ndarray:
         r = self._renderers.get((h, w))
         if r is None:
-            r = mujoco.Renderer(self.model, h, w)
-            r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+            r = make_renderer(self.model, h, w)
             self._renderers[(h, w)] = r
             if not _OPEN_ENVS:
                 atexit.unregister(_close_renderers)

@@ -1,7 +1,7 @@
 """The SO-101 follower arm at joint level: calibrated reads, safe writes, safe stop.
 
 Owns the bus, the calibration (written into the servos if they disagree with the file), the
-safety clamps and the watchdog. Units are `observation.state`'s: degrees for the five arm
+safety clamps, the watchdog and its guard process (which stops the arm if this process dies). Units are `observation.state`'s: degrees for the five arm
 joints, 0..100 for the gripper. `close()` holds the arm, turns the torque off and closes the
 port; it is idempotent and also runs at interpreter exit, so an exception or Ctrl+C anywhere
 in the program leaves the arm unpowered rather than frozen at full torque.
@@ -20,6 +20,7 @@ import numpy as np
 from hilserl_ray.config import JOINT_NAMES
 from hilserl_ray.hardware.calibration import Normalizer, apply_calibration, check_ids, load_calibration
 from hilserl_ray.hardware.feetech import FeetechBus
+from hilserl_ray.hardware.guard import GuardLink, stop_previous
 from hilserl_ray.hardware.safety import SafetyLimits, Watchdog
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class SO101Follower:
         self._fk, self._workspace = fk, workspace
         self._watchdog_args = (watchdog_s, watchdog_release_s)
         self.watchdog: Watchdog | None = None
+        self.guard: GuardLink | None = None
+        self._guards: list[GuardLink] = []
         self.normalizer: Normalizer | None = None
         self.safety: SafetyLimits | None = None
         self.last_target: np.ndarray | None = None
@@ -61,9 +64,10 @@ class SO101Follower:
     def connect(self) -> None:
         """Open the bus, check calibration, configure, hold the present pose with torque on."""
         cal = load_calibration(self.calibration_path, self.names)
+        stop_previous(self.bus.port)  # a guard left by a dead controller of this arm: we take over
         self.bus.connect()
         # runs at interpreter exit (or when the follower is collected) if close() never ran
-        self._finalizer = weakref.finalize(self, _atexit_stop, self.bus)
+        self._finalizer = weakref.finalize(self, _atexit_stop, self.bus, self._guards)
         try:
             check_ids(cal, self.bus, str(self.calibration_path))
             if apply_calibration(self.bus, cal):
@@ -90,7 +94,15 @@ class SO101Follower:
             self.bus.enable_torque()
             hold_s, release_s = self._watchdog_args
             if hold_s is not None:
-                self.watchdog = Watchdog(hold_s, max(release_s, hold_s), self.hold, self._release)
+                release_s = max(release_s, hold_s)
+                # the guard stops the arm if this process dies (hardware.guard says why)
+                self.guard = GuardLink(
+                    self.bus.port, list(self.bus.motors.values()), release_s, self.bus.timeout_margin_ms
+                )
+                self._guards.append(self.guard)
+                self.watchdog = Watchdog(
+                    hold_s, release_s, self.hold, self._release, heartbeat=self.guard.beat
+                )
                 self.watchdog.start()
         except BaseException:
             self.close()
@@ -106,7 +118,7 @@ class SO101Follower:
             self.watchdog.stop()
         if self._finalizer is not None:
             self._finalizer.detach()
-        _atexit_stop(self.bus)
+        _atexit_stop(self.bus, self._guards)
 
     @property
     def closed(self) -> bool:
@@ -152,8 +164,17 @@ class SO101Follower:
         self.bus.disable_torque(best_effort=True)
 
 
-def _atexit_stop(bus: FeetechBus) -> None:
-    """Hold then torque off, never raising: the shutdown path must reach every servo it can."""
+def _atexit_stop(bus: FeetechBus, guards: list[GuardLink] = ()) -> None:
+    """Hold then torque off, never raising: the shutdown path must reach every servo it can.
+    Then dismiss the guard (the arm is stopped: nothing left for it to do)."""
+    try:
+        _stop_bus(bus)
+    finally:
+        for g in guards:
+            g.close()
+
+
+def _stop_bus(bus: FeetechBus) -> None:
     if not bus.is_connected:
         return
     try:

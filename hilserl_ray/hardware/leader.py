@@ -30,7 +30,7 @@ from hilserl_ray.envs.intervention import no_events
 from hilserl_ray.envs.joint_actions import JointActionParams, joint_targets_to_action
 from hilserl_ray.hardware.calibration import Normalizer, apply_calibration, check_ids, load_calibration
 from hilserl_ray.hardware.feetech import FeetechBus
-from hilserl_ray.hardware.teleop import SUCCESS_HELD_KEY, KeyboardListener, KeyEvents
+from hilserl_ray.hardware.teleop import SUCCESS_HELD_KEY, KeyboardListener, KeyEvents, make_keys
 
 log = logging.getLogger(__name__)
 
@@ -93,30 +93,32 @@ class LeaderSource:
         self.params, self.divergence_deg = params, divergence_deg
         self.control = KeyEvents(keys) if keys is not None else None
         self.engaged = False
+        self._key_engaged = False  # the key toggle's state when this source last looked
         self.reference: np.ndarray | None = None  # leader pose when control was last handed back
         self.last_leader: np.ndarray | None = None
 
     def reset(self) -> None:
         if self.control is not None:
             self.control.reset()
-        self.engaged = False
+        self.engaged = self._key_engaged = False
         self.reference = self.leader.read()
 
     def _update_engagement(self, q_leader: np.ndarray) -> None:
         if self.reference is None:
             self.reference = q_leader.copy()
         if self.control is not None:
-            was = self.control.engaged
+            # compare with the toggle state this source last acted on, not with the state just
+            # before this poll: events() polls too, and a toggle it consumed must not be lost
             self.control.poll()
-            if self.control.engaged != was:
-                self.engaged = self.control.engaged
+            if self.control.engaged != self._key_engaged:
+                self._key_engaged = self.engaged = self.control.engaged
                 if not self.engaged:
                     self.reference = q_leader.copy()
         moved = float(np.max(np.abs(q_leader[:5] - self.reference[:5])))
         if not self.engaged and moved > self.divergence_deg:
             self.engaged = True
             if self.control is not None:
-                self.control.engaged = True
+                self.control.engaged = self._key_engaged = True
             log.info("leader moved %.1f deg: the human takes over", moved)
 
     def action(self, obs: dict[str, np.ndarray], env: Any) -> np.ndarray | None:
@@ -162,7 +164,7 @@ def make_leader_source(
 
     if keys is None and use_keyboard:
         try:
-            keys = KeyboardListener()
+            keys = make_keys(cfg)
             keys.start()
         except (ImportError, RuntimeError) as e:
             log.warning("leader arm without keys (take over by moving the leader): %s", e)

@@ -78,7 +78,10 @@ class RealSO101Env(gym.Env):
                     f"action: expected {self.action_space.shape} joint targets "
                     f"({', '.join(self.spec_features.action.names)}), got shape {action.shape}"
                 )
-            sent = self.follower.send(action, present=self._present)
+            # the max-step clamp works from a fresh read, as LeRobot's does: the observation is a
+            # control period old and the arm kept moving (the twin measured goals up to 2x the
+            # max step from where the arm really was when clamped against it)
+            sent = self.follower.send(action)
             clamped = bool(self.follower.safety.last)
             delay = self._next_tick - time.monotonic()
             if delay > 0:

@@ -3,7 +3,8 @@
 `SafetyLimits.clamp` turns any requested joint target into one the arm may go to this step:
 finite, inside the calibrated joint ranges, at most `max_step` from where the arm is, and with
 the end effector (by FK) inside the workspace box. `Watchdog` holds the arm when commands stop
-arriving and releases the torque if they stay away.
+arriving and releases the torque if they stay away; it also feeds the guard process
+(`hardware.guard`) that does the same if this process dies.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Watchdog:
         release_after_s: float,
         on_hold: Callable[[], None],
         on_release: Callable[[], None],
+        heartbeat: Callable[[bool], None] | None = None,
     ):
         if release_after_s < hold_after_s:
             raise ValueError(
@@ -116,6 +118,8 @@ class Watchdog:
         self.hold_after_s = hold_after_s
         self.release_after_s = release_after_s
         self._on_hold, self._on_release = on_hold, on_release
+        self._heartbeat = heartbeat  # (commanded since the last beat) -> the guard process
+        self._kicked = False
         self._last = time.monotonic()
         self.state = "active"  # active -> held -> released; kick() returns to active
         self._stop = threading.Event()
@@ -132,6 +136,7 @@ class Watchdog:
         """Note a command; returns the state before it (the env re-arms a released arm)."""
         with self._lock:
             before, self.state, self._last = self.state, "active", time.monotonic()
+            self._kicked = True
         return before
 
     def stop(self) -> None:
@@ -151,6 +156,9 @@ class Watchdog:
                 elif state == "held" and idle >= self.release_after_s:
                     self.state = "released"
                 new = self.state
+                kicked, self._kicked = self._kicked, False
+            if self._heartbeat is not None:
+                self._heartbeat(kicked)
             try:
                 if new != state and new == "held":
                     log.warning("no command for %.1f s: holding the arm", idle)

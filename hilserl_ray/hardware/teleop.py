@@ -125,6 +125,57 @@ class KeyboardListener:
             self._listener = None
 
 
+class RemoteKeys(KeyboardListener):
+    """Key presses streamed over HTTP as `press <key>` / `release <key>` lines (the twin's
+    scripted human, or a keyboard on another machine than the robot's). Reconnects by itself;
+    keys pressed while disconnected are lost, as on an unplugged keyboard."""
+
+    def __init__(self, url: str):
+        super().__init__()
+        self.url = url
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="remote-keys", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        warned = False
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    self.connected.set()
+                    warned = False
+                    for line in resp:
+                        if self._stop.is_set():
+                            return
+                        verb, _, name = line.decode("utf-8", "replace").strip().partition(" ")
+                        if verb == "press" and name:
+                            self.press(name)
+                        elif verb == "release" and name:
+                            self.release(name)
+            except Exception as e:  # server away: retry, say so once
+                if not warned:
+                    log.warning("key stream %s: %s (retrying)", self.url, e)
+                    warned = True
+            self.connected.clear()
+            self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def make_keys(cfg: TrainConfig) -> KeyboardListener:
+    """This machine's keyboard (pynput), or the stream at `pipeline.intervention.keys_url`."""
+    url = cfg.pipeline.intervention.keys_url
+    return RemoteKeys(url) if url else KeyboardListener()
+
+
 EVENT_BINDINGS = {"s": "success", "f": "failure", "esc": "failure", "r": "rerecord"}
 SUCCESS_HELD_KEY = "l"  # held while success is visible: per-frame labels for the reward classifier
 
@@ -170,7 +221,7 @@ class KeyboardSource:
 
     def __init__(
         self, discrete_gripper: bool = True, keys: KeyboardListener | None = None, start: bool = True
-    ):
+    ):  # keys: make_keys(cfg) for the configured keyboard
         self.keys = keys or KeyboardListener()
         self.control = KeyEvents(self.keys)
         self.discrete = discrete_gripper
@@ -316,7 +367,7 @@ def make_teleop_source(cfg: TrainConfig):
         check_action_format(cfg, source)
     discrete = cfg.pipeline.gripper.discrete
     if source == "keyboard":
-        return KeyboardSource(discrete)
+        return KeyboardSource(discrete, keys=make_keys(cfg))
     if source == "gamepad":
         return GamepadSource(discrete)
     if source == "leader":

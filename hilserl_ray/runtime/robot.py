@@ -1,7 +1,10 @@
 """The robot actor: runs the wrapped env (sim or the real arm) and streams transitions.
 
 The control loop runs on its own thread, started in `__init__`, so a Ray restart after a crash
-(exception, USB gone, kill -9) resumes collection by itself. Weights are picked up between steps
+(exception, USB gone, kill -9) resumes collection by itself. That thread also builds the env:
+a real arm that is not there yet (port missing, servos silent, camera gone) is retried every
+second until it is, so an unplugged arm reconnects when it comes back instead of failing the
+actor's creation for good. Weights are picked up between steps
 without blocking; transitions go to the learner in chunks of K steps plus each episode's tail.
 `stop()` is the only safe way to end it: the loop ends, then `env.close()` holds and releases
 the arm (an actor's atexit handlers do not run when the driver exits).
@@ -37,7 +40,6 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 class Robot:
     def __init__(self, cfg_dict: dict, index: int, learner_name: str, name: str | None = None):
         from hilserl_ray.console.session import open_console
-        from hilserl_ray.envs.make import make_env, make_intervention
         from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
@@ -54,13 +56,12 @@ class Robot:
         # and Ray restarts (the buffer links rows by episode id).
         self._incarnation = secrets.randbits(40)
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
+        self.env = None  # built on the control thread (_make_env): a real arm may be away
+        self.waiting_for = ""  # why the env is not up yet (hardware away)
+        self._close_lock = threading.Lock()
         # The operator's page, served from this process: it sees frames without a Ray round trip.
         self.console = open_console(cfg, f"robot actor {index}")
-        if self.console is None:
-            self.env = make_env(cfg, seed=self._seed)
-        else:
-            source = self.console.source(make_intervention(cfg, self._seed))
-            self.env = self.console.watch(make_env(cfg, seed=self._seed, intervention=source))
+        if self.console is not None:
             with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
                 warnings.simplefilter("ignore")
                 restarted = ray.get_runtime_context().was_current_actor_reconstructed
@@ -142,8 +143,44 @@ class Robot:
             self._reconnect()
 
     # ---------------------------------------------------------------------------- loop
+    def _make_env(self):
+        """make_env, retried while a real arm's hardware is away; None if stopped meanwhile."""
+        last_said = 0.0
+        while not self._stop.is_set():
+            try:
+                return self._build_env()
+            except Exception as e:
+                if self.cfg.robot.type == "sim" or not _hardware_away(e):
+                    raise
+                self.waiting_for = f"{type(e).__name__}: {e}"
+                if time.monotonic() - last_said > 30:
+                    log.warning(
+                        "robot %d: the arm is not reachable (%s); retrying every second", self.index, e
+                    )
+                    print(f"robot {self.index}: waiting for the arm: {e}", flush=True)
+                    last_said = time.monotonic()
+                self._stop.wait(1.0)
+        return None
+
+    def _build_env(self):
+        from hilserl_ray.envs.make import make_env, make_intervention
+
+        if self.console is None:
+            return make_env(self.cfg, seed=self._seed)
+        source = self.console.source(make_intervention(self.cfg, self._seed))
+        try:
+            return self.console.watch(make_env(self.cfg, seed=self._seed, intervention=source))
+        except BaseException:
+            if source.other is not None:  # e.g. the leader arm's port, opened before the follower failed
+                source.other.close()
+            raise
+
     def _run_guarded(self) -> None:
         try:
+            self.env = self._make_env()
+            self.waiting_for = ""
+            if self.env is None or self._stop.is_set():
+                return
             self._run()
         except Exception:
             if self._stop.is_set():
@@ -151,6 +188,9 @@ class Robot:
             # Die loudly so Ray restarts the actor; the unsent part of the episode is dropped.
             traceback.print_exc()
             os._exit(1)
+        finally:
+            if self._stop.is_set():
+                self._close_env()  # stop() may have given up waiting while the env came up
 
     def _run(self) -> None:
         cfg = self.cfg
@@ -266,6 +306,7 @@ class Robot:
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "alive": self._thread.is_alive(),
+            "waiting_for": self.waiting_for,
         }
 
     def stop(self, timeout_s: float = 10.0) -> dict:
@@ -274,12 +315,24 @@ class Robot:
         if self.console is not None:
             self.console.controls.close()  # a paused loop must not hold up the stop
         self._thread.join(timeout=timeout_s)
-        if not self._closed:
-            self._closed = True
-            self.env.close()
-            if self.console is not None:
-                self.console.close()
+        self._close_env()
         return self.stats()
+
+    def _close_env(self) -> None:
+        with self._close_lock:
+            if not self._closed and self.env is not None:
+                self._closed = True
+                self.env.close()
+                if self.console is not None:
+                    self.console.close()
+
+
+def _hardware_away(e: BaseException) -> bool:
+    """A port, servo or camera that is not there (yet): worth waiting for, unlike a config bug."""
+    from hilserl_ray.hardware.camera import CameraError
+    from hilserl_ray.hardware.feetech import FeetechError
+
+    return isinstance(e, FeetechError | CameraError | OSError)
 
 
 RobotActor = ray.remote(max_concurrency=3)(Robot)

@@ -1,0 +1,188 @@
+"""The twin's scripted person: watches the arm, resets the scene, intervenes with the leader arm
+and presses keys, through the same devices a real operator uses.
+
+It sees what a person at the table sees, the twin's ground truth (where the cube and the target
+are), and only acts through the leader arm's servos and key presses:
+- a new episode starts when the follower is commanded to `robot.reset_pose_deg` (the end of the
+  robot's reset ramp): the person re-places the cube (and the reach target) and starts counting
+  the episode's steps, one per Goal_Position write, up to `env.max_episode_steps`;
+- it takes over by `pipeline.intervention.oracle`'s rule (the sim oracle, `envs.oracle`): presses
+  space, then moves the leader so its gripperframe sits where the sim expert wants the
+  follower's next (IK, fingers down; the leader's gripper opened or closed past the follower's);
+  with `hand_back_steps` it presses space again after that many steps and lets go;
+- it presses `s` when the task is done (reach: within 2 cm of the target; pick: cube lifted).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import numpy as np
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.envs.oracle import CLOSE, OPEN, OracleSource
+
+log = logging.getLogger(__name__)
+
+RESET_TOL = (
+    0.15  # degrees (gripper: units): the reset ramp ends exactly on the pose; a policy step rarely does
+)
+AWAY_DEG = 3.0
+
+
+class ScriptedHuman:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        arm,
+        leader_bus,
+        leader_map,
+        keys,
+        report,
+        *,
+        seed: int = 0,
+        target: np.ndarray | None = None,
+        hand_back_steps: int | None = None,
+        intervene: bool = True,
+    ):
+        self.cfg, self.arm, self.sim = cfg, arm, arm.sim
+        self.leader_bus, self.leader_map = leader_bus, leader_map
+        self.keys, self.report = keys, report
+        self.rng = np.random.default_rng(seed)
+        self.target = None if target is None else np.asarray(target, dtype=np.float64)
+        self.hand_back_steps = hand_back_steps
+        self.intervene = intervene
+        self.reset_pose = np.asarray(cfg.robot.reset_pose_deg, dtype=np.float64)
+        self.max_steps = cfg.env.max_episode_steps
+        self.step_size = cfg.pipeline.ee_action.step_size_m
+        self.oracle = OracleSource(self.sim.cfg, seed=seed + 7919)
+        self.phase = "wait_reset"
+        self.episodes = self.steps = self.interventions = self.successes = 0
+        self.engaged = self.handed_back = self.was_away = False
+        self._goals: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.set_leader(self.reset_pose)  # the leader rests in the robot's reset pose
+
+    # ------------------------------------------------------------------ devices
+    def set_leader(self, q_state: np.ndarray) -> None:
+        with self.leader_bus.lock:
+            for i, actual in self.leader_map.actual(q_state).items():
+                self.leader_bus[i].actual = actual
+
+    def tap(self, key: str) -> None:
+        self.keys.tap(key)
+        self.report.event("key", key=key, episode=self.episodes, step=self.steps)
+
+    # ------------------------------------------------------------------ loop
+    def on_goal(self, kind: str, goal: np.ndarray) -> None:
+        """From the follower's bus thread: one Goal_Position write (`goal` in state units)."""
+        self._goals.put((kind, goal))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="twin-human", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._goals.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            item = self._goals.get()
+            if item is None:
+                return
+            try:
+                self._process(*item)
+            except Exception:  # the person makes a mistake: log it, keep watching
+                log.exception("scripted human")
+
+    def _process(self, kind: str, goal: np.ndarray) -> None:
+        """Every write is an episode step, holds too (a policy that keeps still commands a hold)."""
+        at_reset = float(np.max(np.abs(goal - self.reset_pose))) <= RESET_TOL
+        if self.phase == "wait_reset":
+            if at_reset:
+                self._new_episode()
+            return
+        if at_reset and (self.steps == 0 or self.was_away):
+            if self.steps > 3:  # the robot reset before this person expected: follow it
+                self._new_episode()
+            return  # the end of the reset ramp, or its settling: not an episode step
+        self.was_away |= float(np.max(np.abs(goal[:5] - self.reset_pose[:5]))) > AWAY_DEG
+        self.steps += 1
+        with self.arm.bus.lock:
+            self._act()
+        if self.phase == "running" and self.steps >= self.max_steps:
+            self._end("time limit")
+
+    # ------------------------------------------------------------------ episodes
+    def _new_episode(self) -> None:
+        with self.arm.bus.lock:
+            self.sim.place_objects(self.rng, self.target)
+        self.oracle.reset()
+        self.episodes += 1
+        self.steps = 0
+        self.phase = "running"
+        self.engaged = self.handed_back = self.was_away = False
+        self.report.event(
+            "episode",
+            episode=self.episodes,
+            target=[round(float(x), 4) for x in self.sim.target_pos()],
+            cube=[round(float(x), 4) for x in self.sim.cube_pos()],
+        )
+
+    def _end(self, why: str) -> None:
+        self.phase = "wait_reset"
+        self.engaged = False  # the robot's leader source hands back at its reset
+        self.report.event("episode_end", episode=self.episodes, steps=self.steps, why=why)
+
+    def _act(self) -> None:
+        """One episode step (under the follower's bus lock: a consistent view of the scene)."""
+        if self.sim.is_success():
+            self.successes += 1
+            self.tap("s")
+            self._end("success")
+            return
+        if not self.intervene or self.handed_back:
+            return
+        a = self.oracle.action(None, self.sim)
+        if a is None:
+            return
+        if not self.engaged:
+            self.engaged = True
+            self.engaged_steps = 0
+            self.interventions += 1
+            self.tap("space")  # take over, then move the leader
+        self.set_leader(self._leader_pose(a))
+        self.engaged_steps += 1
+        if self.hand_back_steps is not None and self.engaged_steps >= self.hand_back_steps:
+            self.tap("space")
+            self.engaged, self.handed_back = False, True
+
+    def _leader_pose(self, action: np.ndarray) -> np.ndarray:
+        """The leader pose whose gripperframe is one expert step from the follower's."""
+        kin = self.sim.kin
+        q = self.arm.joints()
+        target = self.sim.ee_pos() + np.clip(action[:3], -1, 1) * self.step_size
+        pose = kin.ik(target, q, approach_dir=np.array([0.0, 0.0, -1.0]), max_iters=30, restarts=False)
+        g = action[3]
+        if self.sim.cfg.pipeline.gripper.discrete:
+            delta = {CLOSE: -50.0, OPEN: 50.0}.get(int(round(g)), 0.0)
+        else:
+            delta = 50.0 * float(np.clip(g, -1, 1))
+        pose[5] = np.clip(q[5] + delta, 0.0, 100.0)
+        return pose
+
+    def status(self) -> dict:
+        return {
+            "phase": self.phase,
+            "episode": self.episodes,
+            "step": self.steps,
+            "engaged": self.engaged,
+            "interventions": self.interventions,
+            "successes": self.successes,
+        }
