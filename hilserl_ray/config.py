@@ -97,6 +97,9 @@ class ArmInterventionConfig(Strict):
     source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] | None = None
     leader_port: str | None = None
     leader_calibration: Path | None = None
+    keys_url: str | None = Field(
+        None, pattern=r"^https?://", description="this arm's keys over HTTP (see pipeline.intervention)"
+    )
 
 
 class ArmConfig(Strict):
@@ -641,6 +644,7 @@ def arm_path(i: int, path: str) -> str:
         ("pipeline.intervention.source", "intervention.source"),
         ("pipeline.intervention.leader_port", "intervention.leader_port"),
         ("pipeline.intervention.leader_calibration", "intervention.leader_calibration"),
+        ("pipeline.intervention.keys_url", "intervention.keys_url"),
     ):
         if path == own or path.startswith(own + "."):
             return f"robots.{i}.{field}{path[len(own) :]}"

@@ -329,3 +329,68 @@ def test_stop_policy_ends_the_run_when_a_real_arm_cannot_start(arm_cluster, tmp_
     assert proc.returncode == 1, text[-3000:]
     assert "arm 'arm2' failed for good" in text and "actors.on_robot_failure=stop" in text
     assert (out / "checkpoints").is_dir()  # stopped the usual way: final checkpoint
+
+
+# ------------------------------------------------------------------- two twins, one run
+def twin_arm(name: str, twin) -> str:
+    """A `robots` entry pointing arm `name` at a running twin (its ptys, calibrations, camera, keys)."""
+    p = twin.paths
+    cams = {k.split(".")[2]: v for k, v in p.items() if k.startswith("env.cameras.")}
+    cam = {"gripper_cam": cams["0"]} if cams else {}
+    entry = {
+        "name": name,
+        "label": name,
+        "port": p["robot.port"],
+        "calibration": p["robot.calibration"],
+        "cameras": cam,
+        "intervention": {
+            "leader_port": p["pipeline.intervention.leader_port"],
+            "leader_calibration": p["pipeline.intervention.leader_calibration"],
+            "keys_url": p["pipeline.intervention.keys_url"],
+        },
+    }
+    return json.dumps(entry)
+
+
+def test_two_twins_on_two_labelled_nodes_train_together(arm_cluster, tmp_path):
+    from hilserl_ray.twin.launch import TwinProcess
+
+    cluster, _ = arm_cluster
+    fast = ["--env.max_episode_steps=30", "--robot.reset_seconds=0.5", "--robot.bus_timeout_ms=500"]
+    twins = [
+        TwinProcess("configs/so101_twin.yaml", tmp_path / f"twin{i}", "--seed", str(i), *fast) for i in (1, 2)
+    ]
+    out, log = tmp_path / "run", tmp_path / "driver.log"
+    proc = None
+    try:
+        for t in twins:
+            t.wait_ready(timeout=120)
+        robots = "[" + ", ".join(twin_arm(f"arm{i}", t) for i, t in zip((1, 2), twins, strict=True)) + "]"
+        cmd = [
+            sys.executable, "-m", "hilserl_ray.train", "--config", "configs/so101_twin.yaml",
+            *SMALL, *fast, "--learner.training_starts=60", "--actors.max_restarts=5",
+            "--logging.progress_bar=false", f"--robots={robots}", "--total_env_steps=240",
+            f"--output_dir={out}",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            env={**ENV, "RAY_ADDRESS": cluster.address},
+            cwd=ROOT,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        rc = proc.wait(timeout=900)
+        text = log.read_text()
+        assert rc == 0, text[-4000:]
+        last = metrics(out)[-1]
+        for name in ("arm1", "arm2"):
+            assert last[f"arm/{name}/env_steps"] > 0 and last[f"arm/{name}/episodes"] > 0, last
+            assert last[f"arm/{name}/weights_version"] > 0
+        assert last["updates"] > 0
+        for t in twins:  # each twin's servos got the policy's commands over its own wire
+            assert len(t.events(("goal",))) > 50
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        for t in twins:
+            t.stop()
