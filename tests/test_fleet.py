@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.configio import ConfigError, load_config, write_config
 from hilserl_ray.fleet import fleet
 from hilserl_ray.fleet.arms import local_node_placement
 from hilserl_ray.preflight import preflight
@@ -51,8 +51,10 @@ def test_one_robot_is_a_fleet_of_one_and_sim_copies_stay():
     assert [a.name for a in arms] == ["arm0", "arm1", "arm2"] and all(not a.label for a in arms)
 
 
-def test_each_arm_runs_the_shared_config_with_its_own_devices():
+def test_each_arm_runs_the_shared_config_with_its_own_devices(tmp_path):
     cfg = load_config(ROOT / "configs" / "so101_fleet.yaml")
+    write_config(cfg, tmp_path / "config.yaml")  # a run's resolved config restarts the same fleet
+    assert load_config(tmp_path) == cfg
     a1, a2 = fleet(cfg)
     assert (a1.label, a1.resource) == ({"robot": "arm1"}, "so101_arm1")
     assert (a2.label, a2.resource) == ({"robot": "arm2"}, "so101_arm2")
