@@ -50,6 +50,7 @@ def make_cfg(task: str, n: int, out: str):
 def measure(task: str, n: int, seconds: float) -> dict:
     cores = os.cpu_count() or 1
     cfg = make_cfg(task, n, tempfile.mkdtemp(prefix="fleet_bench_"))
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a loaded machine registers slowly
     ray.init(num_cpus=n + 1, include_dashboard=False)  # logical CPUs: one per actor, as the driver asks
     try:
         learner = LearnerActor.options(

@@ -129,6 +129,7 @@ def arm_cluster():
     """A head (driver + learner) and one node per arm, each with its label and its arm's resource."""
     from ray.cluster_utils import Cluster
 
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a loaded machine registers slowly
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     nodes = {
         name: cluster.add_node(num_cpus=2, labels={"robot": name}, resources={f"so101_{name}": 1})
