@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install test test-slow smoke-test twin-test lint bench clean
+.PHONY: install browser test test-slow smoke-test twin-test lint bench clean
 
 install: $(STAMP)
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-test: install
+# The console tests drive the page in Debian's headless Chromium; installed once (apt, as root).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "install Debian's chromium (apt-get install chromium) for the console tests" >&2; exit 2; }
+
+test: install browser
 	$(PY) -m pytest -q tests
 
 test-slow: install

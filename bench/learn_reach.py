@@ -47,9 +47,11 @@ TWIN_OVERRIDES = [
 
 
 def twin_episodes(events: list[dict]) -> list[dict]:
-    """Per episode, from the twin's log: did the person take over, did it press success."""
+    """Per episode, from the twin's log (this run: after its last start): did the person take
+    over, did it press success."""
+    starts = [i for i, e in enumerate(events) if e["event"] == "start"]
     eps: list[dict] = []
-    for e in events:
+    for e in events[starts[-1] if starts else 0 :]:
         if e["event"] == "episode":
             eps.append({"intervened": False, "success": False})
         elif e["event"] == "key" and eps:

@@ -46,8 +46,12 @@ def parse_args(description: str, default_steps: int) -> argparse.Namespace:
         help="classifier: record labelled sim episodes, train a reward classifier on the run's camera and "
         "use it as the only reward (sparse, no shaping, no privileged state; demos included)",
     )
-    p.add_argument("overrides", nargs=argparse.REMAINDER, help="extra --a.b=value config overrides")
-    return p.parse_args()
+    p.add_argument(
+        "overrides", nargs=argparse.REMAINDER, help="extra config overrides after --: -- --a.b=value ..."
+    )
+    args = p.parse_args()
+    args.overrides = [o for o in args.overrides if o != "--"]
+    return args
 
 
 def record_demos(config: str, overrides: list[str], episodes: int, out: Path) -> Path:
@@ -124,6 +128,8 @@ def run(name: str, config: str, overrides: list[str], demos: int, args: argparse
     for seed in args.seeds:
         out = root / f"seed{seed}"
         reward = classifier_overrides(config, overrides, seed, root) if args.reward == "classifier" else []
+        if reward:  # e.g. --pipeline.reward.min_ee_height_m=0.05: the demos get the same reward rule
+            reward += [o for o in args.overrides if o.startswith("--pipeline.reward.")]
         run_overrides = [
             *overrides,
             f"--seed={seed}",

@@ -183,6 +183,10 @@ class OracleConfig(Strict):
     )
 
 
+# sources whose actions are end-effector deltas only (the leader's go through joint_targets_to_action)
+EE_ONLY_SOURCES = ("oracle", "keyboard", "gamepad")
+
+
 class InterventionConfig(Strict):
     source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] = Field(
         "none",
@@ -332,11 +336,21 @@ class LearnerConfig(Strict):
 class ActorsConfig(Strict):
     num_robot_actors: PositiveInt = Field(1, description="sim without `robots`: this many copies of `robot`")
     chunk_size: PositiveInt = Field(64, description="transitions per call to the learner")
-    max_restarts: int = Field(3, ge=-1)
+    max_restarts: int = Field(
+        3, ge=-1, description="restarts of a failing robot actor before it is dead for good (-1: no limit)"
+    )
     on_robot_failure: Literal["continue", "stop"] = Field(
         "continue",
         description="a robot actor dead for good (restarts used up): train on with the other arms, or stop "
         "the run (robots stopped safely, final checkpoint, exit 1)",
+    )
+    start_timeout_s: PositiveFloat = Field(
+        180.0, description="a robot actor not constructed (env, arm, cameras) by then ends the start"
+    )
+    no_step_timeout_s: PositiveFloat = Field(
+        300.0,
+        description="no env step from any robot actor for this long ends the run (never a silent stall); "
+        "time paused from the console does not count",
     )
 
 
@@ -349,7 +363,9 @@ class CheckpointConfig(Strict):
 class LoggingConfig(Strict):
     every_seconds: PositiveFloat = 10.0
     tensorboard: bool = True
-    progress_bar: bool = True
+    progress_bar: bool = Field(
+        True, description="progress bars on long work (dataset conversion, record, evaluate)"
+    )
     sounds: bool = Field(
         False, description="short beeps on the console page at episode start, end and takeover"
     )
@@ -527,11 +543,11 @@ class TrainConfig(Strict):
                         "a real robot needs a calibration JSON (python -m hilserl_ray.calibrate)",
                     )
                 )
-            for c in self.env.cameras:
+            for i, c in enumerate(self.env.cameras):
                 if c.device is None:
                     problems.append(
                         (
-                            f"env.cameras.{c.name}.device",
+                            f"env.cameras.{i}.device",
                             None,
                             "a real camera needs a device (python -m hilserl_ray.find_cameras)",
                         )
@@ -581,6 +597,23 @@ class TrainConfig(Strict):
             )
         if it.source == "oracle" and self.robot.type != "sim":
             problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
+        if it.source == "leader" and it.leader_calibration is None:
+            problems.append(
+                (
+                    "pipeline.intervention.leader_calibration",
+                    None,
+                    "the leader arm's calibration JSON (python -m hilserl_ray.calibrate --leader)",
+                )
+            )
+        if it.source in EE_ONLY_SOURCES and not self.pipeline.ee_action.enabled:
+            problems.append(
+                (
+                    "pipeline.ee_action.enabled",
+                    False,
+                    f"true: pipeline.intervention.source '{it.source}' acts in end-effector deltas "
+                    "(or --pipeline.intervention.source=none)",
+                )
+            )
         return problems
 
     def _shared_problems(self) -> list[tuple[str, object, str]]:

@@ -64,6 +64,12 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
 
 
 def _list_index(node: list, part: str, path: list[str]) -> int:
+    if not node:
+        parent = ".".join(path[:-1])
+        raise ConfigError(
+            "command line",
+            [f"{'.'.join(path)}: {parent} is an empty list; give it whole (--{parent}='[...]')"],
+        )
     if not part.isdigit() or int(part) >= len(node):
         raise ConfigError("command line", [f"{'.'.join(path)}: a list index 0..{len(node) - 1} was expected"])
     return int(part)

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.errors import UserError, command
-from hilserl_ray.runtime.checkpoint import latest_checkpoint
+from hilserl_ray.runtime.resume import CheckpointLoadError, loadable_checkpoints
 
 
 def evaluate(
@@ -32,14 +33,24 @@ def evaluate(
     from hilserl_ray.policy import SACAgent
 
     output_dir = Path(output_dir)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(output_dir / "checkpoints")
+    if checkpoint:
+        ckpt = Path(checkpoint)
+    else:  # the newest that loads: a damaged one is named and skipped
+        good = loadable_checkpoints(output_dir / "checkpoints", warn=lambda m: print(m, file=sys.stderr))
+        ckpt = good[0] if good else None
     if ckpt is None:
         raise UserError(
             "no complete checkpoint here", where=str(output_dir / "checkpoints"), fix="train first"
         )
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
     cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
-    agent = SACAgent.load(ckpt / "agent", device="cpu")
+    try:
+        agent = SACAgent.load(ckpt / "agent", device="cpu")
+    except Exception as e:
+        raise CheckpointLoadError(
+            f"checkpoint {ckpt} cannot be loaded ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
+            fix="pass another --checkpoint, or train again",
+        ) from e
     # The console lets a person watch and judge (a real arm has no success signal of its own).
     console = open_console(cfg, f"evaluate {output_dir.name}")
     if console is None:
@@ -49,6 +60,7 @@ def evaluate(
         env = console.watch(make_env(cfg, seed=cfg.seed + seed_offset, intervention=console.source(None)))
     encoder = None
     results = []
+    bar = tqdm(total=episodes, unit="episode", desc="evaluating", disable=not cfg.logging.progress_bar)
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=cfg.seed + seed_offset + ep)
@@ -75,7 +87,9 @@ def evaluate(
                     "length": length,
                 }
             )
+            bar.update(1)
     finally:
+        bar.close()
         if encoder is not None:
             encoder.close()
         env.close()

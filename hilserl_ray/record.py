@@ -146,11 +146,10 @@ def neutral_action(spec: FeatureSpec) -> np.ndarray:
 
 
 def frame_label(info: dict, truth: bool) -> bool:
-    """The classifier label of the frame just acted on: a person's word when the source has a
-    labelling key (held key, or the success key pressed on this frame), else the sim's truth."""
-    if info.get("success_held") is not None or info.get("human_success"):
-        return bool(info.get("success_held") or info.get("human_success"))
-    return truth
+    """The classifier label of the frame just acted on: the sim's truth, or the person's word (the
+    labelling key held, or the success key pressed on this frame). OR-ed: a source that merely has
+    a labelling key (the console page always does) never hides the sim's truth."""
+    return bool(truth or info.get("success_held") or info.get("human_success"))
 
 
 def raw_frame(cfg: TrainConfig, raw: dict, features: dict[str, dict]) -> dict[str, np.ndarray]:
@@ -342,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         codec=args.codec,
         task=args.task,
-        progress=not args.no_progress,
+        progress=cfg.logging.progress_bar and not args.no_progress,
         assist=args.assist,
         expert=args.expert,
         until_time_limit=args.until_time_limit,

@@ -15,6 +15,8 @@ from hilserl_ray.configio import ConfigError, load_config, to_yaml
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import command
 from hilserl_ray.preflight import preflight
+from hilserl_ray.runtime.resume import choose_checkpoint
+from hilserl_ray.runtime.rundir import check_output_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("command line", ["--resume and --overwrite exclude each other: pick one"])
     cfg = load_config(args.config, rest)
     preflight(cfg, source=args.config)
+    problems = check_output_dir(cfg, args.resume, args.overwrite)
+    if problems:
+        raise ConfigError("command line", problems)
     spec = pipeline_spec(cfg)
     if args.dry_run:
+        if args.resume:
+            choose_checkpoint(cfg)  # a damaged or incompatible checkpoint is named here too
         print(to_yaml(cfg))
         print(spec.table())
         _print_dataset_decisions(cfg)

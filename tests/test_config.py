@@ -53,9 +53,24 @@ def test_real_config_preflight_names_missing_calibration(tmp_path):
     with pytest.raises(ConfigError) as e:
         preflight(cfg)
     assert "robot.calibration" in e.value.message()
-    calib = tmp_path / "follower.json"
-    calib.write_text("{}")
-    preflight(load_config(ROOT / "configs" / "so101_real.yaml", [f"--robot.calibration={calib}"]))
+    from fake_sts3215 import write_calibration
+
+    follower, leader, port, cam = (
+        tmp_path / n for n in ("follower.json", "leader.json", "ttyACM0", "video0")
+    )
+    write_calibration(follower)
+    write_calibration(leader)
+    port.touch()
+    cam.touch()
+    ok = [
+        f"--robot.calibration={follower}",
+        f"--pipeline.intervention.leader_calibration={leader}",
+        f"--robot.port={port}",
+        f"--pipeline.intervention.leader_port={port}",
+        f"--env.cameras.0.device={cam}",
+        "--learner.num_gpus=0",
+    ]
+    preflight(load_config(ROOT / "configs" / "so101_real.yaml", ok))
 
 
 def test_dry_run_prints_config_and_feature_table():

@@ -285,6 +285,8 @@ def test_operator_takes_over_steers_and_judges_a_robot_actor_from_the_page(brows
 @pytest.fixture
 def live_console():
     """A console over a sim env stepped on a thread of its own, as `record` and the actor do."""
+    import gymnasium as gym
+
     from hilserl_ray.console.session import open_console
     from hilserl_ray.envs.make import make_env
 
@@ -293,7 +295,14 @@ def live_console():
         [*SMALL, "--logging.sounds=true", "--pipeline.image.crop={gripper_cam: [8, 16, 80, 72]}"],
     )
     console = open_console(cfg, "test")
-    env = console.watch(make_env(cfg, seed=0, intervention=console.source(None)))
+
+    class Judge(gym.Wrapper):  # stands in for envs.wrappers.ClassifierReward's info field
+        def step(self, action):
+            out = self.env.step(action)
+            out[4]["classifier_prob"] = np.float32(0.25)
+            return out
+
+    env = console.watch(Judge(make_env(cfg, seed=0, intervention=console.source(None))))
     stop = threading.Event()
     episodes: list[dict] = []
 
@@ -321,6 +330,7 @@ def test_page_buttons_pause_crop_tool_and_sounds(browser, live_console):
     page, errors = open_page(browser, console.url)
     wait_js(page, "document.querySelector('img.raw')?.dataset.frames > 1")
     assert js(page, "document.getElementById('sounds').checked")  # logging.sounds=true
+    wait_js(page, "document.getElementById('s-classifier').textContent === '0.25'")
     # the configured crop is shown, and dragging on the raw image gives a new one to paste
     assert "gripper_cam: [8, 16, 80, 72]" in js(page, "document.getElementById('crop-out').textContent")
     box = page.locator("figure.cam canvas.overlay").bounding_box()

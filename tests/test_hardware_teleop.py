@@ -136,10 +136,10 @@ def test_leader_arm_takes_over_by_moving_and_by_key(tmp_path):
 
 
 def test_human_sources_need_the_ee_action_format(tmp_path):
-    cfg = real_config(
-        "/dev/null",
-        tmp_path / "c.json",
-        pipeline={"intervention": {"source": "keyboard"}, "ee_action": {"enabled": False}},
-    )
-    with pytest.raises(ValueError, match=r"source='keyboard'.*pipeline.ee_action.enabled=true"):
-        make_teleop_source(cfg)
+    # refused by the config itself (so --dry-run names it), before any device opens
+    with pytest.raises(ValueError, match=r"pipeline.ee_action.enabled: got False.*'keyboard'"):
+        real_config(
+            "/dev/null",
+            tmp_path / "c.json",
+            pipeline={"intervention": {"source": "keyboard"}, "ee_action": {"enabled": False}},
+        )

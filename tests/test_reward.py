@@ -126,7 +126,7 @@ def test_held_key_and_success_key_label_frames_while_recording(tmp_path):
     cfg = sim_cfg(tmp_path, **{"pipeline.intervention.source": "none", "buffer.online_ratio": 1.0})
     out = record(cfg, 1, tmp_path / "d", codec="h264", progress=False, source=HeldKeySource(None))
     cols = LeRobotReader(out).read([mapping.SUCCESS_LABEL, mapping.REWARD, mapping.DONE])
-    # the person's word wins over the sim's truth (nothing is lifted here)
+    # the person's word labels the frames (nothing is lifted here, so the sim's truth adds none)
     assert cols[mapping.SUCCESS_LABEL].reshape(-1).tolist() == [False, False, True, True, True, False, True]
     assert cols[mapping.REWARD].reshape(-1)[-1] == 1.0 and cols[mapping.DONE].reshape(-1)[-1]
 

@@ -268,7 +268,12 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
 
 @pytest.fixture
 def local_ray():
-    ray.init(address="local", num_cpus=3, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(
+        address="local",
+        num_cpus=3,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     yield
     ray.shutdown()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hilserl_ray.envs.intervention import EVENT_KEYS, InterventionSource
+from hilserl_ray.envs.intervention import EVENT_KEYS, InterventionSource, success_held
 from hilserl_ray.hardware.teleop import EVENT_BINDINGS, KeyboardListener, KeyboardSource, ee_action
 
 PAUSE_KEY = "p"
@@ -131,6 +131,11 @@ class WebSource:
         mine = self.controls.keyboard.events()
         theirs = self.other.events() if self.other is not None else {}
         return {k: bool(mine.get(k) or theirs.get(k)) for k in EVENT_KEYS}
+
+    def success_held(self) -> bool | None:
+        """The labelling key held on the page or at the other source (None: neither has one)."""
+        held = [h for h in (success_held(self.controls.keyboard), success_held(self.other)) if h is not None]
+        return any(held) if held else None
 
     def close(self) -> None:
         self.controls.close()

@@ -177,6 +177,7 @@ class ConsoleServer:
         if not isinstance(m, dict) or m.get("type") != "key" or not isinstance(m.get("key"), str):
             return {"type": "error", "error": f"unknown message {text[:80]!r}"}
         name, pid = m["key"], m.get("id")
+        applied_ms = time.time() * 1000.0  # wall clock: the page, on the same machine, has the same one
         if m.get("down", True):
             ok = self.controls.press(name, pid if isinstance(pid, int) else None)
             if ok:
@@ -185,7 +186,14 @@ class ConsoleServer:
             ok = name in held
             self.controls.release(name)
             held.discard(name)
-        return {"type": "ack", "id": pid, "key": name, "ok": ok, "paused": self.controls.paused}
+        return {
+            "type": "ack",
+            "id": pid,
+            "key": name,
+            "ok": ok,
+            "paused": self.controls.paused,
+            "t": applied_ms,
+        }
 
     # ------------------------------------------------------------------------ outbound
     def _push_threadsafe(self, message: dict) -> None:
@@ -216,9 +224,12 @@ class ConsoleServer:
                 await ws.send_json(status)
                 if seq != sent_seq:
                     sent_seq = seq
+                    loop = asyncio.get_running_loop()
                     for i, name in enumerate(self.view.streams):
                         if name in frames:
-                            await ws.send_bytes(bytes([i]) + self._encoded(name, seq, frames[name]))
+                            # off the event loop: a 640x480 JPEG takes ms that key presses should not wait
+                            jpeg = await loop.run_in_executor(None, self._encoded, name, seq, frames[name])
+                            await ws.send_bytes(bytes([i]) + jpeg)
         except (ConnectionError, RuntimeError):  # the page went away mid-send
             pass
 

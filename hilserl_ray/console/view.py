@@ -20,7 +20,7 @@ from hilserl_ray.console.controls import WebSource
 from hilserl_ray.features import IMAGE_PREFIX
 
 # The reward classifier's probability of success for a step, when a classifier sets the reward.
-CLASSIFIER_PROB_KEY = "reward_classifier_prob"
+CLASSIFIER_PROB_KEY = "classifier_prob"  # set by envs.wrappers.ClassifierReward
 EPISODE_WINDOW = 20  # success and intervention rates over this many recent episodes
 HZ_WINDOW = 20  # policy Hz over this many recent steps
 

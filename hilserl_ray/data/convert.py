@@ -418,6 +418,13 @@ def load_offline_transitions(
     spec = spec or pipeline_spec(cfg)
     reader = LeRobotReader(root)
     decision = check_dataset(reader, cfg)
+    missing = [p for p in reader.files() if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p.relative_to(reader.root)) for p in missing[:3])
+        raise DatasetError(
+            f"{reader.root}: {len(missing)} file(s) its metadata lists are missing ({shown}); "
+            "copy the whole dataset directory"
+        )
     if not cfg.dataset.cache:
         chunk, report = convert(cfg, spec, reader, progress=progress)
         print(format_report(report), flush=True)
@@ -478,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(args.config, ["dataset.path: not set; nothing to convert (--dataset.path=DIR)"])
     preflight(cfg, source=args.config)
     t0 = time.perf_counter()
-    for chunk in load_offline_datasets(cfg, progress=True):
+    for chunk in load_offline_datasets(cfg, progress=cfg.logging.progress_bar):
         mb = sum(v.nbytes for v in chunk.values()) / 1e6
         n = int((~chunk["is_last"]).sum())
         print(

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hilserl_ray.config import TrainConfig
+from hilserl_ray.config import EE_ONLY_SOURCES, TrainConfig
 from hilserl_ray.configio import ConfigError, load_config, parse_overrides
 from hilserl_ray.data import formats, mapping
 from hilserl_ray.data.layout import DEFAULT_FEATURES
-from hilserl_ray.data.lerobot_reader import LeRobotReader
+from hilserl_ray.data.lerobot_reader import LeRobotReader, image_hw
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
@@ -52,7 +52,7 @@ def describe(reader: LeRobotReader) -> str:
             continue
         dtype, shape = f.get("dtype"), list(f.get("shape") or [])
         if dtype in mapping.CAMERA_DTYPES:
-            hw = mapping._image_hw(f)
+            hw = image_hw(f)
             vi = f.get("info") or {}
             codec = vi.get("video.codec") or _probe_codec(reader, key)
             size = f"{hw[0]}x{hw[1]}" if hw else str(shape)
@@ -112,7 +112,7 @@ def _fit_step(reader: LeRobotReader, cfg: TrainConfig) -> dict:
         out["dataset.rename"] = rename
     for i, cam in enumerate(cfg.env.cameras):
         src = next((s for s, d in rename.items() if d == IMAGE_PREFIX + cam.name), IMAGE_PREFIX + cam.name)
-        hw = mapping._image_hw(feats[src]) if src in feats else None
+        hw = image_hw(feats[src]) if src in feats else None
         if hw is not None and hw != (cam.height, cam.width):
             out[f"env.cameras.{i}.height"], out[f"env.cameras.{i}.width"] = hw
     out.update(_action_space_overrides(reader, cfg, rename))
@@ -133,6 +133,8 @@ def _action_space_overrides(reader: LeRobotReader, cfg: TrainConfig, rename: dic
             out = {}
             if ee != cfg.pipeline.ee_action.enabled:
                 out["pipeline.ee_action.enabled"] = ee
+                if not ee and cfg.pipeline.intervention.source in EE_ONLY_SOURCES:
+                    out["pipeline.intervention.source"] = "none"  # it cannot act in joint deltas
             if discrete != cfg.pipeline.gripper.discrete:
                 out["pipeline.gripper.discrete"] = discrete
             return out

@@ -8,11 +8,13 @@ it and to frame `round((t - from_timestamp) * fps)` of that episode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pyarrow as pa
@@ -59,8 +61,13 @@ class LeRobotReader:
                 f"{info_path}: codebase_version {self.version!r} is not supported; expected 'v3.0' or 'v2.1' "
                 "(convert older datasets with lerobot's conversion script)"
             )
-        self.fps = float(self.info["fps"])
-        self.features: dict[str, dict] = self.info["features"]
+        try:
+            self.fps = float(self.info["fps"])
+            self.features: dict[str, dict] = dict(self.info["features"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(
+                f"{info_path}: no usable 'fps' and 'features' ({type(e).__name__}: {e})"
+            ) from None
         self.video_keys = [k for k, f in self.features.items() if f.get("dtype") == "video"]
         self.image_keys = [k for k, f in self.features.items() if f.get("dtype") == "image"]
         self.episodes = self._load_episodes_v3() if self.version == "v3.0" else self._load_episodes_v2()
@@ -93,12 +100,13 @@ class LeRobotReader:
         ]
         tables = []
         for p in paths:
-            schema = pq.read_schema(p)
-            missing = [c for c in cols + vcols if c not in schema.names]
-            if missing:
-                raise DatasetError(f"{p}: missing episode columns {missing}")
-            extra = ["tasks"] if "tasks" in schema.names else []
-            tables.append(pq.read_table(p, columns=cols + vcols + extra))
+            with _readable(p):
+                schema = pq.read_schema(p)
+                missing = [c for c in cols + vcols if c not in schema.names]
+                if missing:
+                    raise DatasetError(f"{p}: missing episode columns {missing}")
+                extra = ["tasks"] if "tasks" in schema.names else []
+                tables.append(pq.read_table(p, columns=cols + vcols + extra))
         t = pa.concat_tables(tables).to_pydict()
         template = self.info.get("video_path") or ""
         episodes = []
@@ -133,8 +141,14 @@ class LeRobotReader:
         for line in path.read_text().splitlines():
             if not line.strip():
                 continue
-            row = json.loads(line)
-            idx = int(row["episode_index"])
+            try:
+                row = json.loads(line)
+                idx = int(row["episode_index"])
+                int(row["length"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise DatasetError(
+                    f"{path}: a line is not an episode record ({type(e).__name__}: {e})"
+                ) from None
             videos = {
                 k: (
                     self.root
@@ -184,12 +198,13 @@ class LeRobotReader:
             for p in self.data_files():
                 if not p.is_file():
                     raise DatasetError(f"data file {p} is missing (listed by the episodes metadata)")
-                missing = [c for c in need if c not in pq.read_schema(p).names]
-                if missing:
-                    raise DatasetError(
-                        f"data file {p} has no columns {missing}, though meta/info.json lists them"
-                    )
-                t = pq.read_table(p, columns=need)
+                with _readable(p):
+                    missing = [c for c in need if c not in pq.read_schema(p).names]
+                    if missing:
+                        raise DatasetError(
+                            f"data file {p} has no columns {missing}, though meta/info.json lists them"
+                        )
+                    t = pq.read_table(p, columns=need)
                 for c in need:
                     parts[c].extend(t.column(c).chunks)
             for c in need:
@@ -250,7 +265,7 @@ class LeRobotReader:
             found = dict.fromkeys((e.index for e in eps), 0)
             convert.new_file()
             j = 0
-            for t, frame in decode_frames(path):
+            for t, frame in _checked_frames(path, key, self.features[key]):
                 while j + 1 < len(spans) and t >= spans[j + 1][0] - tol:
                     j += 1
                 start, e = spans[j]
@@ -279,6 +294,52 @@ class LeRobotReader:
             if size is not None or crop is not None:
                 img = process_image(img, crop, size or img.shape[:2])
             yield row, img
+
+
+@contextlib.contextmanager
+def _readable(path: Path):
+    """A parquet file that pyarrow cannot read (truncated, not parquet) as a DatasetError naming it."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetError(
+            f"{path}: unreadable parquet ({' '.join(str(e).split())[:200]}); the file is truncated or damaged"
+        ) from None
+
+
+def _checked_frames(path: Path, key: str, feature: dict) -> Iterator[tuple[float, object]]:
+    """decode_frames, with a missing/damaged file and a frame size other than info.json's named.
+
+    Crop boxes and camera sizes are in the raw image's pixels, so a video of another size than
+    meta/info.json states would silently shift every crop."""
+    want = image_hw(feature)
+    first = True
+    try:
+        for t, frame in decode_frames(path):
+            if first and want is not None and (frame.height, frame.width) != want:
+                raise DatasetError(
+                    f"{path}: frames are {frame.height}x{frame.width} (HxW), meta/info.json says {key} is "
+                    f"{want[0]}x{want[1]}; fix info.json's shape or re-encode the video (crops are in raw pixels)"
+                )
+            first = False
+            yield t, frame
+    except (FileNotFoundError, ValueError, av.error.FFmpegError) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(
+            f"{path}: cannot decode {key} ({' '.join(str(e).split())[:200]}); the video is missing or damaged"
+        ) from None
+
+
+def image_hw(feature: dict) -> tuple[int, int] | None:
+    """(height, width) of a camera feature as info.json states it ([h, w, c] or [c, h, w])."""
+    shape = list(feature.get("shape") or [])
+    names = list(feature.get("names") or [])
+    if len(shape) != 3:
+        return None
+    if names[:1] in (["channel"], ["channels"]) or (shape[0] == 3 and shape[2] != 3):
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
 
 
 def _to_numpy(col: pa.Array, feature: dict, name: str) -> np.ndarray:

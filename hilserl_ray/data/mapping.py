@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.data.layout import DEFAULT_FEATURES
+from hilserl_ray.data.lerobot_reader import image_hw
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec, uses_environment_state
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
 
@@ -127,12 +128,20 @@ def feature_problems(info: dict, cfg: TrainConfig, root: Path | None = None, rea
                 )
         elif name == ACTION:
             if len(shape) != 1 or shape[0] != spec.action.shape[0]:
+                fit = {4: "--pipeline.ee_action.enabled=true", 6: "--pipeline.ee_action.enabled=false"}
+                hint = (
+                    f"; {fit[shape[0]]} gives {shape[0]} values"
+                    if len(shape) == 1 and shape[0] in fit
+                    else ""
+                )
                 problems.append(
                     (
                         f"dataset.features.{key}",
                         f"{dtype} {list(shape)}",
                         f"the pipeline's action {list(spec.action.shape)} {list(spec.action.names or [])} "
-                        "(or absolute joint targets: --dataset.action_format=joint_targets)",
+                        "(the dataset must be recorded in the same action space: pipeline.ee_action.enabled "
+                        "chooses 3 end-effector deltas or 5 joint deltas, pipeline.gripper.discrete a gripper "
+                        f"index 0/1/2 or a continuous value{hint}; or absolute joint targets: --dataset.action_format=joint_targets)",
                     )
                 )
         else:
@@ -140,7 +149,7 @@ def feature_problems(info: dict, cfg: TrainConfig, root: Path | None = None, rea
             if dtype not in CAMERA_DTYPES:
                 problems.append((f"dataset.features.{key}", dtype, "a camera stored as 'video' or 'image'"))
                 continue
-            hw = _image_hw(f)
+            hw = image_hw(f)
             if hw is not None and hw != (cam.height, cam.width):
                 i = cfg.env.cameras.index(cam)
                 problems.append(
@@ -177,13 +186,3 @@ def problem_lines(problems: list[Problem], root: Path | str | None = None) -> li
             f"see python -m hilserl_ray.data.inspect {root} --config <your config> for the overrides that fit"
         )
     return lines
-
-
-def _image_hw(feature: dict) -> tuple[int, int] | None:
-    shape = list(feature.get("shape") or [])
-    names = list(feature.get("names") or [])
-    if len(shape) != 3:
-        return None
-    if names[:1] in (["channel"], ["channels"]) or (shape[0] == 3 and shape[2] != 3):
-        return int(shape[1]), int(shape[2])
-    return int(shape[0]), int(shape[1])

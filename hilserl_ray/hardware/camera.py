@@ -82,8 +82,11 @@ class OpenCVCamera:
     """One camera; `start()` opens it and starts the reader thread, `latest()` returns the newest
     frame (RGB, configured size) and its monotonic timestamp."""
 
-    def __init__(self, name: str, device: int | str, width: int, height: int, fps: float):
+    def __init__(
+        self, name: str, device: int | str, width: int, height: int, fps: float, key: str | None = None
+    ):
         self.name, self.device = name, _parse(device)
+        self.key = key or f"env.cameras.{name}"  # the config key in hints (env.cameras.<index> pastes)
         self.width, self.height, self.fps = width, height, fps
         self._cap: cv2.VideoCapture | None = None
         self._frame: np.ndarray | None = None
@@ -107,7 +110,7 @@ class OpenCVCamera:
             working = [f"{i['device']} ({i['width']}x{i['height']})" for i in find_cameras()]
             raise CameraError(
                 f"camera {self.name!r}: cannot open device {self.device!r}. Devices that open: "
-                f"{working or 'none'} (python -m hilserl_ray.find_cameras); set env.cameras.{self.name}.device"
+                f"{working or 'none'} (python -m hilserl_ray.find_cameras); set {self.key}.device"
             )
         if not self.is_file:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
@@ -146,7 +149,7 @@ class OpenCVCamera:
                 with self._cond:
                     self._error = (
                         f"camera {self.name!r} ({self.device!r}) delivers {frame.shape[1]}x{frame.shape[0]}, "
-                        f"configured {self.width}x{self.height}; set env.cameras.{self.name}.width/height to a "
+                        f"configured {self.width}x{self.height}; set {self.key}.width/height to a "
                         "mode the camera supports"
                     )
                     self._cond.notify_all()

@@ -178,7 +178,10 @@ def make_real_env(cfg: TrainConfig) -> RealSO101Env:
         watchdog_release_s=cfg.robot.watchdog_release_seconds,
         bus_timeout_ms=cfg.robot.bus_timeout_ms,
     )
-    cameras = {c.name: OpenCVCamera(c.name, c.device, c.width, c.height, c.fps) for c in cfg.env.cameras}
+    cameras = {
+        c.name: OpenCVCamera(c.name, c.device, c.width, c.height, c.fps, key=f"env.cameras.{i}")
+        for i, c in enumerate(cfg.env.cameras)
+    }
     try:
         follower.connect()
         for cam in cameras.values():

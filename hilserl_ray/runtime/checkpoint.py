@@ -70,3 +70,16 @@ def _prune(root: Path, keep_last: int, keep: str) -> None:
     for old in done[:-keep_last]:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Every complete checkpoint, newest first, the one `last` points at leading (resume fallback)."""
+    root = Path(root)
+    done = sorted((p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file()), reverse=True)
+    pointer = root / POINTER
+    if pointer.is_file():
+        target = root / pointer.read_text().strip()
+        if target in done:
+            done.remove(target)
+            done.insert(0, target)
+    return done

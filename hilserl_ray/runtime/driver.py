@@ -1,16 +1,21 @@
 """The driver: output dir, Ray, actors, the poll loop, checkpoints and a bounded, safe shutdown.
 
+Everything that can be checked is checked before Ray starts (config, dataset, resume checkpoint,
+output dir); the learner and every robot actor are awaited before the run claims its output dir.
 Ctrl+C (SIGINT) or `ray job stop` (SIGTERM, or SIGINT with RAY_JOB_STOP_SIGNAL=SIGINT) sets a stop
 event; the loop then stops the robot actors (hold, torque off), takes a final checkpoint and
-exits within `shutdown_timeout_s`. A second signal exits at once.
+exits within `shutdown_timeout_s`. During start-up it abandons the start (exit 130, nothing
+saved). A second signal exits at once. A robot actor that fails for good, or no env step for
+`actors.no_step_timeout_s`, ends the run the same safe way with its error as one line; in a fleet
+with `actors.on_robot_failure: continue` the other arms train on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -21,17 +26,22 @@ from pathlib import Path
 import ray
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.configio import ConfigError, write_config
+from hilserl_ray.configio import write_config
+from hilserl_ray.errors import UserError, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
 from hilserl_ray.fleet.watch import FleetWatch
+from hilserl_ray.preflight import check_cluster, check_dataset_readable
+from hilserl_ray.runtime import rundir
 from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
 from hilserl_ray.runtime.learner import LearnerActor
 from hilserl_ray.runtime.metrics import MetricsLogger, console_line
+from hilserl_ray.runtime.resume import CheckpointLoadError, choose_checkpoint
 from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
+from hilserl_ray.runtime.supervise import RobotSupervisor, RunFailed
 
 log = logging.getLogger("hilserl_ray")
 
-EXIT_OK, EXIT_ROBOT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_INTERRUPTED = 0, 130
 POLL_S = 0.5
 
 
@@ -39,34 +49,15 @@ def say(msg: str) -> None:
     print(f"[hilserl_ray] {msg}", flush=True)
 
 
-def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path | None:
-    """Apply the resume/overwrite rules; return the checkpoint to resume from, if any."""
-    out = Path(cfg.output_dir)
-    ckpt_root = out / "checkpoints"
-    if resume:
-        last = latest_checkpoint(ckpt_root)
-        if last is None:
-            say(f"warning: --resume but no checkpoint in {ckpt_root}: starting fresh")
-        return last
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                "command line",
-                [
-                    f"output_dir: got '{out}', which is not empty; pass --resume to continue that run, "
-                    "--overwrite to start over (deletes it), or --output_dir=<new dir>"
-                ],
-            )
-        shutil.rmtree(out)
-    return None
-
-
 class StopSignal:
-    """First SIGINT/SIGTERM: graceful stop. Second: exit now."""
+    """First SIGINT/SIGTERM: graceful stop (during start-up: abandon the start). Second: exit now,
+    taking this run's own local Ray processes along."""
 
     def __init__(self):
         self.event = threading.Event()
         self.reason = ""
+        self.starting = True
+        self.owns_ray = False
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,10 +66,51 @@ class StopSignal:
     def _handle(self, signum, _frame) -> None:
         if self.event.is_set():
             print("\n[hilserl_ray] second signal: exiting now", file=sys.stderr, flush=True)
+            if self.owns_ray:
+                kill_descendants()
             os._exit(EXIT_INTERRUPTED)
         self.reason = signal.Signals(signum).name
-        say(f"{self.reason} received: stopping robots, saving a final checkpoint (again to exit at once)")
+        if self.starting:
+            say(f"{self.reason} received: abandoning the start-up (again to exit at once)")
+        else:
+            say(f"{self.reason} received: stopping robots, saving a final checkpoint (again to exit at once)")
         self.event.set()
+
+    def check(self) -> None:
+        """During start-up: a stop request ends the start here (exit 130, nothing claimed)."""
+        if self.event.is_set():
+            raise KeyboardInterrupt
+
+
+def kill_descendants() -> None:
+    """SIGKILL every process below this one (the local Ray this driver started), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    todo, found = [os.getpid()], []
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_ref(ref, stop: StopSignal, timeout_s: float | None = None):
+    """ray.get that a start-up stop request interrupts (a learner can take minutes to build)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        ready, _ = ray.wait([ref], timeout=POLL_S)
+        if ready:
+            return ray.get(ref)
+        stop.check()
+        if deadline is not None and time.monotonic() > deadline:
+            raise ray.exceptions.GetTimeoutError(f"no reply within {timeout_s:g} s")
 
 
 def cfg_host_is_public(cfg: TrainConfig) -> bool:
@@ -93,7 +125,15 @@ def init_ray(cfg: TrainConfig) -> bool:
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        where = "ray.address" if cfg.ray.address else "RAY_ADDRESS"
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as e:
+            raise UserError(
+                f"no Ray cluster answers at {address!r} ({' '.join(str(e).split())[:200]})",
+                where=where,
+                fix="start the cluster (ray start --head / ray up cluster.yaml), or unset it for a local Ray",
+            ) from None
         return False
     arms = fleet(cfg)
     n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + len(arms))
@@ -110,33 +150,40 @@ def init_ray(cfg: TrainConfig) -> bool:
         kwargs["labels"] = labels
     if resources:
         kwargs["resources"] = resources
-    ray.init(**kwargs)
+    # A loaded machine can take longer than Ray's default to register its raylet; the GCS reads this.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+    try:
+        ray.init(**kwargs)
+    except Exception as e:  # a half-started local Ray must not outlive this process
+        kill_descendants()
+        raise UserError(
+            f"the local Ray did not start ({' '.join(str(e).split())[:200]})",
+            where="ray",
+            fix="try again; if it keeps failing, check free memory, CPU load and space in /tmp",
+        ) from e
     return True
 
 
 class Run:
-    def __init__(self, cfg: TrainConfig, resume_from: Path | None, stop: StopSignal):
+    def __init__(self, cfg: TrainConfig, stop: StopSignal):
         self.cfg = cfg
         self.stop = stop
         self.out = Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.cfg_dict = cfg.model_dump(mode="json")
         self.learner_name = f"hilserl_learner_{uuid.uuid4().hex[:8]}"  # robots find it by name
-        self.learner = self._start_learner(resume_from)
+        self.learner = None
         self.arms = fleet(cfg)
-        self.robots = [self._start_robot(arm) for arm in self.arms]
-        self.watch = FleetWatch(self.arms, self.robots)
-        self.failed = False  # an arm died for good and actors.on_robot_failure says stop
-        self.metrics = MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard)
-        self.last_ckpt_updates = 0
-        if cfg.console.enabled:
-            self.list_consoles()
+        self.robots: RobotSupervisor | None = None
+        self.watch: FleetWatch | None = None  # per-arm figures (weights_version, alive) for the metrics
+        self.metrics: MetricsLogger | None = None
+        self.last_saved: dict | None = None  # counters of the newest checkpoint: never save it twice
 
     def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
         """Print each robot actor's console page (one per actor; a restarted actor prints its own
         new one) and keep the list in `<output_dir>/console.json`."""
         pages = []
-        for i, r in enumerate(self.robots):
+        for i, r in enumerate(self.robots.handles):
             try:
                 info = ray.get(r.console_info.remote(), timeout=timeout_s)
             except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
@@ -150,7 +197,22 @@ class Run:
         (self.out / "console.json").write_text(json.dumps(pages, indent=1))
         return pages
 
-    def _start_learner(self, resume_from: Path | None):
+    def start(self, candidates: list[Path]) -> None:
+        """Learner (resuming the first checkpoint that loads), then every robot actor, awaited."""
+        self.learner = self._start_learner(candidates)
+        self.stop.check()
+        sup = RobotSupervisor(
+            lambda i: self._start_robot(self.arms[i]),
+            len(self.arms),
+            self.cfg.actors.max_restarts,
+            names=[a.name for a in self.arms] if self.cfg.robots else None,
+        )
+        self.robots = sup
+        sup.await_start(self.cfg.actors.start_timeout_s, stop=self.stop.check)
+        self.watch = FleetWatch(self.arms, sup.handles)
+        self.metrics = MetricsLogger(self.out, tensorboard=self.cfg.logging.tensorboard)
+
+    def _start_learner(self, candidates: list[Path]):
         opts = {
             "num_cpus": 1,
             "num_gpus": self.cfg.learner.num_gpus,
@@ -160,15 +222,33 @@ class Run:
             # (measured: 0.4-0.95 vs 2.6-4.1 updates/s under load); must be set before torch loads.
             "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
         }
-        learner = LearnerActor.options(**opts).remote(
-            self.cfg_dict, str(resume_from) if resume_from else None
-        )
-        ray.get(learner.ready.remote())  # a failing __init__ raises here, its own exception intact
-        d = ray.get(learner.describe.remote())
-        say(
-            f"learner up (pid {d['pid']}, device {d['device']}, {d['online']} online + {d['offline']} offline transitions)"
-        )
-        return learner
+        tries: list[Path | None] = list(candidates) or [None]
+        for i, resume_from in enumerate(tries):
+            learner = LearnerActor.options(**opts).remote(
+                self.cfg_dict, str(resume_from) if resume_from else None
+            )
+            try:
+                wait_ref(learner.ready.remote(), self.stop)  # a failing __init__ raises here, intact
+            except Exception as e:
+                err = user_error(e)
+                ray.kill(learner, no_restart=True)
+                if isinstance(err, CheckpointLoadError) and i + 1 < len(tries):
+                    say(f"warning: {err.message()}; trying the previous checkpoint {tries[i + 1].name}")
+                    self._await_name_free()
+                    continue
+                raise
+            except BaseException:
+                ray.kill(learner, no_restart=True)
+                raise
+            d = ray.get(learner.describe.remote())
+            if resume_from is not None:
+                self.last_saved = ray.get(learner.counters_now.remote())
+            say(
+                f"learner up (pid {d['pid']}, device {d['device']}, {d['online']} online + {d['offline']} offline transitions)"
+                + (f", resumed {resume_from.name}" if resume_from else "")
+            )
+            return learner
+        raise AssertionError("unreachable")
 
     def _start_robot(self, arm: Arm):
         """One actor per arm, on the arm's node; it runs the arm's own single-robot config."""
@@ -178,27 +258,40 @@ class Run:
             arm.cfg.model_dump(mode="json"), arm.index, self.learner_name, arm.name
         )
 
-    def _watch_fleet(self) -> bool:
-        """Report arms dead for good; False when the run must end (policy `stop`, or no arm left)."""
-        up, dead = self.watch.poll()
+    def _watch_fleet(self) -> RunFailed | None:
+        """Report arms up and arms dead for good; a RunFailed when the run must end (policy
+        `stop`, or no arm left)."""
+        up, _ = self.watch.poll()  # deaths are the supervisor's call (robots.poll)
         for h in up:
             node = str(h.last.get("node_id", "?"))[:12]
             say(f"arm '{h.arm.name}' up (pid {h.pid}, node {node}, {h.arm.where()})")
-        for h in dead:
-            left = len(self.watch.alive)
-            say(f"arm '{h.arm.name}' failed for good ({h.dead}); {left} arm(s) left")
-            if self.cfg.actors.on_robot_failure == "stop":
-                say("actors.on_robot_failure=stop: ending the run")
-                self.failed = True
-                return False
-            if left == 0:
-                say("no arm left: ending the run")
-                self.failed = True
-                return False
-        return True
+        i = self.robots.poll()
+        if i is None:
+            return None
+        failed = self.robots.robots[i].dead
+        self.watch.health[i].dead = failed.what
+        left = len(self.robots.alive)
+        say(f"arm '{self.arms[i].name}' failed for good ({failed.what}); {left} arm(s) left")
+        if self.cfg.actors.on_robot_failure == "stop" and left > 0:
+            failed.fix = "actors.on_robot_failure=stop ends the run when one arm fails; 'continue' trains on"
+            return failed
+        if left == 0:
+            return failed
+        return None
 
-    def checkpoint(self) -> Path:
+    def _await_name_free(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # Ray frees a dead actor's name shortly after
+            try:
+                ray.get_actor(self.learner_name)
+            except ValueError:
+                return
+            time.sleep(0.2)
+
+    def checkpoint(self) -> Path | None:
         counters = ray.get(self.learner.counters_now.remote())
+        if counters == self.last_saved:  # nothing new: keep the checkpoint that holds it
+            return None
 
         def write(tmp: Path) -> dict:
             summary = ray.get(self.learner.save.remote(str(tmp)))
@@ -206,7 +299,7 @@ class Run:
             return summary
 
         path = write_checkpoint(self.ckpt_root, counters["updates"], write, self.cfg.checkpoint.keep_last)
-        self.last_ckpt_updates = counters["updates"]
+        self.last_saved = counters
         say(f"checkpoint {path} (updates {counters['updates']}, env steps {counters['env_steps']})")
         return path
 
@@ -214,31 +307,39 @@ class Run:
         last = latest_checkpoint(self.ckpt_root)
         say(f"learner died: restarting it from {last or 'scratch'}")
         ray.kill(self.learner, no_restart=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # Ray frees a dead actor's name shortly after
-            try:
-                ray.get_actor(self.learner_name)
-            except ValueError:
-                break
-            self.stop.event.wait(0.2)
-        self.learner = self._start_learner(last)  # same name: the robots reconnect by themselves
+        self._await_name_free()
+        self.learner = self._start_learner([last] if last else [])  # same name: robots reconnect
 
-    def loop(self) -> bool:
-        """Poll until total_env_steps or a stop signal. True when the step budget was reached."""
+    def loop(self) -> RunFailed | bool:
+        """Poll until total_env_steps (True), a stop signal (False) or a failure (RunFailed)."""
         cfg = self.cfg
         next_log = 0.0
+        last_steps, last_progress = -1, time.monotonic()
         while not self.stop.event.wait(POLL_S):
             try:
                 s = ray.get(self.learner.stats.remote(), timeout=60)
             except ray.exceptions.RayActorError:
                 self._restart_learner()
+                last_progress = time.monotonic()
                 continue
-            if not self._watch_fleet():
-                return False
+            failed = self._watch_fleet()
+            if failed is not None:
+                return failed
             s.update(self.watch.summary())
-            if s["updates"] - self.last_ckpt_updates >= cfg.checkpoint.every_updates:
-                self.checkpoint()
             now = time.monotonic()
+            if s["env_steps"] != last_steps:
+                last_steps, last_progress = s["env_steps"], now
+            elif now - last_progress > cfg.actors.no_step_timeout_s and self.robots.any_paused():
+                last_progress = now  # paused from the console: no steps on purpose
+            elif now - last_progress > cfg.actors.no_step_timeout_s:
+                detail = self.robots.summary()
+                return RunFailed(
+                    f"no env step for {cfg.actors.no_step_timeout_s:g} s (actors.no_step_timeout_s)"
+                    + (f"; {detail}" if detail else ""),
+                    fix="check the robot actors' output above; raise actors.no_step_timeout_s if resets take longer",
+                )
+            if s["updates"] - (self.last_saved or {}).get("updates", 0) >= cfg.checkpoint.every_updates:
+                self.checkpoint()
             if now >= next_log:
                 next_log = now + cfg.logging.every_seconds
                 self.metrics.log(s["env_steps"], {k: v for k, v in s.items() if k != "env_steps"})
@@ -249,46 +350,78 @@ class Run:
                 return True
         return False
 
+    def stop_robots(self, timeout_s: float) -> None:
+        """Every robot actor's safe stop (hold, torque off), bounded in time, then the actors go."""
+        if self.robots is None:
+            return
+        stops = [h.stop.remote() for h in self.robots.handles]
+        try:
+            ray.get(stops, timeout=max(1.0, timeout_s))
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+            say(f"warning: a robot actor did not stop cleanly ({type(e).__name__})")
+        for h in self.robots.handles:
+            ray.kill(h, no_restart=True)
+
+    def abort(self) -> None:
+        """A start that failed: robots made safe, actors gone, nothing saved."""
+        self.stop_robots(self.cfg.shutdown_timeout_s / 2)
+        if self.learner is not None:
+            ray.kill(self.learner, no_restart=True)
+
     def shutdown(self) -> None:
         """Robots first (safe stop), then the learner, then the final checkpoint. Bounded in time."""
         deadline = time.monotonic() + self.cfg.shutdown_timeout_s
-        stops = [h.handle.stop.remote() for h in self.watch.alive]
-        try:
-            ray.get(stops, timeout=max(1.0, (deadline - time.monotonic()) / 3))
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
-            say(f"warning: a robot actor did not stop cleanly ({type(e).__name__})")
+        self.stop_robots((deadline - time.monotonic()) / 3)
         try:
             ray.get(self.learner.stop.remote(), timeout=max(1.0, (deadline - time.monotonic()) / 2))
             self.checkpoint()
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
             say(f"warning: no final checkpoint ({type(e).__name__}); the previous one stands")
-        self.metrics.close()
-        for r in self.robots:
-            ray.kill(r, no_restart=True)
+        if self.metrics is not None:
+            self.metrics.close()
         ray.kill(self.learner, no_restart=True)
 
 
 def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
-    resume_from = prepare_output_dir(cfg, resume, overwrite)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out / "config.yaml")
-    started = init_ray(cfg)
+    """One training run: checks, Ray, start (awaited), claim the output dir, loop, safe shutdown."""
+    candidates = choose_checkpoint(cfg, warn=say) if resume else []
+    if resume and not candidates:
+        say(f"warning: --resume but no checkpoint in {Path(cfg.output_dir) / 'checkpoints'}: starting fresh")
+    rundir.prepare(cfg, resume, overwrite)
+    if cfg.dataset.path is not None and cfg.dataset.cache:
+        # every problem the reader can name, before any actor exists; the learner then loads the
+        # cache this leaves (without a cache it would convert twice: the learner names them then)
+        check_dataset_readable(cfg)
     stop = StopSignal()
-    stop.install()  # after ray.init, which installs its own SIGTERM handler
+    stop.install()  # a Ctrl+C while Ray starts abandons the start instead of breaking it half-way
+    started = False
     try:
-        say(f"run '{cfg.name}' -> {out}" + (f" (resuming {resume_from.name})" if resume_from else ""))
-        r = Run(cfg, resume_from, stop)
-        finished = False
+        stop.owns_ray = started = init_ray(cfg)
+        stop.install()  # again: ray.init installs its own SIGTERM handler
+        stop.check()
+        check_cluster(cfg, ray.cluster_resources())
+        out = Path(cfg.output_dir)
+        say(f"run '{cfg.name}' -> {out}" + (f" (resuming {candidates[0].name})" if candidates else ""))
+        r = Run(cfg, stop)
         try:
-            finished = r.loop()
+            r.start(candidates)
+        except BaseException:
+            r.abort()
+            raise
+        rundir.claim(cfg)  # started: from here on the dir is this run's
+        write_config(cfg, out / "config.yaml")
+        if cfg.console.enabled:
+            r.list_consoles()
+        stop.starting = False
+        outcome: RunFailed | bool = False
+        try:
+            outcome = r.loop()
         finally:
             r.shutdown()
-        if r.failed:
-            say("stopped: a robot failed for good")
-            return EXIT_ROBOT_FAILED
-        say("done" if finished else f"stopped by {stop.reason}")
-        return EXIT_OK if finished else EXIT_INTERRUPTED
+        if isinstance(outcome, RunFailed):
+            raise outcome
+        say("done" if outcome else f"stopped by {stop.reason}")
+        return EXIT_OK if outcome else EXIT_INTERRUPTED
     finally:
         if started:
             ray.shutdown()

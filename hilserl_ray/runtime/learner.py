@@ -81,7 +81,15 @@ class Learner:
         self._rate = (time.monotonic(), 0)
         self._updates_per_s = 0.0
         if resume_from:
-            self._restore(Path(resume_from))
+            try:
+                self._restore(Path(resume_from))
+            except Exception as e:  # the driver then tries the previous checkpoint
+                from hilserl_ray.runtime.resume import CheckpointLoadError
+
+                cause = " ".join(str(e).split())[:300]
+                raise CheckpointLoadError(
+                    f"checkpoint {resume_from} cannot be loaded ({type(e).__name__}: {cause})"
+                ) from e
         self._publish_weights()
         self._thread = threading.Thread(target=self._train_loop, name="learner-train", daemon=True)
         self._thread.start()
@@ -92,7 +100,7 @@ class Learner:
             return []
         from hilserl_ray.data.convert import load_offline_datasets
 
-        return load_offline_datasets(self.cfg, self.spec)
+        return load_offline_datasets(self.cfg, self.spec, progress=self.cfg.logging.progress_bar)
 
     def add_chunk(
         self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None, arm: str | None = None

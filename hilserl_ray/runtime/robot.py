@@ -1,10 +1,11 @@
 """The robot actor: runs the wrapped env (sim or the real arm) and streams transitions.
 
-The control loop runs on its own thread, started in `__init__`, so a Ray restart after a crash
-(exception, USB gone, kill -9) resumes collection by itself. That thread also builds the env:
-a real arm that is not there yet (port missing, servos silent, camera gone) is retried every
-second until it is, so an unplugged arm reconnects when it comes back instead of failing the
-actor's creation for good. Weights are picked up between steps
+The control loop runs on its own thread, started in `__init__`, so a restart after a crash
+(exception, USB gone, kill -9) resumes collection by itself. After a restart that thread also
+builds the env: a real arm that is not there (port missing, servos silent, camera gone) is
+retried every second until it is, so an unplugged arm reconnects when it comes back (within
+actors.no_step_timeout_s); at the first start a missing arm is an error at once. A loop that fails closes the env
+safely and keeps its error for `watch()`, through which the driver supervises (runtime/supervise). Weights are picked up between steps
 without blocking; transitions go to the learner in chunks of K steps plus each episode's tail.
 `stop()` is the only safe way to end it: the loop ends, then `env.close()` holds and releases
 the arm (an actor's atexit handlers do not run when the driver exits).
@@ -27,6 +28,7 @@ import torch
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import debug_requested, deferred_init
 from hilserl_ray.fleet import Arm, fleet
 
 log = logging.getLogger(__name__)
@@ -50,30 +52,32 @@ class Robot:
         # from restarting this actor (ray#53727), and a name also finds a restarted learner.
         self.learner_name = learner_name
         self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
         self._reconnect()
         self.spec = spec = pipeline_spec(cfg)
         # A fresh random 40-bit id per actor incarnation keeps episode ids unique across actors
         # and Ray restarts (the buffer links rows by episode id).
         self._incarnation = secrets.randbits(40)
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
-        self.env = None  # built on the control thread (_make_env): a real arm may be away
-        self.waiting_for = ""  # why the env is not up yet (hardware away)
-        self._close_lock = threading.Lock()
         # The operator's page, served from this process: it sees frames without a Ray round trip.
         self.console = open_console(cfg, f"robot actor {index}")
-        if self.console is not None:
-            with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
-                warnings.simplefilter("ignore")
-                restarted = ray.get_runtime_context().was_current_actor_reconstructed
-            if restarted:  # a new port and token: the driver listed the old one
-                print(f"console, robot actor {index} (restarted): {self.console.url}", flush=True)
+        self.env = None
+        self.waiting_for = ""  # why the env is not up yet (a restarted actor waits for the arm)
+        self._close_lock = threading.Lock()
+        with warnings.catch_warnings():  # Ray 2.60 deprecates an attribute it reads itself
+            warnings.simplefilter("ignore")
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        if not restarted:  # a wrong port or camera at start is an error at once, not a wait
+            self.env = self._build_env()
+        if restarted and self.console is not None:  # a new port and token: the driver listed the old one
+            print(f"console, robot actor {index} (restarted): {self.console.url}", flush=True)
         self._counters_req = None
         self._counters_at = 0.0
         self.policy = ActorPolicy(spec, cfg.policy).eval()  # inference only: no critics here
         self.weights_version = -1
         self._weights_req = None
         self._pending: list[ray.ObjectRef] = []
-        self._closed = False
         self.episodes = 0
         self._thread = threading.Thread(target=self._run_guarded, name=f"robot-{index}", daemon=True)
         self._thread.start()
@@ -144,7 +148,8 @@ class Robot:
 
     # ---------------------------------------------------------------------------- loop
     def _make_env(self):
-        """make_env, retried while a real arm's hardware is away; None if stopped meanwhile."""
+        """A restarted actor's env: retried while a real arm's hardware is away (unplugged, its
+        twin restarting), bounded by the driver's actors.no_step_timeout_s; None if stopped."""
         last_said = 0.0
         while not self._stop.is_set():
             try:
@@ -177,17 +182,21 @@ class Robot:
 
     def _run_guarded(self) -> None:
         try:
-            self.env = self._make_env()
+            if self.env is None:
+                self.env = self._make_env()
             self.waiting_for = ""
             if self.env is None or self._stop.is_set():
                 return
             self._run()
-        except Exception:
+        except Exception as e:
             if self._stop.is_set():
                 return
-            # Die loudly so Ray restarts the actor; the unsent part of the episode is dropped.
-            traceback.print_exc()
-            os._exit(1)
+            # The driver sees it through watch() and restarts this actor (the unsent part of the
+            # episode is dropped); until then the arm is made safe.
+            self._error = e
+            if debug_requested([]):
+                traceback.print_exc()
+            self._close_env()
         finally:
             if self._stop.is_set():
                 self._close_env()  # stop() may have given up waiting while the env came up
@@ -297,34 +306,49 @@ class Robot:
         """Where this actor's console page is (None when console.enabled is false)."""
         return None if self.console is None else {"index": self.index, **self.console.describe()}
 
+    def watch(self) -> dict:
+        """Block until the control loop ends; raise what ended it (the driver's supervision)."""
+        self.ready()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.stats()
+
+    def ready(self) -> bool:  # replaced by deferred_init's, which raises a constructor's error
+        return True
+
+    def _close_env(self) -> None:
+        with getattr(self, "_close_lock", threading.Lock()):
+            if not self._closed and getattr(self, "env", None) is not None:
+                self._closed = True
+                self.env.close()
+                if getattr(self, "console", None) is not None:
+                    self.console.close()
+
     def stats(self) -> dict:
+        thread = getattr(self, "_thread", None)
         return {
             "index": self.index,
-            "name": self.name,
-            "episodes": self.episodes,
-            "weights_version": self.weights_version,
+            "name": getattr(self, "name", ""),
+            "episodes": getattr(self, "episodes", 0),
+            "weights_version": getattr(self, "weights_version", -1),
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
-            "alive": self._thread.is_alive(),
-            "waiting_for": self.waiting_for,
+            "alive": thread is not None and thread.is_alive(),
+            "paused": getattr(self, "console", None) is not None and self.console.controls.paused,
+            "waiting_for": getattr(self, "waiting_for", ""),
         }
 
     def stop(self, timeout_s: float = 10.0) -> dict:
         """End the loop, then close the env (real arm: hold, then torque off). Idempotent."""
         self._stop.set()
-        if self.console is not None:
-            self.console.controls.close()  # a paused loop must not hold up the stop
-        self._thread.join(timeout=timeout_s)
+        console = getattr(self, "console", None)
+        if console is not None:
+            console.controls.close()  # a paused loop must not hold up the stop
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join(timeout=timeout_s)
         self._close_env()
         return self.stats()
-
-    def _close_env(self) -> None:
-        with self._close_lock:
-            if not self._closed and self.env is not None:
-                self._closed = True
-                self.env.close()
-                if self.console is not None:
-                    self.console.close()
 
 
 def _hardware_away(e: BaseException) -> bool:
@@ -335,7 +359,8 @@ def _hardware_away(e: BaseException) -> bool:
     return isinstance(e, FeetechError | CameraError | OSError)
 
 
-RobotActor = ray.remote(max_concurrency=3)(Robot)
+# watch (standing), stats, stop and one spare: a method call never waits behind another
+RobotActor = ray.remote(max_concurrency=4)(deferred_init(Robot))
 
 
 def robot_actor_options(cfg: TrainConfig, arm: Arm | None = None) -> dict:

@@ -2,12 +2,12 @@
 
 Every Goal_Position write is checked against what the arm tolerates: the calibrated joint
 ranges, `robot.max_relative_target_deg` from where the arm is, and the end-effector workspace
-box by FK. A goal that violates one lists it (`beyond_limits`, `over_step`, `outside_box_m`);
-(the step is measured from the Present_Position the host last read, which is what its clamp
-works from); one that sits exactly on a bound (a clamped command) lists it too (`at_limit`, `at_max_step`,
-`on_box_face`). A goal equal to the present position on every servo is a `hold` (what the
-follower writes when it stops: watchdog, Ctrl+C, an error), with the time since the last real
-command. Torque_Enable changes are `torque` events; `all_off` marks the arm released.
+box by FK. A goal that violates one lists it (`beyond_limits`, `over_step`, `outside_box_m`;
+the step is measured from the Present_Position the host last read, which its clamp works
+from); one that sits exactly on a bound (a clamped command) lists it too (`at_limit`,
+`at_max_step`, `on_box_face`). A goal equal to the present position on every servo (as read
+just before, or now) is a `hold` (what the follower writes when it stops: watchdog, Ctrl+C,
+an error, the guard), with the time since the last real command. Torque_Enable changes are `torque` events; `all_off` marks the arm released.
 """
 
 from __future__ import annotations
@@ -118,7 +118,11 @@ class Reporter:
         face = min(np.min(np.abs(ee - self.ws_low)), np.min(np.abs(ee - self.ws_high)))
         names = JOINT_NAMES
         now = time.monotonic()
-        is_hold = all(self.torque.values()) and all(abs(raw[j] - present_raw[j]) <= HOLD_STEPS for j in names)
+        # a hold writes back what was just read (the arm may have moved on a little since)
+        refs = [present_raw, *list(self.reads)[-1:]]
+        is_hold = all(self.torque.values()) and any(
+            all(abs(raw[j] - ref[j]) <= HOLD_STEPS for j in names) for ref in refs
+        )
         row = {
             "goal": [round(float(x), 2) for x in goal],
             "present": [round(float(x), 2) for x in present],

@@ -15,7 +15,7 @@ const sentAt = new Map();  // key message id -> performance.now() when sent
 const down = new Set();    // keys this page holds down
 const streams = [];        // index -> {img, kind, cam}
 // Read by tests and bench/console_latency.py.
-window.consoleStats = { frames: 0, keyToAck: [], keyToApplied: [], status: null, cues: [], crop: null };
+window.consoleStats = { frames: 0, keyToAck: [], keyToServer: [], keyToApplied: [], status: null, cues: [], crop: null };
 
 // ------------------------------------------------------------------------- keys
 function keyName(e) {
@@ -238,7 +238,7 @@ function onStatus(s) {
 }
 
 function showLatency() {
-  const a = window.consoleStats.keyToAck.slice(-50);
+  const a = window.consoleStats.keyToServer.slice(-50);
   const p = window.consoleStats.keyToApplied.slice(-50);
   let t = a.length ? `${percentile(a, 0.5).toFixed(1)} ms (p50)` : "–";
   if (p.length) t += `; applied in a step ${percentile(p, 0.5).toFixed(0)} ms`;
@@ -265,7 +265,11 @@ function onJson(m) {
     onStatus(m);
   } else if (m.type === "ack") {
     const t0 = sentAt.get(m.id);
-    if (t0 !== undefined) window.consoleStats.keyToAck.push(performance.now() - t0);
+    if (t0 !== undefined) {
+      window.consoleStats.keyToAck.push(performance.now() - t0);
+      // one way, on one machine: both sides read the same wall clock
+      window.consoleStats.keyToServer.push(m.t - (performance.timeOrigin + t0));
+    }
     showLatency();
   } else if (m.type === "applied") {
     for (const id of m.ids) {

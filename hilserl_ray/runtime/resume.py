@@ -1,0 +1,115 @@
+"""`--resume`, checked before Ray starts: which checkpoint loads, and whether it fits the config.
+
+The newest complete checkpoint whose agent files read back is used; a damaged one is skipped
+with a warning naming the file (the learner falls back the same way for what only a full load
+finds, such as a truncated buffer). A checkpoint whose feature spec or network shape differs
+from the config is refused, every difference listed as checkpoint -> config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.errors import ConfigError, UserError
+from hilserl_ray.features import FeatureSpec
+
+# policy fields that change the networks' shapes: a checkpoint cannot be loaded into others
+NETWORK_FIELDS = ("hidden_dims", "latent_dim", "num_critics", "encoder", "image_head")
+
+
+class CheckpointLoadError(UserError):
+    """A checkpoint that cannot be loaded; the message names the damaged file."""
+
+
+def damaged_file(ckpt: Path) -> str | None:
+    """The first file of `ckpt` that does not read back (agent, counters, RNG), or None."""
+    from safetensors import safe_open
+
+    agent = ckpt / "agent"
+    try:
+        meta = json.loads((agent / "agent.json").read_text())
+        for key in ("spec", "policy_config", "num_updates"):
+            meta[key]  # noqa: B018 (a KeyError names the missing part)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{agent / 'agent.json'} ({_short(e)})"
+    for name in ("model.safetensors", "train.safetensors"):
+        try:
+            with safe_open(str(agent / name), framework="np") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types for a bad header
+            return f"{agent / name} ({_short(e)})"
+    try:
+        json.loads((ckpt / "learner.json").read_text())["counters"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{ckpt / 'learner.json'} ({_short(e)})"
+    try:
+        np.load(ckpt / "torch_rng.npy")
+    except (OSError, ValueError, EOFError) as e:
+        return f"{ckpt / 'torch_rng.npy'} ({_short(e)})"
+    return None
+
+
+def _short(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
+
+
+def loadable_checkpoints(root: Path, warn=print) -> list[Path]:
+    """Complete checkpoints whose files read back, newest first; each damaged one warned about."""
+    from hilserl_ray.runtime.checkpoint import complete_checkpoints
+
+    good, bad = [], []
+    for ckpt in complete_checkpoints(root):
+        problem = damaged_file(ckpt)
+        if problem is None:
+            good.append(ckpt)
+        else:
+            bad.append(problem)
+            warn(f"warning: checkpoint {ckpt.name} is damaged: {problem}; trying the previous one")
+    if bad and not good:
+        raise CheckpointLoadError(
+            f"no checkpoint in {root} can be loaded: {'; '.join(bad)}",
+            fix="start over with --overwrite, or restore the files",
+        )
+    return good
+
+
+def compatibility_problems(ckpt: Path, cfg: TrainConfig) -> list[str]:
+    """What differs between the checkpoint's features/networks and the config, as old -> new."""
+    from hilserl_ray.buffer.persist import spec_diff
+    from hilserl_ray.envs.pipeline import pipeline_spec
+
+    meta = json.loads((ckpt / "agent" / "agent.json").read_text())
+    saved, now = FeatureSpec.from_dict(meta["spec"]), pipeline_spec(cfg)
+    problems = []
+    if saved.fingerprint() != now.fingerprint():
+        diff = spec_diff(saved, now, names=("checkpoint", "config"))
+        problems += [f"features: {d}" for d in diff.split("; ")]
+    old = meta["policy_config"]
+    new = cfg.policy.model_dump(mode="json")
+    for key in NETWORK_FIELDS:
+        if key in old and old[key] != new[key]:
+            problems.append(f"policy.{key}: checkpoint {old[key]!r} -> config {new[key]!r}")
+    return problems
+
+
+def choose_checkpoint(cfg: TrainConfig, warn=print) -> list[Path]:
+    """Checkpoints to resume from, best first; raises when the config no longer fits them."""
+    root = Path(cfg.output_dir) / "checkpoints"
+    candidates = loadable_checkpoints(root, warn)
+    if candidates:
+        problems = compatibility_problems(candidates[0], cfg)
+        if problems:
+            raise ConfigError(
+                f"--resume from {candidates[0]}",
+                [
+                    *problems,
+                    "the checkpoint's networks cannot take these; restore the old settings, or start a new run "
+                    "(--overwrite, or another --output_dir)",
+                ],
+            )
+    return candidates

@@ -1,0 +1,334 @@
+"""A run that cannot go on stops with one line and a non-zero exit, on real local Ray: a robot actor
+that cannot start, one that keeps dying, a resume that no longer fits, a damaged checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_sts3215 import FakeBus, write_calibration
+
+from hilserl_ray.runtime.checkpoint import complete_checkpoints, latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+SMALL = [
+    "--config",
+    "configs/sim_reach.yaml",
+    "--env.max_episode_steps=25",
+    "--policy.batch_size=32",
+    "--policy.hidden_dims=[64,64]",
+    "--policy.latent_dim=32",
+    "--learner.training_starts=50",
+    "--learner.weights_every=5",
+    "--checkpoint.every_updates=20",
+    "--buffer.online_capacity=4000",
+    "--logging.every_seconds=1",
+    "--logging.tensorboard=false",
+    "--ray.num_cpus=2",
+]
+
+
+def train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.train", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    """The user-facing failure: no traceback from the driver, an `error:` line naming the cause."""
+    assert "Traceback" not in r.stderr, r.stderr[-4000:]
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1, r.stdout[-2000:] + r.stderr[-4000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run's output dir with three checkpoints, written by the learner itself (no Ray needed)."""
+    from hilserl_ray.configio import load_config, write_config
+    from hilserl_ray.runtime import rundir
+    from hilserl_ray.runtime.checkpoint import write_checkpoint
+    from hilserl_ray.runtime.learner import Learner
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL[2:], f"--output_dir={out}"])
+    learner = Learner(cfg.model_dump(mode="json"))
+    try:
+        for step in (10, 20, 30):
+            learner.counters["updates"] = step
+
+            def write(tmp: Path) -> dict:
+                summary = learner.save(str(tmp))
+                write_config(cfg, tmp / "config.yaml")
+                return summary
+
+            write_checkpoint(out / "checkpoints", step, write)
+    finally:
+        learner.stop()
+    rundir.claim(cfg)
+    write_config(cfg, out / "config.yaml")
+    assert len(complete_checkpoints(out / "checkpoints")) == 3
+    return out
+
+
+def test_resume_after_state_size_change_names_both_shapes_before_ray(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    for extra in ([], ["--checkpoint.save_buffers=false"]):
+        t0 = time.monotonic()
+        r = train(
+            *SMALL, f"--output_dir={out}", "--resume", "--pipeline.proprio.joint_velocity=false", *extra
+        )
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr and "Started a local Ray" not in r.stderr
+        assert "'observation.state' checkpoint (18,) float32, config (12,) float32" in r.stderr
+        assert time.monotonic() - t0 < 120
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written, nothing replaced
+
+
+def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    newest, second, third = complete_checkpoints(out / "checkpoints")[:3]
+    # what only a full load finds (a truncated buffer file): the learner falls back
+    buf = newest / "online" / "observation.state.npy"
+    buf.write_bytes(buf.read_bytes()[:100])
+    # what the pre-flight finds (a truncated weights file): skipped before Ray starts
+    model = second / "agent" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:1000])
+    r = train(*SMALL, f"--output_dir={out}", "--resume", "--total_env_steps=60")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"checkpoint {second.name} is damaged: {model}" in r.stdout
+    assert f"{buf}: unreadable" in r.stdout and f"trying the previous checkpoint {third.name}" in r.stdout
+    assert f"resumed {third.name}" in r.stdout
+    last = latest_checkpoint(out / "checkpoints")  # went on from there
+    assert last not in (newest, second)
+    assert json.loads((last / "learner.json").read_text())["counters"]["env_steps"] >= 60
+
+    # evaluate on the truncated weights: one line naming the checkpoint, exit 2
+    r = subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.evaluate", str(out), "--checkpoint", str(second), "--no-video"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 2 and f"checkpoint {second} cannot be loaded" in one_line_error(r)
+
+    # none loadable: exit 2 naming them, before Ray
+    for ckpt in complete_checkpoints(out / "checkpoints"):
+        (ckpt / "learner.json").write_text("{")
+    r = train(*SMALL, f"--output_dir={out}", "--resume")
+    line = one_line_error(r)
+    assert r.returncode == 2 and "no checkpoint in" in line and "learner.json" in line
+
+
+def _robot_actor_pid(parent: int) -> int | None:
+    """The pid of a `ray::Robot` worker below `parent` (the run's own local Ray)."""
+    kids: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            names[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(stat.parent.name))
+    todo = [parent]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if names.get(c, "").startswith("ray::Robot"):
+                return c
+            todo.append(c)
+    return None
+
+
+def test_robot_actor_that_keeps_dying_ends_the_run_with_one_line(tmp_path):
+    """kill -9 the robot actor more often than actors.max_restarts: no endless `env_steps`, the
+    run stops (final checkpoint) with the error as one line and a non-zero exit."""
+    out = tmp_path / "run"
+    log = tmp_path / "driver.log"
+    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL, f"--output_dir={out}"]
+    cmd += ["--total_env_steps=100000", "--actors.max_restarts=1"]
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=f, stderr=subprocess.PIPE, text=True)
+    try:
+        killed: list[int] = []
+        deadline = time.monotonic() + 240
+        while len(killed) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            pid = _robot_actor_pid(proc.pid)
+            if pid is not None and pid not in killed and "env_steps" in log.read_text():
+                time.sleep(1.0)
+                os.kill(pid, 9)
+                killed.append(pid)
+            time.sleep(0.5)
+        if len(killed) < 2:
+            proc.kill()
+            raise AssertionError(log.read_text()[-3000:] + proc.communicate()[1][-3000:])
+        t_kill = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        assert time.monotonic() - t_kill < 120
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    r = subprocess.CompletedProcess(cmd, proc.returncode, log.read_text(), err)
+    line = one_line_error(r)
+    assert proc.returncode != 0 and "robot actor 0 failed 2 times (actors.max_restarts=1)" in line
+    assert "its process died" in line
+    assert "restarting it" in r.stdout  # the first death was survived
+    assert latest_checkpoint(out / "checkpoints") is not None  # the final checkpoint landed
+
+
+def test_robot_actor_that_cannot_start_ends_the_start_with_one_line(tmp_path):
+    """The arm's gripper servo does not answer: the robot actor's constructor fails; the driver,
+    which awaits it, stops at once (no `env_steps 0` forever), exit 2, the dir not claimed."""
+    out = tmp_path / "run"
+    cal = write_calibration(tmp_path / "follower.json")
+    with FakeBus(ids=(1, 2, 3, 4, 5)) as fake:
+        t0 = time.monotonic()
+        r = train(
+            "--config",
+            str(ROOT / "tests" / "bad_inputs" / "configs" / "good_reach.yaml"),
+            f"--output_dir={out}",
+            "--robot.type=so101",
+            f"--robot.port={fake.port}",
+            f"--robot.calibration={cal}",
+            "--robot.bus_timeout_ms=250",
+            "--pipeline.intervention.source=none",
+            "--ray.num_cpus=2",
+            "--actors.start_timeout_s=120",
+            timeout=240,
+        )
+    line = one_line_error(r)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "robot actor 0 could not start" in line and "gripper" in line, line
+    assert time.monotonic() - t0 < 200
+    assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()
+
+
+def _descendants(parent: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            kids.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                int(stat.parent.name)
+            )
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = set(), [parent]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            found.add(c)
+            todo.append(c)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["ctrl_c", "ctrl_c_twice"])
+def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "hilserl_ray.train",
+        *SMALL,
+        f"--output_dir={out}",
+        "--total_env_steps=100000",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # Ray is up, the learner is being built
+            if "[hilserl_ray] run " in line:
+                break
+        else:
+            raise AssertionError(
+                f"the run ended before it started: {proc.wait()} {proc.stderr.read()[-3000:]}"
+            )
+        ray_procs = _descendants(proc.pid)
+        assert ray_procs, "the run's local Ray should have processes by now"
+        for _ in range(signals):
+            proc.send_signal(2)
+            time.sleep(0.3)
+        t0 = time.monotonic()
+        rest, err = proc.communicate(timeout=120)
+        assert time.monotonic() - t0 < 90
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    deadline = time.monotonic() + 20
+    while _alive(ray_procs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _alive(ray_procs), [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in _alive(ray_procs)]
+    assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()  # nothing claimed
+
+
+@pytest.mark.slow
+def test_robot_actor_whose_arm_stops_answering_crash_loops_to_one_line(tmp_path):
+    """A servo goes silent mid-run: the control loop fails, the driver restarts the actor, whose
+    constructor then fails too; after actors.max_restarts the run ends, exit 2, the cause named."""
+    out = tmp_path / "run"
+    cal = write_calibration(tmp_path / "follower.json")
+    with FakeBus() as fake:
+        cmd = [
+            sys.executable,
+            "-m",
+            "hilserl_ray.train",
+            "--config",
+            str(ROOT / "tests/bad_inputs/configs/good_reach.yaml"),
+        ]
+        cmd += [
+            f"--output_dir={out}",
+            "--robot.type=so101",
+            f"--robot.port={fake.port}",
+            f"--robot.calibration={cal}",
+        ]
+        cmd += ["--robot.bus_timeout_ms=250", "--robot.reset_seconds=0.2", "--env.max_episode_steps=10"]
+        cmd += [
+            "--learner.training_starts=20",
+            "--actors.max_restarts=1",
+            "--ray.num_cpus=2",
+            "--logging.every_seconds=1",
+        ]
+        log = tmp_path / "driver.log"
+        with log.open("w") as f:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=f, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while "env_steps" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.5)
+            assert "env_steps" in log.read_text(), log.read_text()[-3000:]
+            fake[6].silent = True
+            _, err = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    line = one_line_error(subprocess.CompletedProcess(cmd, proc.returncode, log.read_text(), err))
+    assert proc.returncode == 2 and "robot actor 0 failed 2 times (actors.max_restarts=1)" in line, line
+    assert "gripper" in line
