@@ -93,10 +93,10 @@ def test_fleet_config_errors_name_the_arm_and_key():
 
 
 def test_every_arm_must_give_the_same_features_and_the_difference_is_named(tmp_path):
-    calib = tmp_path / "c.json"
-    calib.write_text("{}")
+    calib = ROOT / "tests/bad_inputs/calibrations/good.json"
+    port = tmp_path / "ttyACM0"  # not under /dev: preflight does not look for it
     real = (
-        f"{{name: real, type: so101, port: /dev/x, calibration: {calib}, intervention: {{source: keyboard}}}}"
+        f"{{name: real, type: so101, port: {port}, calibration: {calib}, intervention: {{source: keyboard}}}}"
     )
     # a state-only sim arm sees the target position (privileged); a real arm cannot
     with pytest.raises(ConfigError) as e:
@@ -104,6 +104,20 @@ def test_every_arm_must_give_the_same_features_and_the_difference_is_named(tmp_p
     msg = e.value.message()
     assert "robots.1: got 'real'" in msg and "observation.environment_state: absent" in msg
     preflight(reach("--env.environment_state=false", f"--robots=[{{name: sim}}, {real}]"))
+    empty = tmp_path / "c.json"
+    empty.write_text("{}")
+    with pytest.raises(ConfigError) as e:  # each arm's calibration and serial port, named per arm
+        preflight(
+            reach(
+                "--env.environment_state=false",
+                f"--robots=[{{name: sim}}, {real}]",
+                f"--robots.1.calibration={empty}",
+                "--robots.1.port=/dev/nonexistent_ttyACM9",
+            )
+        )
+    msg = e.value.message()
+    assert "robots.1.calibration" in msg and "a usable calibration" in msg and "(arm 'real')" in msg
+    assert "robots.1.port: got '/dev/nonexistent_ttyACM9'" in msg
     with pytest.raises(ConfigError) as e:  # each arm's own files are checked too
         preflight(
             reach(
@@ -304,33 +318,31 @@ def test_run_goes_on_with_the_other_arm_when_one_fails_for_good(arm_cluster, tmp
     assert r.returncode == 0 and (out / "curves.png").stat().st_size > 10_000
 
 
-def test_stop_policy_ends_the_run_when_a_real_arm_cannot_start(arm_cluster, tmp_path):
+@pytest.mark.slow
+def test_stop_policy_ends_the_run_when_one_arm_fails_for_good(arm_cluster, tmp_path):
     cluster, _ = arm_cluster
     out, log = tmp_path / "run", tmp_path / "driver.log"
-    calib = tmp_path / "follower.json"
-    calib.write_text("{}")
-    bad_arm = (
-        f"{{name: arm2, type: so101, label: arm2, port: /dev/nonexistent_ttyACM9, calibration: {calib}, "
-        "intervention: {source: keyboard}}"
-    )
     proc = driver(
         cluster.address,
         out,
         log,
-        f"--robots=[{{name: arm1, label: arm1}}, {bad_arm}]",
-        "--env.environment_state=false",  # the real arm has no privileged target position
+        TWO_SIM_ARMS,
         "--actors.max_restarts=0",
         "--actors.on_robot_failure=stop",
         "--total_env_steps=100000",
     )
     try:
+        text = lambda: log.read_text() if log.exists() else ""  # noqa: E731
+        pid = int(
+            wait_for(lambda: re.search(r"arm 'arm2' up \(pid (\d+)", text()), 240, "arm2 up", proc).group(1)
+        )
+        os.kill(pid, signal.SIGKILL)  # no restarts left: arm2 is gone for good
         proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    text = log.read_text()
-    assert proc.returncode == 1, text[-3000:]
-    assert "arm 'arm2' failed for good" in text and "actors.on_robot_failure=stop" in text
+    assert proc.returncode == 1, text()[-3000:]
+    assert "arm 'arm2' failed for good" in text() and "actors.on_robot_failure=stop" in text()
     assert (out / "checkpoints").is_dir()  # stopped the usual way: final checkpoint
 
 
@@ -355,6 +367,7 @@ def twin_arm(name: str, twin) -> str:
     return json.dumps(entry)
 
 
+@pytest.mark.slow
 def test_two_twins_on_two_labelled_nodes_train_together(arm_cluster, tmp_path):
     from hilserl_ray.twin.launch import TwinProcess
 
