@@ -16,7 +16,9 @@ pages fixed that, and the learner is now mostly idle while the sender serializes
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -99,6 +101,7 @@ class Sender:
 def main() -> None:
     cfg = make_cfg()
     spec = pipeline_spec(cfg)
+    shutil.rmtree(Path(cfg.output_dir) / "replay", ignore_errors=True)  # a store left by an earlier run
     ray.init(num_cpus=2, include_dashboard=False)
     learner = LearnerActor.options(num_cpus=1).remote(cfg.model_dump(mode="json"), None)
     sender = Sender.remote(spec.to_dict())
@@ -122,6 +125,7 @@ def main() -> None:
         f"policy: median {np.median(ms):.1f} ms (min {min(ms):.1f}, max {max(ms):.1f})"
     )
     ray.shutdown()
+    shutil.rmtree(Path(cfg.output_dir) / "replay", ignore_errors=True)  # the learner's replay store
 
 
 if __name__ == "__main__":

@@ -272,7 +272,11 @@ class PolicyConfig(Strict):
 # ---------------------------------------------------------------------------- data, buffers
 class BufferConfig(Strict):
     online_capacity: PositiveInt = 100_000
-    offline_capacity: PositiveInt | Literal["auto"] = Field("auto", description="'auto' sizes to the dataset")
+    offline_capacity: PositiveInt | Literal["auto"] = Field(
+        "auto",
+        description="offline rows: the dataset's (read in place) + a ring for online interventions; "
+        "'auto' = the dataset's + online_capacity",
+    )
     online_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="RLPD: online share of a batch"
     )
@@ -357,7 +361,16 @@ class ActorsConfig(Strict):
 class CheckpointConfig(Strict):
     every_updates: PositiveInt = 1000
     keep_last: PositiveInt = 3
-    save_buffers: bool = True
+
+
+class StorageConfig(Strict):
+    """Replay rows live in `<output_dir>/replay/`, written as they arrive (buffer/store.py)."""
+
+    sync_every_s: PositiveFloat = Field(
+        5.0,
+        description="flush stored rows to the disk this often (and at each checkpoint): what a power loss "
+        "can cost at most; a killed process loses nothing acknowledged either way",
+    )
 
 
 class LoggingConfig(Strict):
@@ -410,6 +423,7 @@ class TrainConfig(Strict):
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     actors: ActorsConfig = Field(default_factory=ActorsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     ray: RayConfig = Field(default_factory=RayConfig)

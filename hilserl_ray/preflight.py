@@ -80,12 +80,13 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
                 )
             )
     cap = cfg.buffer.offline_capacity
-    if isinstance(cap, int) and cap < rows:
+    if isinstance(cap, int) and cap <= rows:
         problems.append(
             (
                 "buffer.offline_capacity",
                 cap,
-                f">= {rows} (the datasets' frames + one row per episode end), or 'auto'",
+                f"> {rows} (the datasets' frames + one row per episode end, plus room for online "
+                "interventions), or 'auto'",
             )
         )
     return problems

@@ -92,3 +92,51 @@ def test_pointer_to_incomplete_dir_falls_back(tmp_path):
 
 def test_no_checkpoint_is_none(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+KILL_AFTER_NTH_FS_CALL = """
+import os, pathlib, shutil, signal, sys
+from hilserl_ray.runtime import checkpoint as ck
+n, calls = int(sys.argv[2]), [0]
+def killing(fn):
+    def wrapped(*a, **k):
+        out = fn(*a, **k)
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    return wrapped
+os.replace, os.rename, shutil.rmtree = map(killing, (os.replace, os.rename, shutil.rmtree))
+if hasattr(ck, "exchange"):
+    ck.exchange = killing(ck.exchange)
+def write(tmp):
+    (tmp / "weights.bin").write_text("new")
+    return {}
+ck.write_checkpoint(pathlib.Path(sys.argv[1]), 5, write)
+"""
+
+
+def test_saving_the_same_step_twice_never_leaves_last_pointing_at_nothing(tmp_path):
+    """A kill after any rename/delete of a same-step save leaves a complete step-5 checkpoint."""
+    for n in range(1, 20):
+        root = tmp_path / f"run{n}"
+        write_checkpoint(root, 4, _writer("older"))
+        write_checkpoint(root, 5, _writer("old"))
+        r = subprocess.run(
+            [sys.executable, "-c", KILL_AFTER_NTH_FS_CALL, str(root), str(n)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode in (0, -signal.SIGKILL), r.stderr
+        last = latest_checkpoint(root)
+        assert last is not None and last.name == f"{5:010d}", (n, sorted(p.name for p in root.iterdir()))
+        assert (last / "weights.bin").read_text() in ("old", "new")
+        assert (root / "last").read_text().strip() == last.name
+        if r.returncode == 0:  # every step of the save was tried
+            assert (last / "weights.bin").read_text() == "new"
+            break
+    else:
+        raise AssertionError("the save never finished")
+    write_checkpoint(root, 6, _writer("next"))  # the next save cleans any debris
+    assert not list(root.glob(".tmp-*"))

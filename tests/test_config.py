@@ -201,7 +201,7 @@ def test_offline_capacity_smaller_than_dataset(tmp_path):
     )
     with pytest.raises(ConfigError) as e:
         preflight(cfg)
-    assert "buffer.offline_capacity: got 1000; >= 15958 (the datasets' frames + one row per episode end)" in (
+    assert "buffer.offline_capacity: got 1000; > 15958 (the datasets' frames + one row per episode end" in (
         e.value.message()
     )
 

@@ -21,7 +21,6 @@ from hilserl_ray.data.convert import load_offline_datasets
 from hilserl_ray.data.lerobot_reader import LeRobotReader
 from hilserl_ray.data.synthetic import write_teleop_dataset
 from hilserl_ray.envs.pipeline import pipeline_spec
-from hilserl_ray.runtime.checkpoint import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PICK = str(ROOT / "configs" / "sim_pick_cube.yaml")
@@ -134,7 +133,7 @@ def test_inspect_switches_the_action_space_a_pipeline_dataset_was_recorded_in(tm
 
 # ------------------------------------------------------------------------------- export
 def fake_run(tmp_path) -> tuple[Path, dict, list]:
-    """A run dir whose checkpoint holds an online buffer of known episodes (as the learner saves it)."""
+    """A run dir whose replay store holds known episodes (as the learner writes it)."""
     cfg = load_config(
         None,
         {
@@ -147,7 +146,7 @@ def fake_run(tmp_path) -> tuple[Path, dict, list]:
     )
     spec = pipeline_spec(cfg)
     rng = np.random.default_rng(0)
-    buf = ReplayBuffer(spec, 500)
+    buf = ReplayBuffer(spec, 500, storage=Path(cfg.output_dir) / "replay" / "online")  # as the learner
     episodes = []
     # (length, ends: terminated/truncated/open, intervention steps)
     for e, (n, end, human) in enumerate(
@@ -179,7 +178,7 @@ def fake_run(tmp_path) -> tuple[Path, dict, list]:
         episodes.append((chunk, n, end))
     run = Path(cfg.output_dir)
     write_config(cfg, run / "config.yaml")
-    write_checkpoint(run / "checkpoints", 10, lambda tmp: buf.save(tmp / "online") and {})
+    buf.close()
     return run, cfg, episodes
 
 

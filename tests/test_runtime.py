@@ -162,9 +162,12 @@ def test_learner_restart_then_sigint_leaves_a_resumable_checkpoint(tmp_path):
     assert "SIGINT received" in log and "checkpoint" in log
     c = counters(out)
     assert c["updates"] >= 5 and c["env_steps"] > 0
-    # the checkpoint is loadable: the agent weights and buffers are in it
+    # the restarted learner came back with every stored transition: env_steps never went back
+    steps = [json.loads(x)["env_steps"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps), steps
+    # the checkpoint is loadable: the agent weights are in it, the transitions in the replay store
     last = latest_checkpoint(out / "checkpoints")
-    assert (last / "agent").is_dir() and (last / "online").is_dir()
+    assert (last / "agent").is_dir() and (out / "replay" / "online" / "commit.bin").is_file()
 
 
 def log_so_far(path: Path) -> str:

@@ -47,7 +47,7 @@ def save(buf: ReplayBuffer, directory: Path) -> Path:
         n = buf.size
         arrays = {}
         for name, a in buf._data.items():
-            if name == "valid":  # derived from is_start and next on load
+            if name in ("valid", "row_id"):  # derived from is_start and next on load; storage-only
                 continue
             path = tmp / f"{name}.npy"
             with open(path, "wb") as f:

@@ -8,9 +8,13 @@ only point forward in time and rows are overwritten oldest first, so a live row'
 always live: overwriting a row only ends that row's own transition. A truncated episode
 bootstraps from its own final observation (the `is_last` row), never from another episode's.
 
-The storage is a ring in the learner's heap (RLlib's choice), not learner-owned chunks in Ray's
-object store: `bench/buffer_storage_choice.py` measured sample(256) from the ring ~3x faster
-(1.4-1.7 vs 4.5-5.1 ms, one core): a batch from chunk views needs one gather per chunk touched."""
+The storage is a ring (RLlib's choice), not learner-owned chunks in Ray's object store:
+`bench/buffer_storage_choice.py` measured sample(256) from the ring ~3x faster (1.4-1.7 vs
+4.5-5.1 ms, one core): a batch from chunk views needs one gather per chunk touched. Ray's object
+store carries the chunks in flight: a robot actor puts each chunk once and keeps the reference
+until the learner acknowledges it, so a chunk survives a learner death and is sent again without
+being serialized again. With `storage=<dir>` the ring lives in files (`store.py`): every
+acknowledged row survives a kill of any process, and nothing needs copying into checkpoints."""
 
 from __future__ import annotations
 
@@ -24,10 +28,12 @@ import torch
 from hilserl_ray.buffer import batch as batching
 from hilserl_ray.buffer.chunk import chunk_layout, validate_chunk
 from hilserl_ray.buffer.prefault import Prefaulter
+from hilserl_ray.buffer.store import RowStore
 from hilserl_ray.features import FeatureSpec
 
 # Bookkeeping arrays per row, besides the chunk fields.
 LINK_FIELDS = {"next": "int64", "is_start": "bool", "valid": "bool"}
+MAX_SENDERS = 256  # sequence numbers remembered (robot actor incarnations)
 
 
 def lazy_zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -49,9 +55,19 @@ class ReplayBuffer:
     """FIFO transition storage for SAC; `add_chunk` and `sample` may run in different threads.
 
     `capacity` counts rows, one per observation: an episode of T transitions takes T + 1 rows.
+    With `storage` (a directory) the rows live in files there and an existing store is reopened
+    with everything its last commit holds (see `store.py`); without, in memory.
     """
 
-    def __init__(self, spec: FeatureSpec, capacity: int, device: str | torch.device = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        capacity: int,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        storage: str | Path | None = None,
+        readonly: bool = False,
+    ):
         if int(capacity) <= 0:
             raise ValueError(f"ReplayBuffer capacity: expected a positive number of rows, got {capacity}")
         self.spec = spec
@@ -60,15 +76,41 @@ class ReplayBuffer:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._layout = chunk_layout(spec)
-        self._data = {k: lazy_zeros((self.capacity, *shape), dt) for k, (shape, dt) in self._layout.items()}
-        self._data.update({k: lazy_zeros((self.capacity,), dt) for k, dt in LINK_FIELDS.items()})
-        self._data["next"][:] = -1
-        big = {k: a for k, a in self._data.items() if a.nbytes >= 4 << 20}
-        self._prefault = Prefaulter(big, self.capacity)
         self._written = 0  # rows ever written; the next row gets global number `_written`
         self._open: dict[int, int] = {}  # episode_id -> global row of its latest (not final) row
+        self._senders: dict[str, int] = {}  # sender -> sequence number of its last stored chunk
+        self.meta: dict = {}  # the owner's state committed with the rows (the learner's counters)
         self._n_valid = 0
         self._valid_idx: np.ndarray | None = None  # cache of flatnonzero(valid), dropped on add
+        self._store: RowStore | None = None
+        self._prefault = Prefaulter({}, self.capacity)  # in-memory rows only (a store's are files)
+        if storage is None:
+            self._data = {
+                k: lazy_zeros((self.capacity, *shape), dt) for k, (shape, dt) in self._layout.items()
+            }
+            self._data.update({k: lazy_zeros((self.capacity,), dt) for k, dt in LINK_FIELDS.items()})
+            self._data["next"][:] = -1
+            big = {k: a for k, a in self._data.items() if a.nbytes >= 4 << 20}
+            self._prefault = Prefaulter(big, self.capacity)
+        else:
+            self._store = RowStore(
+                Path(storage), self._layout, self.capacity, spec.to_dict(), spec.fingerprint(), readonly
+            )
+            self._data = dict(self._store.arrays)
+            self._data["valid"] = lazy_zeros((self.capacity,), "bool")
+            self._recover(self._store.last_commit())
+
+    @classmethod
+    def open(cls, directory: str | Path, readonly: bool = True, device: str = "cpu") -> ReplayBuffer:
+        """A stored buffer as its last commit left it, with the spec and capacity it was made with.
+
+        Read-only by default: for tools that read a run's transitions (`replay_dirs`), also while
+        the run's learner writes more."""
+        from hilserl_ray.buffer.store import read_manifest
+
+        manifest = read_manifest(Path(directory))
+        spec = FeatureSpec.from_dict(manifest["spec"])
+        return cls(spec, manifest["capacity"], device=device, storage=directory, readonly=readonly)
 
     def __repr__(self) -> str:
         return f"ReplayBuffer({self.memory_report()}, device={self.device})"
@@ -101,16 +143,34 @@ class ReplayBuffer:
         )
 
     # ------------------------------------------------------------------------------- add
-    def add_chunk(self, chunk: dict[str, np.ndarray], only_interventions: bool = False) -> int:
+    def add_chunk(
+        self,
+        chunk: dict[str, np.ndarray],
+        only_interventions: bool = False,
+        source: tuple[str, int] | None = None,
+        meta: dict | None = None,
+    ) -> int:
         """Copy a chunk's rows into the ring; return the number of rows stored.
 
         The learner holds its own copy afterwards: a chunk from `ray.get` (read-only, owned by the
         actor that put it) may vanish with that actor once this returns.
         With `only_interventions` (the offline buffer) only intervention transitions are kept,
         plus the rows holding their next observation, also when that row is in the next chunk.
+        `source` = (sender, sequence number) of a stream of chunks: a chunk already stored is
+        skipped (`is_stored`), and a chunk that does not directly follow the sender's last stored
+        one (some were lost) starts its episode afresh instead of linking to a row of long ago.
+        With storage, the rows and `meta` are committed together before this returns.
         """
         k, cols = validate_chunk(self.spec, chunk)
+        link = True
+        if source is not None:
+            if self.is_stored(source):
+                return 0
+            last = self._senders.get(source[0])
+            link = last is None or last == source[1] - 1
         if k == 0:
+            with self._lock:
+                self._commit(source, meta)
             return 0
         eid, last = cols["episode_id"], cols["is_last"]
         start = ~last & cols["is_intervention"] if only_interventions else ~last
@@ -123,7 +183,7 @@ class ReplayBuffer:
             if only_interventions:
                 keep = start.copy()
                 keep[1:] |= start[:-1] & same_prev[1:]
-                for s in run_starts:  # the first row of a run may be the next obs of a stored row
+                for s in run_starts if link else ():  # a run's first row may be a stored row's next obs
                     g = self._alive_open(int(eid[s]))
                     if g is not None and d["is_start"][g % cap]:
                         keep[s] = True
@@ -134,23 +194,30 @@ class ReplayBuffer:
             m = rows.size
             if m == 0:
                 self._update_open(eid, last, run_starts, run_ends, np.full(k, -1, np.int64))
+                self._commit(source, meta)
                 return 0
             old_written, new_written = self._written, self._written + m
             g_of = np.full(k, -1, np.int64)
             g_of[rows] = np.arange(old_written, new_written)
             pred = np.full(k, -1, np.int64)
             pred[1:] = np.where(same_prev[1:], g_of[:-1], -1)
-            for s in run_starts:
+            for s in run_starts if link else ():
                 g = self._alive_open(int(eid[s]))
                 if g is not None:
                     pred[s] = g
-            # Write the rows (at most two contiguous slices of the ring).
+            # Write the rows (at most two contiguous slices of the ring); stored rows stop being
+            # the rows they overwrite first, and are named by their global number last.
+            stored = self._store is not None
+            if stored:
+                self._write("row_id", np.full(m, -1, np.int64), old_written)
             whole = m == k
             for name in self._layout:
-                self._write(d[name], cols[name] if whole else cols[name][rows], old_written)
-            self._write(d["next"], np.full(m, -1, np.int64), old_written)
-            self._write(d["is_start"], start[rows], old_written)
-            self._write(d["valid"], np.zeros(m, bool), old_written)
+                self._write(name, cols[name] if whole else cols[name][rows], old_written)
+            self._write("next", np.full(m, -1, np.int64), old_written)
+            self._write("is_start", start[rows], old_written)
+            self._write("valid", np.zeros(m, bool), old_written)
+            if stored:
+                self._write("row_id", np.arange(old_written, new_written), old_written)
             # Link each stored row's predecessor (if still alive: it may be overwritten) to it.
             p, g = pred[rows], g_of[rows]
             ok = p >= new_written - cap
@@ -163,7 +230,83 @@ class ReplayBuffer:
             self._update_open(eid, last, run_starts, run_ends, g_of)
             self._n_valid = int(np.count_nonzero(d["valid"]))
             self._valid_idx = None
+            self._commit(source, meta)
         return m
+
+    def is_stored(self, source: tuple[str, int]) -> bool:
+        """Was this chunk of this sender stored already (sent again after a lost acknowledgement)?"""
+        last = self._senders.get(source[0])
+        return last is not None and source[1] <= last
+
+    def _commit(self, source: tuple[str, int] | None, meta: dict | None) -> None:
+        if source is not None:
+            self._senders.pop(source[0], None)  # re-insert: the dict stays in last-heard order
+            self._senders[source[0]] = int(source[1])
+            while len(self._senders) > MAX_SENDERS:
+                self._senders.pop(next(iter(self._senders)))
+        if meta is not None:
+            self.meta = meta
+        if self._store is not None:
+            self._store.commit(self._state())
+
+    def _state(self) -> dict:
+        return {
+            "written": self._written,
+            "open_episodes": [[int(e), int(g)] for e, g in self._open.items()],
+            "senders": dict(self._senders),
+            "meta": self.meta,
+        }
+
+    def _recover(self, commit: dict | None) -> None:
+        """Take the state of the store's last commit; drop rows and links written after it."""
+        commit = commit or {"written": 0, "open_episodes": [], "senders": {}, "meta": {}}
+        d, cap, w = self._data, self.capacity, int(commit["written"])
+        low = max(0, w - cap)
+        g = np.arange(low, w)
+        pos = g % cap
+        alive = np.zeros(cap, bool)
+        alive[pos] = d["row_id"][pos] == g  # overwritten after the commit: not these rows any more
+        nxt = d["next"][pos]
+        linked = (nxt >= low) & (nxt < w)
+        linked[linked] &= alive[nxt[linked] % cap]
+        valid = d["valid"]
+        valid[:] = False
+        valid[pos] = alive[pos] & d["is_start"][pos] & linked
+        if self._store is not None and not self._store.readonly:
+            cut = pos[(nxt >= 0) & ~linked]
+            d["next"][cut] = -1  # links to rows the commit does not hold; re-made when they come again
+        self._written = w
+        self._open = {int(e): int(r) for e, r in commit["open_episodes"] if low <= r < w and alive[r % cap]}
+        self._senders = {str(k): int(v) for k, v in commit["senders"].items()}
+        self.meta = commit["meta"]
+        self._n_valid = int(np.count_nonzero(valid))
+        self._valid_idx = None
+
+    def sync(self) -> None:
+        """Flush stored rows to the disk (a power loss then costs nothing committed before this)."""
+        if self._store is None or self._store.readonly:
+            return
+        with self._lock:
+            state = self._state()
+        self._store.sync(state)
+
+    def prefetch(self) -> None:
+        """Bring a stored buffer's rows into the page cache (blocking; see RowStore.prefetch)."""
+        if self._store is not None:
+            self._store.prefetch(self.size)
+
+    def close(self) -> None:
+        """Release the store's files and its writer lock (another learner may open it then)."""
+        if self._store is not None:
+            self._store.close()
+
+    def live_positions(self) -> np.ndarray:
+        """Ring positions of the stored rows, oldest first (for exporting a run's transitions)."""
+        g = np.arange(max(0, self._written - self.capacity), self._written)
+        pos = g % self.capacity
+        if "row_id" in self._data:  # rows overwritten after the last commit (a kill mid-write)
+            pos = pos[np.asarray(self._data["row_id"])[pos] == g]
+        return pos
 
     def _alive_open(self, episode_id: int) -> int | None:
         g = self._open.get(episode_id)
@@ -180,7 +323,11 @@ class ReplayBuffer:
         if len(self._open) > 64:  # forget episodes whose rows are gone (actors that died mid-episode)
             self._open = {k: g for k, g in self._open.items() if g >= low}
 
-    def _write(self, dst: np.ndarray, src: np.ndarray, g0: int) -> None:
+    def _write(self, name: str, src: np.ndarray, g0: int) -> None:
+        if self._store is not None and name != "valid":
+            self._store.write(name, src, g0)
+            return
+        dst = self._data[name]
         p0, m = g0 % self.capacity, len(src)
         first = min(m, self.capacity - p0)
         dst[p0 : p0 + first] = src[:first]

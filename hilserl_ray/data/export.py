@@ -18,7 +18,6 @@ final observation is dropped (the reader repeats the last frame's, as for any Le
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,29 +41,26 @@ class ExportError(UserError, ValueError):
 def read_run_replay(run_dir: Path) -> tuple[FeatureSpec, dict[str, np.ndarray], list[np.ndarray]]:
     """(spec, the run's online replay rows oldest first, the row indices of each whole episode).
 
-    The one place that knows where a run keeps its replay data: today the online buffer of its
-    last checkpoint (`checkpoints/<n>/online/`, see `buffer.persist`). Arrays are memory maps,
-    rows gathered only when indexed.
+    The one place that knows where a run keeps its replay data: the learner's replay store
+    `<run>/replay/online/` (`buffer/store.py`), opened read-only as of its last commit, also while
+    the run goes on. Arrays are memory maps, rows gathered only when indexed.
     """
-    from hilserl_ray.runtime.checkpoint import latest_checkpoint
+    from hilserl_ray.buffer import ReplayBuffer
+    from hilserl_ray.buffer.store import StoreError
+    from hilserl_ray.runtime.learner import replay_dir
 
-    ckpt = latest_checkpoint(Path(run_dir) / "checkpoints")
-    if ckpt is None:
-        raise ExportError(f"{run_dir}: no complete checkpoint in {Path(run_dir) / 'checkpoints'}")
-    d = ckpt / "online"
-    if not (d / "manifest.json").is_file():
+    d = replay_dir(run_dir) / "online"
+    try:
+        buf = ReplayBuffer.open(d)
+    except StoreError:
         raise ExportError(
-            f"{ckpt}: no saved online buffer (the run had checkpoint.save_buffers=false); nothing to export"
-        )
-    manifest = json.loads((d / "manifest.json").read_text())
-    spec = FeatureSpec.from_dict(manifest["spec"])
-    cap, n, written = int(manifest["capacity"]), int(manifest["size"]), int(manifest["written"])
-    order = np.arange(written - n, written) % cap  # global row order -> ring position
-    arrays = {
-        name: _Ordered(np.load(d / entry["file"], mmap_mode="r"), order)
-        for name, entry in manifest["arrays"].items()
-    }
-    return spec, arrays, whole_episodes(arrays["episode_id"][:], arrays["is_last"][:], written > cap)
+            f"{run_dir}: no replay store in {d}",
+            fix="pass the output_dir of a run that collected transitions",
+        ) from None
+    order = buf.live_positions()  # global row order -> ring position
+    arrays = {name: _Ordered(buf._data[name], order) for name in buf._layout}
+    wrapped = buf._written > buf.capacity
+    return buf.spec, arrays, whole_episodes(arrays["episode_id"][:], arrays["is_last"][:], wrapped)
 
 
 class _Ordered:

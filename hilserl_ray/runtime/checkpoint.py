@@ -1,15 +1,20 @@
 """Atomic checkpoint directories: `<root>/<step>/` plus a `last` pointer file.
 
 A checkpoint is written into a temp dir, renamed into place, and only then is `last` switched
-(itself by rename). A kill at any moment leaves the previous `last` intact and loadable.
+(itself by rename). A kill at any moment leaves the previous `last` intact and loadable. The same
+step saved twice (a final save right after a periodic one) swaps the new directory in with one
+atomic exchange, so the name never points at nothing.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,26 +24,60 @@ COMPLETE = "COMPLETE"  # marker written last inside a checkpoint dir
 POINTER = "last"
 
 
-def write_checkpoint(root: Path, step: int, write: Callable[[Path], dict], keep_last: int = 3) -> Path:
-    """Call `write(tmp_dir)` (which fills the dir and returns a JSON-able summary), then publish it."""
+def write_checkpoint(root: Path, step: int | None, write: Callable[[Path], dict], keep_last: int = 3) -> Path:
+    """Call `write(tmp_dir)` (which fills the dir and returns a JSON-able summary), then publish it.
+
+    With `step=None` the directory is named for the summary's "step": the step the contents
+    were taken at, known only once `write` has run (training goes on until the learner saves).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    name = f"{step:010d}"
-    final = root / name
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
-        summary = write(tmp)
-        (tmp / COMPLETE).write_text(json.dumps({"step": step, **(summary or {})}, indent=1))
+        summary = dict(write(tmp) or {})
+        step = int(summary.pop("step")) if step is None else step
+        name = f"{step:010d}"
+        final = root / name
+        (tmp / COMPLETE).write_text(json.dumps({"step": step, **summary}, indent=1))
         fsync_dir(tmp)
         if final.exists():  # the same step saved twice (e.g. a final save right after a periodic one)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            _swap_in(tmp, final)  # tmp now holds the previous copy
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _write_pointer(root, name)
     _prune(root, keep_last, keep=name)
     return final
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Put `new` at `final` and the old `final` at `new`, never leaving `final` missing."""
+    try:
+        exchange(new, final)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+        # No RENAME_EXCHANGE here: move the old copy aside first. `last` briefly names nothing;
+        # `latest_checkpoint` then falls back to the newest complete checkpoint.
+        aside = final.parent / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, aside)
+        os.replace(new, final)
+        os.replace(aside, new)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); OSError where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        raise OSError(errno.ENOSYS, "renameat2 not available")
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def _write_pointer(root: Path, name: str) -> None:

@@ -288,18 +288,39 @@ class Run:
                 return
             time.sleep(0.2)
 
-    def checkpoint(self) -> Path | None:
-        counters = ray.get(self.learner.counters_now.remote())
-        if counters == self.last_saved:  # nothing new: keep the checkpoint that holds it
+    def checkpoint(self, restart: bool = True) -> Path | None:
+        """Save now; named for the update count the learner saved at. None if nothing new or failed.
+
+        A failed save (disk full, read-only directory) costs only that checkpoint: training
+        goes on, the previous one stands and the next try is `every_updates` later. A learner
+        that dies during the save is restarted (`restart`), like one that dies at any other time.
+        """
+        try:
+            now = ray.get(self.learner.counters_now.remote())
+            if now == self.last_saved:  # nothing new: keep the checkpoint that holds it
+                return None
+            counters: dict = {}
+
+            def write(tmp: Path) -> dict:
+                counters.update(ray.get(self.learner.save.remote(str(tmp))))
+                write_config(self.cfg, tmp / "config.yaml")
+                return {**counters, "step": counters["updates"]}
+
+            path = write_checkpoint(self.ckpt_root, None, write, self.cfg.checkpoint.keep_last)
+        except ray.exceptions.RayActorError:
+            say("warning: the learner died during a checkpoint; the previous checkpoint stands")
+            if restart:
+                self._restart_learner()
             return None
-
-        def write(tmp: Path) -> dict:
-            summary = ray.get(self.learner.save.remote(str(tmp)))
-            write_config(self.cfg, tmp / "config.yaml")
-            return summary
-
-        path = write_checkpoint(self.ckpt_root, counters["updates"], write, self.cfg.checkpoint.keep_last)
-        self.last_saved = counters
+        except (OSError, ray.exceptions.RayTaskError) as e:
+            cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) else e
+            say(
+                f"warning: checkpoint failed ({type(cause).__name__}: {cause}); training goes on, the "
+                f"previous checkpoint stands, next try in {self.cfg.checkpoint.every_updates} updates"
+            )
+            self.last_saved = {**(self.last_saved or {}), "updates": now["updates"]}
+            return None
+        self.last_saved = {k: v for k, v in counters.items() if k != "stall_s"}
         say(f"checkpoint {path} (updates {counters['updates']}, env steps {counters['env_steps']})")
         return path
 
@@ -374,7 +395,7 @@ class Run:
         self.stop_robots((deadline - time.monotonic()) / 3)
         try:
             ray.get(self.learner.stop.remote(), timeout=max(1.0, (deadline - time.monotonic()) / 2))
-            self.checkpoint()
+            self.checkpoint(restart=False)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
             say(f"warning: no final checkpoint ({type(e).__name__}); the previous one stands")
         if self.metrics is not None:

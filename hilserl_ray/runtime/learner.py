@@ -2,8 +2,12 @@
 
 Robot actors call `add_chunk` (Ray runs it on one of the actor's threads) while a background
 thread trains at the configured UTD. Chunks arrive as read-only numpy views from the object
-store; the buffer copies them into its own preallocated storage, so a chunk counts as stored
-only once the learner holds it, whatever happens to the robot actor that sent it.
+store; the buffers write them into `<output_dir>/replay/` (durable files, `buffer/store.py`)
+and `add_chunk` returns, which acknowledges the chunk to its robot actor, only once they are
+committed there: a learner killed at any moment comes back (restarted by the driver, or
+`--resume`) with every acknowledged transition and the counters that go with them. So a
+checkpoint holds only the agent, the update count, the RNG states and the position in the
+stored data: small, and quick to write.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from hilserl_ray.fleet.stats import ArmStats, episode_summary
 log = logging.getLogger(__name__)
 
 EPISODE_WINDOW = 50  # episodes behind the "recent" success/return/intervention figures
+DATA_COUNTERS = ("env_steps", "episodes", "intervention_steps")  # committed with the stored rows
+
+
+def replay_dir(output_dir) -> Path:
+    """Where a run's replay store lives: `online/` and `interventions/` stores under it."""
+    return Path(output_dir) / "replay"
 
 
 def resolve_device(name: str) -> str:
@@ -47,6 +57,7 @@ class Learner:
 
     def __init__(self, cfg_dict: dict, resume_from: str | None = None):
         from hilserl_ray.buffer import MixedSampler, ReplayBuffer
+        from hilserl_ray.buffer.offline import DatasetRows, OfflineBuffer
         from hilserl_ray.policy import SACAgent
 
         self.cfg = cfg = TrainConfig.model_validate(cfg_dict)
@@ -61,24 +72,31 @@ class Learner:
             )
         offline = self._offline_data()
         self.agent = SACAgent(spec, cfg.policy, device=self.device)  # normalization from the spec
+        datasets = [DatasetRows(spec, c, seed=cfg.seed + 10 + i) for i, c in enumerate(offline)]
         offline_rows = sum(len(c["is_last"]) for c in offline)
         cap = cfg.buffer.offline_capacity
-        offline_cap = cap if isinstance(cap, int) else offline_rows + cfg.buffer.online_capacity
-        self.online = ReplayBuffer(spec, cfg.buffer.online_capacity, device=self.device, seed=cfg.seed)
-        self.offline = ReplayBuffer(spec, offline_cap, device=self.device, seed=cfg.seed + 1)
-        for chunk in offline:  # one chunk per dataset
-            self.offline.add_chunk(chunk)
+        ring_cap = cap - offline_rows if isinstance(cap, int) else cfg.buffer.online_capacity
+        replay = replay_dir(cfg.output_dir)
+        self.online = ReplayBuffer(
+            spec, cfg.buffer.online_capacity, device=self.device, seed=cfg.seed, storage=replay / "online"
+        )
+        ring = ReplayBuffer(spec, ring_cap, self.device, cfg.seed + 1, storage=replay / "interventions")
+        self.offline = OfflineBuffer(ring, datasets, seed=cfg.seed + 3)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
-        self.counters = {"updates": 0, "env_steps": 0, "episodes": 0, "intervention_steps": 0}
-        self.recent = collections.deque(maxlen=EPISODE_WINDOW)
+        # env_steps, episodes, intervention_steps and the recent episodes (overall and per arm) are
+        # committed with the rows (they describe the stored data); updates come with the agent.
+        stored = self.online.meta
+        self.counters = {"updates": 0, **dict.fromkeys(DATA_COUNTERS, 0), **stored.get("counters", {})}
+        self.recent = collections.deque(stored.get("recent", []), maxlen=EPISODE_WINDOW)
         self.arms = ArmStats(EPISODE_WINDOW)
+        self.arms.restore(stored.get("arms", {}))
         self.last_metrics: dict[str, float] = {}
         self._pending_metrics: dict[str, torch.Tensor] | None = None
         self._weights: tuple[int, ray.ObjectRef] | None = None
         self._lock = threading.Lock()  # agent + counters: updates vs checkpoint/ingest
+        self._ingest = threading.Lock()  # one chunk at a time: dedup check, both buffers, counters
         self._stop = threading.Event()
-        self._rate = (time.monotonic(), 0)
         self._updates_per_s = 0.0
         if resume_from:
             try:
@@ -90,9 +108,20 @@ class Learner:
                 raise CheckpointLoadError(
                     f"checkpoint {resume_from} cannot be loaded ({type(e).__name__}: {cause})"
                 ) from e
+        self._rate = (time.monotonic(), self.counters["updates"])  # a resumed run's rate starts at 0
         self._publish_weights()
         self._thread = threading.Thread(target=self._train_loop, name="learner-train", daemon=True)
         self._thread.start()
+        self._syncer = threading.Thread(target=self._sync_loop, name="learner-sync", daemon=True)
+        self._syncer.start()
+        # After a restart the rows may not be in the page cache (reboot, other node): read them
+        # in while training starts, rather than one random disk read per sampled row.
+        self._prefetch = threading.Thread(target=self._prefetch_rows, name="learner-prefetch", daemon=True)
+        self._prefetch.start()
+
+    def _prefetch_rows(self) -> None:
+        self.online.prefetch()
+        self.offline.ring.prefetch()
 
     # ------------------------------------------------------------------------------ data
     def _offline_data(self) -> list[dict]:
@@ -103,19 +132,55 @@ class Learner:
         return load_offline_datasets(self.cfg, self.spec, progress=self.cfg.logging.progress_bar)
 
     def add_chunk(
-        self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None, arm: str | None = None
+        self,
+        chunk: dict[str, np.ndarray],
+        episodes: list[dict] | None = None,
+        source: tuple | None = None,
+        arm: str | None = None,
     ) -> int:
-        """Store K steps from a robot actor (a copy: the sender may die) and its finished episodes."""
-        self.sampler.add_chunk(chunk)
-        steps = int((~chunk["is_last"]).sum())
-        with self._lock:
-            self.counters["env_steps"] += steps
-            self.counters["intervention_steps"] += int((chunk["is_intervention"] & ~chunk["is_last"]).sum())
-            for ep in episodes or []:
-                self.counters["episodes"] += 1
-                self.recent.append(ep)
-            self.arms.add(arm, steps, episodes or [])
-            return self.counters["env_steps"]
+        """Store K steps from a robot actor and its finished episodes; return env_steps.
+
+        Returning is the acknowledgement: the rows and the counters are committed to the replay
+        store by then. `source` = (sender, sequence number): a chunk sent again because its
+        acknowledgement was lost (the learner died after storing it) is not stored twice, and a
+        sender's stream with a gap does not link an episode across the gap. `arm`: the fleet arm
+        it comes from (per-arm figures)."""
+        episodes = list(episodes or [])
+        with self._ingest:
+            if source is not None and self.online.is_stored(tuple(source)):
+                return self.counters_now()["env_steps"]
+            with self._lock:
+                c = {k: self.counters[k] for k in DATA_COUNTERS}
+                recent = [*self.recent, *episodes][-EPISODE_WINDOW:]
+            c["env_steps"] += int((~chunk["is_last"]).sum())
+            c["intervention_steps"] += int((chunk["is_intervention"] & ~chunk["is_last"]).sum())
+            c["episodes"] += len(episodes)
+            arms = ArmStats(EPISODE_WINDOW)
+            with self._lock:
+                arms.restore(self.arms.state())
+            arms.add(arm, int((~chunk["is_last"]).sum()), episodes)
+            src = tuple(source) if source is not None else None
+            # Offline first: the online commit (with the counters) is the one that marks the chunk
+            # stored; if the learner dies between the two, the chunk comes again and the offline
+            # ring skips it by its own sequence number.
+            self.offline.add_chunk(chunk, only_interventions=True, source=src)
+            self.online.add_chunk(
+                chunk, source=src, meta={"counters": c, "recent": recent, "arms": arms.state()}
+            )
+            with self._lock:
+                self.counters.update(c)
+                self.recent.extend(episodes)
+                self.arms = arms
+            return c["env_steps"]
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.cfg.storage.sync_every_s):
+            self.sync()
+
+    def sync(self) -> None:
+        """Flush the replay store to the disk: a power loss then costs nothing committed before."""
+        self.online.sync()
+        self.offline.ring.sync()
 
     # -------------------------------------------------------------------------- training
     def _train_loop(self) -> None:
@@ -173,41 +238,63 @@ class Learner:
 
     # ------------------------------------------------------------------------ checkpoint
     def save(self, directory: str) -> dict:
-        """Write agent (+ optimizers, targets, temperature), buffers, counters and RNG into `directory`."""
+        """Write the agent (+ optimizers, targets, temperature), counters, RNG states and the position
+        in the stored data into `directory`; return the counters (with the training stall in s).
+
+        The replay rows are already on disk (`<output_dir>/replay/`): they are flushed, not copied."""
         d = Path(directory)
+        t0 = time.perf_counter()
         with self._lock:
             self.agent.save(d / "agent")
-            if self.cfg.checkpoint.save_buffers:
-                self.online.save(d / "online")
-                self.offline.save(d / "offline")
             counters = dict(self.counters)
-            (d / "learner.json").write_text(
-                json.dumps(
-                    {"counters": counters, "recent": list(self.recent), "arms": self.arms.state()}, indent=1
-                )
-            )
-            np.save(d / "torch_rng.npy", torch.get_rng_state().numpy())
-        return counters
+            recent = list(self.recent)
+            arms = self.arms.state()
+            rng = {"online": self.online._rng.bit_generator.state, "offline": self.offline.rng_states()}
+            position = {
+                "online_written": self.online._written,
+                "interventions_written": self.offline.ring._written,
+            }
+            torch_rng = torch.get_rng_state().numpy()
+        stall = time.perf_counter() - t0
+        state = {
+            "counters": counters,
+            "recent": recent,
+            "rng": rng,
+            "replay": position,
+            "stall_s": stall,
+            "arms": arms,
+        }
+        (d / "learner.json").write_text(json.dumps(state, indent=1, default=int))
+        np.save(d / "torch_rng.npy", torch_rng)
+        self.sync()  # a checkpoint never refers to rows a power loss could take
+        return {**counters, "stall_s": stall, "arms": arms}
 
     def _restore(self, d: Path) -> None:
-        from hilserl_ray.buffer import MixedSampler, ReplayBuffer
         from hilserl_ray.policy import SACAgent
 
         self.agent = SACAgent.load(d / "agent", device=self.device)
-        if (d / "online").is_dir():
-            self.online = ReplayBuffer.load(d / "online", device=self.device, spec=self.spec)
-            self.offline = ReplayBuffer.load(d / "offline", device=self.device, spec=self.spec)
-            self.sampler = MixedSampler(self.online, self.offline, self.cfg.buffer.online_ratio)
         state = json.loads((d / "learner.json").read_text())
-        self.counters.update(state["counters"])
-        self.recent.extend(state.get("recent", []))
-        self.arms.restore(state.get("arms", {}))
+        self.counters["updates"] = int(state["counters"]["updates"])
+        if not self.online.meta and state["counters"].get("env_steps"):
+            # A checkpoint from before the replay store (buffers inside it), or a deleted store.
+            log.warning(
+                "%s: no stored replay data for this run in %s; continuing with the agent and counters only",
+                d,
+                replay_dir(self.cfg.output_dir),
+            )
+            self.counters.update({k: int(state["counters"].get(k, 0)) for k in DATA_COUNTERS})
+            self.recent.extend(state.get("recent", []))
+            self.arms.restore(state.get("arms", {}))
+        if "rng" in state:
+            self.online._rng.bit_generator.state = state["rng"]["online"]
+            self.offline.set_rng_states(state["rng"]["offline"])
         torch.set_rng_state(torch.from_numpy(np.load(d / "torch_rng.npy")))
 
     def describe(self) -> dict:
         return {
             "pid": os.getpid(),
             "device": str(self.device),
+            "updates": self.counters["updates"],
             "online": len(self.online),
             "offline": len(self.offline),
         }
@@ -217,10 +304,18 @@ class Learner:
             return dict(self.counters)
 
     def stop(self) -> dict:
-        """Stop training (the current update finishes) and return the counters."""
+        """Stop training (the current update finishes), flush the store and return the counters."""
         self._stop.set()
         self._thread.join(timeout=60)
+        self._syncer.join(timeout=60)
+        self.sync()
         return self.counters_now()
+
+    def close(self) -> None:
+        """Stop, and release the replay store (another learner may open it then)."""
+        self.stop()
+        self.online.close()
+        self.offline.ring.close()
 
 
 LearnerActor = ray.remote(max_concurrency=4)(deferred_init(Learner))

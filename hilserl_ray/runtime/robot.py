@@ -6,7 +6,8 @@ builds the env: a real arm that is not there (port missing, servos silent, camer
 retried every second until it is, so an unplugged arm reconnects when it comes back (within
 actors.no_step_timeout_s); at the first start a missing arm is an error at once. A loop that fails closes the env
 safely and keeps its error for `watch()`, through which the driver supervises (runtime/supervise). Weights are picked up between steps
-without blocking; transitions go to the learner in chunks of K steps plus each episode's tail.
+without blocking; transitions go to the learner in chunks of K steps plus each episode's tail,
+each kept until the learner acknowledges it (`sender.py`).
 `stop()` is the only safe way to end it: the loop ends, then `env.close()` holds and releases
 the arm (an actor's atexit handlers do not run when the driver exits).
 """
@@ -30,6 +31,7 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import debug_requested, deferred_init
 from hilserl_ray.fleet import Arm, fleet
+from hilserl_ray.runtime.sender import ChunkSender
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,17 @@ class Robot:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._closed = False
-        self._reconnect()
+        self._weights_req = None
         self.spec = spec = pipeline_spec(cfg)
         # A fresh random 40-bit id per actor incarnation keeps episode ids unique across actors
         # and Ray restarts (the buffer links rows by episode id).
         self._incarnation = secrets.randbits(40)
+        self.sender = ChunkSender(
+            f"robot{index}-{self._incarnation:010x}",
+            cfg.learner.max_pending_chunks,
+            self._reconnect,
+            arm=self.name,
+        )
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
         # The operator's page, served from this process: it sees frames without a Ray round trip.
         self.console = open_console(cfg, f"robot actor {index}")
@@ -76,9 +84,8 @@ class Robot:
         self._counters_at = 0.0
         self.policy = ActorPolicy(spec, cfg.policy).eval()  # inference only: no critics here
         self.weights_version = -1
-        self._weights_req = None
-        self._pending: list[ray.ObjectRef] = []
         self.episodes = 0
+        self.env_steps = 0
         self._thread = threading.Thread(target=self._run_guarded, name=f"robot-{index}", daemon=True)
         self._thread.start()
 
@@ -118,26 +125,16 @@ class Robot:
 
     # ------------------------------------------------------------------------ transport
     def _send(self, rows: list[dict], episodes: list[dict]) -> None:
-        if not rows:
-            return
-        max_pending = self.cfg.learner.max_pending_chunks
-        done, self._pending = ray.wait(self._pending, num_returns=len(self._pending), timeout=0)
-        try:
-            ray.get(done)
-        except ray.exceptions.RayActorError:
-            self._reconnect()  # those chunks died with the learner; its checkpoint has the rest
-        if len(self._pending) >= max_pending:  # back-pressure: the learner is behind
-            ray.wait(self._pending, num_returns=len(self._pending) - max_pending + 1)
-        self._pending.append(self.learner.add_chunk.remote(stack_rows(rows), episodes, self.name))
+        if rows:
+            self.sender.send(stack_rows(rows), episodes)
         if self.cfg.learner.env_steps_per_update is not None:
             self._wait_for_learner()
 
     def _wait_for_learner(self) -> None:
         """Sim pacing: hold while the env steps run ahead of what the learner's updates allow."""
         ratio, starts = self.cfg.learner.env_steps_per_update, self.cfg.learner.training_starts
+        self.sender.flush(give_up=self._stop.is_set)
         try:
-            ray.get(self._pending)
-            self._pending = []
             while not self._stop.is_set():
                 c = ray.get(self.learner.counters_now.remote())
                 if c["env_steps"] < starts or c["env_steps"] <= starts + c["updates"] * ratio:
@@ -212,6 +209,7 @@ class Robot:
         ep_prob, ep_disagree = None, 0
         while not self._stop.is_set():
             self._poll_weights()
+            self.sender.pump()
             if self.console is not None:
                 self._poll_console()
             action = self.policy.select_action(obs)
@@ -231,6 +229,7 @@ class Robot:
                     "is_last": False,
                 }
             )
+            self.env_steps += 1
             ep_return += float(reward)
             ep_len += 1
             ep_interventions += intervened
@@ -271,6 +270,10 @@ class Robot:
             elif len(rows) >= cfg.actors.chunk_size:
                 self._send(rows, [])
                 rows = []
+        if rows:  # a normal stop sends the partial chunk too (a crash drops it)
+            self.sender.send(stack_rows(rows), finished)
+        deadline = time.monotonic() + 5.0
+        self.sender.flush(give_up=lambda: time.monotonic() > deadline)
 
     def _episode_id(self) -> int:
         return (self._incarnation << 23) | self.episodes
@@ -289,7 +292,7 @@ class Robot:
         }
 
     # -------------------------------------------------------------------------- control
-    def _reconnect(self) -> None:
+    def _reconnect(self):
         """Find the learner by name; after a learner death, wait until the driver restarts it."""
         while not self._stop.is_set():
             try:
@@ -299,8 +302,8 @@ class Robot:
             except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 self._stop.wait(1.0)
         self._weights_req = None
-        self._pending = []
         self._counters_req = None
+        return getattr(self, "learner", None)
 
     def console_info(self) -> dict | None:
         """Where this actor's console page is (None when console.enabled is false)."""
@@ -331,6 +334,9 @@ class Robot:
             "index": self.index,
             "name": getattr(self, "name", ""),
             "episodes": getattr(self, "episodes", 0),
+            "env_steps": getattr(self, "env_steps", 0),
+            "acked_steps": self.sender.acked_steps if hasattr(self, "sender") else 0,
+            "unacked_chunks": len(self.sender) if hasattr(self, "sender") else 0,
             "weights_version": getattr(self, "weights_version", -1),
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),

@@ -1,0 +1,76 @@
+"""A robot actor's chunks to the learner: in order, each kept until the learner acknowledges it.
+
+A chunk is put into Ray's object store once (owned by the robot actor's process, so it outlives a
+learner death) and its reference is kept until the learner's `add_chunk` returns, which it does
+only once the rows are committed to the replay store. If the learner dies meanwhile, the robot
+waits for the driver to restart it and sends the same objects again, in the same order; the
+learner skips any it had stored already (by sequence number). So a robot actor loses at most the
+partial chunk it had not sent yet. One call is in flight at a time: a threaded actor does not run
+one caller's calls in order, and a chunk's first rows continue the previous chunk's episode.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+import numpy as np
+import ray
+
+
+class ChunkSender:
+    def __init__(self, sender: str, max_pending: int, connect: Callable[[], object], arm: str | None = None):
+        """`connect()` returns a learner handle, waiting while the learner is being restarted;
+        `arm` names the fleet arm the chunks come from (the learner's per-arm figures)."""
+        self.sender = sender
+        self.arm = arm
+        self.max_pending = max_pending
+        self._connect = connect
+        self.learner = connect()
+        self._seq = 0
+        self._unacked: collections.deque = collections.deque()  # (seq, ref, episodes, steps)
+        self._call: ray.ObjectRef | None = None  # the one add_chunk in flight: for _unacked[0]
+        self.acked_through = -1  # every chunk with seq <= this is stored
+        self.acked_steps = 0
+        self.learner_env_steps = 0  # from the last acknowledgement
+
+    def __len__(self) -> int:
+        return len(self._unacked)
+
+    def send(self, chunk: dict[str, np.ndarray], episodes: list[dict]) -> None:
+        """Queue a chunk (and the episodes it ends), push what can go; block only when too far behind."""
+        steps = int((~chunk["is_last"]).sum())
+        self._unacked.append((self._seq, ray.put(chunk), episodes, steps))
+        self._seq += 1
+        self.pump()
+        while len(self._unacked) > self.max_pending:  # back-pressure: the learner is behind
+            self.pump(block=True)
+
+    def pump(self, block: bool = False) -> None:
+        """Collect the acknowledgement in flight (`block`: wait up to 1 s for it), then send the next."""
+        if self._call is not None:
+            ready, _ = ray.wait([self._call], timeout=1.0 if block else 0)
+            if not ready:
+                return
+            try:
+                self.learner_env_steps = ray.get(self._call)
+            except ray.exceptions.RayActorError:
+                self._call = None  # not acknowledged: sent again to the restarted learner
+                self.learner = self._connect()
+                if self.learner is None:
+                    return
+            else:
+                seq, _, _, steps = self._unacked.popleft()
+                self.acked_through, self._call = seq, None
+                self.acked_steps += steps
+        if self._call is None and self._unacked and self.learner is not None:
+            seq, ref, episodes, _ = self._unacked[0]
+            self._call = self.learner.add_chunk.remote(ref, episodes, (self.sender, seq), self.arm)
+
+    def flush(self, give_up: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until every queued chunk is acknowledged (or `give_up()`); True when all are."""
+        while self._unacked and not give_up():
+            self.pump(block=True)
+            if self.learner is None:
+                return False
+        return not self._unacked
