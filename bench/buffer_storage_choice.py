@@ -83,7 +83,13 @@ def main() -> None:
     n = len(chunk["episode_id"]) // CHUNK * CHUNK
     pieces = split_rows({k: v[:n] for k, v in chunk.items()}, [CHUNK] * (n // CHUNK))
 
-    ray.init(num_cpus=1, include_dashboard=False, object_store_memory=int(3e9), log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=1,
+        include_dashboard=False,
+        object_store_memory=int(3e9),
+        log_to_driver=False,
+    )
     # pin only this process (Ray's own processes started above keep both cores)
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     torch.set_num_threads(1)

@@ -102,7 +102,7 @@ def main() -> None:
     cfg = make_cfg()
     spec = pipeline_spec(cfg)
     shutil.rmtree(Path(cfg.output_dir) / "replay", ignore_errors=True)  # a store left by an earlier run
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     learner = LearnerActor.options(num_cpus=1).remote(cfg.model_dump(mode="json"), None)
     sender = Sender.remote(spec.to_dict())
     ray.get(learner.counters_now.remote())

@@ -76,7 +76,9 @@ def test_cli_user_error_vs_debug_vs_bug(tmp_path):
 @pytest.fixture(scope="module")
 def small_ray():
     path = f"{ROOT}{os.pathsep}{ROOT / 'tests'}"
-    ray.init(num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(
+        address="local", num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}}
+    )
     yield
     ray.shutdown()
 

@@ -28,6 +28,7 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import UserError, deferred_init
 from hilserl_ray.fleet.stats import ArmStats, episode_summary
+from hilserl_ray.runtime.rundir import REPLAY_DIR
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ DATA_COUNTERS = ("env_steps", "episodes", "intervention_steps")  # committed wit
 
 def replay_dir(output_dir) -> Path:
     """Where a run's replay store lives: `online/` and `interventions/` stores under it."""
-    return Path(output_dir) / "replay"
+    return Path(output_dir) / REPLAY_DIR
 
 
 def resolve_device(name: str) -> str:

@@ -19,9 +19,11 @@ from hilserl_ray.errors import ConfigError
 
 MARKER = ".hilserl_run"
 # What a run, its evaluation and its plots write into the output dir (one list, extend it here).
+REPLAY_DIR = "replay"  # the durable replay store (buffer/store.py), written as chunks arrive
 RUN_ENTRIES = frozenset(
     {
         MARKER,
+        REPLAY_DIR,
         "config.yaml",
         "metrics.jsonl",
         "tb",
