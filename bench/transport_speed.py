@@ -6,10 +6,16 @@ for several chunk sizes; then times the weight broadcast of the agent's actor st
 ray.put) into a robot-side ActorPolicy.
 
     .venv/bin/python bench/transport_speed.py
+
+Chunk 64 went from 1,054-1,088 to 4,894-5,622 transitions/s on the 2-core VM under the same
+load (load average 17-21): py-spy showed the learner ~90% busy in the ring-buffer copy, which
+was the first write into never-touched pages (huge-page faults); `buffer/prefault.py` and 4 KiB
+pages fixed that, and the learner is now mostly idle while the sender serializes.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -101,6 +107,9 @@ def main() -> None:
     sender = Sender.remote(spec.to_dict())
     ray.get(learner.counters_now.remote())
     print(f"features: {', '.join(f'{k} {f.shape}' for k, f in spec.observation.items())}")
+    print(
+        f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (others' work skews this)"
+    )
     print(f"{'chunk size':>10} {'transitions/s':>14}")
     for k in CHUNK_SIZES:
         rate = ray.get(sender.send.remote(learner, k, SECONDS_PER_SIZE))

@@ -91,6 +91,46 @@ class RobotConfig(Strict):
     )
 
 
+class ArmInterventionConfig(Strict):
+    """An arm's own intervention device; fields left unset keep `pipeline.intervention`'s."""
+
+    source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] | None = None
+    leader_port: str | None = None
+    leader_calibration: Path | None = None
+    keys_url: str | None = Field(
+        None, pattern=r"^https?://", description="this arm's keys over HTTP (see pipeline.intervention)"
+    )
+
+
+class ArmConfig(Strict):
+    """One arm of a fleet: only what differs between arms. Everything else (task, robot safety
+    limits, pipeline shapes, policy) is shared, so every arm feeds the one policy the same features."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="names the arm in logs and metrics")
+    type: Literal["sim", "so101"] | None = Field(None, description="default: robot.type")
+    label: str | dict[str, str] | None = Field(
+        None,
+        description="node label the arm's actor is placed on: 'arm1' means {<key of ray.robot_label>: arm1}; "
+        "default: that key = the arm's name for a real arm, anywhere for a sim arm",
+    )
+    resource: str | None = Field(
+        None,
+        description="custom resource the actor takes, so one actor owns the arm; default "
+        "<ray.robot_resource>_<name> when the arm is placed by label",
+    )
+    port: str | None = Field(None, description="real arm: the follower's serial port (default robot.port)")
+    calibration: Path | None = Field(
+        None, description="real arm: calibration JSON (default robot.calibration)"
+    )
+    cameras: dict[str, int | str] = Field(
+        default_factory=dict, description="camera name (from env.cameras) -> this arm's device"
+    )
+    crop: dict[str, tuple[int, int, int, int]] | None = Field(
+        None, description="this arm's crops (top, left, height, width); default pipeline.image.crop"
+    )
+    intervention: ArmInterventionConfig = Field(default_factory=ArmInterventionConfig)
+
+
 # --------------------------------------------------------------------------------- pipeline
 class EEActionConfig(Strict):
     """End-effector delta control: (dx, dy, dz[, gripper]) in [-1, 1] solved by IK."""
@@ -298,10 +338,15 @@ class LearnerConfig(Strict):
 
 
 class ActorsConfig(Strict):
-    num_robot_actors: PositiveInt = 1
+    num_robot_actors: PositiveInt = Field(1, description="sim without `robots`: this many copies of `robot`")
     chunk_size: PositiveInt = Field(64, description="transitions per call to the learner")
     max_restarts: int = Field(
-        3, ge=-1, description="restarts of a failing robot actor before the run ends (-1: no limit)"
+        3, ge=-1, description="restarts of a failing robot actor before it is dead for good (-1: no limit)"
+    )
+    on_robot_failure: Literal["continue", "stop"] = Field(
+        "continue",
+        description="a robot actor dead for good (restarts used up): train on with the other arms, or stop "
+        "the run (robots stopped safely, final checkpoint, exit 1)",
     )
     start_timeout_s: PositiveFloat = Field(
         180.0, description="a robot actor not constructed (env, arm, cameras) by then ends the start"
@@ -382,6 +427,46 @@ class TrainConfig(Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    robots: list[ArmConfig] = Field(
+        default_factory=list,
+        description="a fleet: one robot actor per entry, each on its own node. Empty: `robot` alone "
+        "(or actors.num_robot_actors copies of it in the sim)",
+    )
+
+    def arm_config(self, i: int) -> TrainConfig:
+        """The single-robot config arm `i` of `robots` runs: the shared config with its overrides."""
+        a = self.robots[i]
+        own = {"type": a.type, "port": a.port, "calibration": a.calibration}
+        robot = self.robot.model_copy(update={k: v for k, v in own.items() if v is not None})
+        cams = [
+            c.model_copy(update={"device": a.cameras[c.name]}) if c.name in a.cameras else c
+            for c in self.env.cameras
+        ]
+        image = self.pipeline.image
+        if a.crop is not None:
+            image = image.model_copy(update={"crop": dict(a.crop)})
+        it = self.pipeline.intervention.model_copy(update=a.intervention.model_dump(exclude_none=True))
+        pipeline = self.pipeline.model_copy(update={"image": image, "intervention": it})
+        env = self.env.model_copy(update={"cameras": cams})
+        actors = self.actors.model_copy(update={"num_robot_actors": 1})
+        return self.model_copy(
+            update={"robot": robot, "env": env, "pipeline": pipeline, "actors": actors, "robots": []},
+            deep=True,
+        )
+
+    def arm_placement(self, i: int) -> tuple[dict[str, str], str | None]:
+        """(node label selector, custom resource) of arm `i` of `robots`; ({}, None) = anywhere."""
+        a = self.robots[i]
+        key = next(iter(self.ray.robot_label), "robot")
+        if isinstance(a.label, str):
+            label = {key: a.label}
+        elif a.label is not None:
+            label = dict(a.label)
+        else:
+            real = (a.type or self.robot.type) != "sim"
+            label = {key: a.name} if real else {}
+        resource = a.resource or (f"{self.ray.robot_resource}_{a.name}" if label else None)
+        return label, resource
 
     @field_validator("output_dir", mode="before")
     @classmethod
@@ -394,12 +479,67 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainConfig:
+        problems = self._shared_problems()
+        if not self.robots:
+            problems += self._arm_problems()
+        else:
+            problems += self._fleet_problems()
+        if problems:
+            raise ConfigProblems(problems)
+        return self
+
+    def _fleet_problems(self) -> list[tuple[str, object, str]]:
+        problems: list[tuple[str, object, str]] = []
+        names = [a.name for a in self.robots]
+        if len(set(names)) != len(names):
+            problems.append(("robots", names, "arm names must be unique"))
+        if self.actors.num_robot_actors != 1:
+            problems.append(
+                (
+                    "actors.num_robot_actors",
+                    self.actors.num_robot_actors,
+                    "1 with `robots` (one actor per entry; add sim entries for more sim actors)",
+                )
+            )
+        cams = {c.name for c in self.env.cameras}
+        owners: dict[str, str] = {}
+        for i, a in enumerate(self.robots):
+            for cam in a.cameras:
+                if cam not in cams:
+                    problems.append(
+                        (f"robots.{i}.cameras.{cam}", a.cameras[cam], f"one of env.cameras {sorted(cams)}")
+                    )
+            resource = self.arm_placement(i)[1]
+            if resource is not None and resource in owners:
+                problems.append(
+                    (
+                        f"robots.{i}.resource",
+                        resource,
+                        f"each arm its own resource ('{owners[resource]}' has it): one actor per arm",
+                    )
+                )
+            owners.setdefault(resource, a.name)
+            for path, value, allowed in self.arm_config(i)._arm_problems():
+                problems.append((arm_path(i, path), value, f"{allowed} (arm '{a.name}')"))
+        if self.console.enabled and self.console.port != 0:
+            nodes = [tuple(sorted(self.arm_placement(i)[0].items())) for i in range(len(self.robots))]
+            together = [
+                a.name for a, n in zip(self.robots, nodes, strict=True) if not n or nodes.count(n) > 1
+            ]
+            if len(together) > 1:
+                problems.append(
+                    (
+                        "console.port",
+                        self.console.port,
+                        f"0 (a free port each): arms {together} may share a node",
+                    )
+                )
+        return problems
+
+    def _arm_problems(self) -> list[tuple[str, object, str]]:
+        """Rules about the one robot this config drives (per arm in a fleet)."""
         problems: list[tuple[str, object, str]] = []
         cams = {c.name: c for c in self.env.cameras}
-        if len(cams) != len(self.env.cameras):
-            problems.append(
-                ("env.cameras", [c.name for c in self.env.cameras], "camera names must be unique")
-            )
         if self.robot.type == "sim":
             for name in cams:
                 if name not in SIM_CAMERAS:
@@ -430,12 +570,6 @@ class TrainConfig(Strict):
                 problems.append(
                     ("actors.num_robot_actors", self.actors.num_robot_actors, "a real arm has one actor: 1")
                 )
-        if len(self.robot.motor_ids) != len(JOINT_NAMES):
-            problems.append(
-                ("robot.motor_ids", self.robot.motor_ids, f"one id per joint: {len(JOINT_NAMES)} ids")
-            )
-        if len(self.robot.reset_pose_deg) != len(JOINT_NAMES):
-            problems.append(("robot.reset_pose_deg", self.robot.reset_pose_deg, f"{len(JOINT_NAMES)} values"))
         for cam, box in self.pipeline.image.crop.items():
             if cam not in cams:
                 problems.append(
@@ -452,9 +586,6 @@ class TrainConfig(Strict):
                         f"(top, left, height, width) inside the {c.height}x{c.width} image",
                     )
                 )
-        lo, hi = self.pipeline.ee_action.workspace_low, self.pipeline.ee_action.workspace_high
-        if any(a >= b for a, b in zip(lo, hi, strict=True)):
-            problems.append(("pipeline.ee_action.workspace_high", hi, f"each bound > workspace_low {lo}"))
         it = self.pipeline.intervention
         if it.source == "leader" and not it.leader_port:
             problems.append(("pipeline.intervention.leader_port", None, "the leader arm's serial port"))
@@ -497,6 +628,23 @@ class TrainConfig(Strict):
                     "(or --pipeline.intervention.source=none)",
                 )
             )
+        return problems
+
+    def _shared_problems(self) -> list[tuple[str, object, str]]:
+        """Rules about what every arm shares."""
+        problems: list[tuple[str, object, str]] = []
+        cams = [c.name for c in self.env.cameras]
+        if len(set(cams)) != len(cams):
+            problems.append(("env.cameras", cams, "camera names must be unique"))
+        if len(self.robot.motor_ids) != len(JOINT_NAMES):
+            problems.append(
+                ("robot.motor_ids", self.robot.motor_ids, f"one id per joint: {len(JOINT_NAMES)} ids")
+            )
+        if len(self.robot.reset_pose_deg) != len(JOINT_NAMES):
+            problems.append(("robot.reset_pose_deg", self.robot.reset_pose_deg, f"{len(JOINT_NAMES)} values"))
+        lo, hi = self.pipeline.ee_action.workspace_low, self.pipeline.ee_action.workspace_high
+        if any(a >= b for a, b in zip(lo, hi, strict=True)):
+            problems.append(("pipeline.ee_action.workspace_high", hi, f"each bound > workspace_low {lo}"))
         rw = self.pipeline.reward
         if rw.classifier is not None and not self.env.cameras:
             problems.append(
@@ -521,7 +669,9 @@ class TrainConfig(Strict):
             )
         if p.encoder == "pretrained" and p.encoder_weights is None:
             problems.append(("policy.encoder_weights", None, "a local weights file (nothing is downloaded)"))
-        if self.buffer.online_ratio < 1 and not self.dataset.all_paths() and it.source == "none":
+        shared = self.pipeline.intervention.source
+        sources = {a.intervention.source or shared for a in self.robots} or {shared}
+        if self.buffer.online_ratio < 1 and not self.dataset.all_paths() and sources == {"none"}:
             problems.append(
                 (
                     "buffer.online_ratio",
@@ -529,9 +679,27 @@ class TrainConfig(Strict):
                     "1.0 when there is no dataset and no intervention source (the offline buffer would stay empty)",
                 )
             )
-        if problems:
-            raise ConfigProblems(problems)
-        return self
+        return problems
+
+
+def arm_path(i: int, path: str) -> str:
+    """An arm config's problem path -> where the user sets it in `robots.<i>` (or the shared key)."""
+    for own, field in (
+        ("robot.port", "port"),
+        ("robot.calibration", "calibration"),
+        ("pipeline.image.crop", "crop"),
+        ("pipeline.intervention.source", "intervention.source"),
+        ("pipeline.intervention.leader_port", "intervention.leader_port"),
+        ("pipeline.intervention.leader_calibration", "intervention.leader_calibration"),
+        ("pipeline.intervention.keys_url", "intervention.keys_url"),
+    ):
+        if path == own or path.startswith(own + "."):
+            return f"robots.{i}.{field}{path[len(own) :]}"
+    if path.startswith("env.cameras.") and path.endswith(".device"):
+        return f"robots.{i}.cameras.{path.split('.')[2]}"
+    if path == "env.cameras":
+        return f"robots.{i}.type"
+    return path
 
 
 class ConfigProblems(ValueError):

@@ -1,4 +1,5 @@
-"""`python -m hilserl_ray.plot <output_dir> [--out curves.png]`: learning curves from metrics.jsonl."""
+"""`python -m hilserl_ray.plot <output_dir> [--out curves.png]`: learning curves from metrics.jsonl
+(a fleet's run: one thin curve per arm under the pooled one)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from hilserl_ray.errors import UserError, command
+from hilserl_ray.fleet.stats import ARM_PREFIX, arm_names
 from hilserl_ray.runtime.metrics import read_metrics
 
 PANELS = (
@@ -30,11 +32,15 @@ def plot(output_dir: Path, out: Path | None = None) -> Path:
         )
     out = Path(out) if out else Path(output_dir) / "curves.png"
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
+    arms = arm_names({k: None for r in rows for k in r})
+    fleet = len(arms) > 1  # per-arm curves (thin) under the pooled one
     for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
-        pts = [(r["env_steps"], r[key]) for r in rows if key in r]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, lw=1.5)
+        if fleet and key != "updates_per_s":
+            for name in arms:
+                _curve(ax, rows, f"{ARM_PREFIX}{name}/{key}", lw=1.0, alpha=0.8, label=name)
+        _curve(ax, rows, key, lw=2.0 if fleet else 1.5, color="black" if fleet else None, label="pooled")
+        if fleet and key != "updates_per_s":
+            ax.legend(fontsize=8)
         ax.set_title(title)
         ax.grid(alpha=0.3)
     for ax in axes[1]:
@@ -44,6 +50,13 @@ def plot(output_dir: Path, out: Path | None = None) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _curve(ax, rows: list[dict], key: str, **style) -> None:
+    pts = [(r["env_steps"], r[key]) for r in rows if key in r]
+    if pts:
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, **style)
 
 
 @command

@@ -16,6 +16,8 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError
 
 Problem = tuple[str, object, str]
+# checked once for the whole run, not once per arm
+SHARED_PATHS = ("robot.mjcf", "policy.encoder_weights", "policy.device", "learner.num_gpus")
 
 
 def check_files(cfg: TrainConfig) -> list[Problem]:
@@ -24,6 +26,7 @@ def check_files(cfg: TrainConfig) -> list[Problem]:
         problems.append(("robot.mjcf", str(cfg.robot.mjcf), "an existing MJCF file"))
     if (
         cfg.robot.type != "sim"
+        and not cfg.robots  # a fleet's arms are checked one by one (check_fleet)
         and cfg.robot.calibration is not None
         and not Path(cfg.robot.calibration).is_file()
     ):
@@ -102,6 +105,8 @@ def check_calibrations(cfg: TrainConfig) -> list[Problem]:
     from hilserl_ray.hardware.calibration import CalibrationError, load_calibration
 
     files = []
+    if cfg.robots:  # a fleet: check_fleet checks each arm's own
+        return []
     if (
         cfg.robot.type != "sim"
         and cfg.robot.calibration is not None
@@ -130,7 +135,7 @@ def check_devices(cfg: TrainConfig) -> list[Problem]:
     problems: list[Problem] = []
     if not local_ray(cfg):
         return problems
-    if cfg.robot.type != "sim":
+    if cfg.robot.type != "sim" and not cfg.robots:  # a fleet's arms: check_fleet, one by one
         ports = [("robot.port", cfg.robot.port)]
         if cfg.pipeline.intervention.source == "leader":
             ports.append(("pipeline.intervention.leader_port", cfg.pipeline.intervention.leader_port))
@@ -190,18 +195,24 @@ def check_cluster(cfg: TrainConfig, resources: dict) -> None:
         problems.append(
             ("learner.num_gpus", cfg.learner.num_gpus, f"<= the cluster's {gpus:g} GPUs (0 for CPU)")
         )
-    need = 1 + cfg.actors.num_robot_actors
+    from hilserl_ray.fleet.arms import fleet
+
+    arms = fleet(cfg)
+    need = 1 + len(arms)
     if resources.get("CPU", 0) < need:
         problems.append(
             ("ray.num_cpus", resources.get("CPU", 0), f">= {need} CPUs (the learner + one per robot actor)")
         )
-    if cfg.robot.type != "sim" and resources.get(cfg.ray.robot_resource, 0) < 1:
+    for arm in arms:
+        if arm.resource is None or resources.get(arm.resource, 0) >= 1:
+            continue
+        labels = ",".join(f"{k}={v}" for k, v in arm.label.items())
         problems.append(
             (
-                "ray.robot_resource",
-                cfg.ray.robot_resource,
-                f"a node offering it (ray start ... --resources '{{\"{cfg.ray.robot_resource}\": 1}}' "
-                f"--labels {','.join(f'{k}={v}' for k, v in cfg.ray.robot_label.items())}) on the robot host",
+                f"robots.{arm.index}.resource" if cfg.robots else "ray.robot_resource",
+                arm.resource,
+                f"a node offering it (ray start ... --resources '{{\"{arm.resource}\": 1}}' "
+                f"--labels {labels}) on arm '{arm.name}'s host",
             )
         )
     if problems:
@@ -217,8 +228,27 @@ def check_dataset_readable(cfg: TrainConfig) -> None:
     load_offline_datasets(cfg, progress=cfg.logging.progress_bar)
 
 
+def check_fleet(cfg: TrainConfig) -> list[Problem]:
+    """Each arm's own files (calibration) and the one feature spec every arm must give."""
+    from hilserl_ray.config import arm_path
+    from hilserl_ray.fleet import fleet_spec_problems
+
+    problems: list[Problem] = []
+    for i, a in enumerate(cfg.robots):
+        for path, value, allowed in check_files(cfg.arm_config(i)):
+            if path not in SHARED_PATHS:  # shared: reported once
+                problems.append((arm_path(i, path), value, f"{allowed} (arm '{a.name}')"))
+    return problems + fleet_spec_problems(cfg)
+
+
 def preflight(cfg: TrainConfig, source: str = "config") -> None:
-    problems = check_files(cfg) + check_dataset(cfg) + check_reward_classifier(cfg) + check_ray_address(cfg)
+    problems = (
+        check_files(cfg)
+        + check_fleet(cfg)
+        + check_dataset(cfg)
+        + check_reward_classifier(cfg)
+        + check_ray_address(cfg)
+    )
     if problems:
         config = source if Path(source).exists() else "<your config>"
         lines = [

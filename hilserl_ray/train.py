@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         print(to_yaml(cfg))
         print(spec.table())
         _print_dataset_decisions(cfg)
+        from hilserl_ray.fleet import fleet
+
+        for arm in fleet(cfg):
+            print(f"robot actor '{arm.name}' ({arm.cfg.robot.type}) -> {arm.where()}")
         print(f"\nconfig OK (feature fingerprint {spec.fingerprint()})")
         return 0
     from hilserl_ray.runtime.driver import run

@@ -6,7 +6,8 @@ Ctrl+C (SIGINT) or `ray job stop` (SIGTERM, or SIGINT with RAY_JOB_STOP_SIGNAL=S
 event; the loop then stops the robot actors (hold, torque off), takes a final checkpoint and
 exits within `shutdown_timeout_s`. During start-up it abandons the start (exit 130, nothing
 saved). A second signal exits at once. A robot actor that fails for good, or no env step for
-`actors.no_step_timeout_s`, ends the run the same safe way with its error as one line.
+`actors.no_step_timeout_s`, ends the run the same safe way with its error as one line; in a fleet
+with `actors.on_robot_failure: continue` the other arms train on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import ray
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import write_config
 from hilserl_ray.errors import UserError, user_error
+from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
+from hilserl_ray.fleet.watch import FleetWatch
 from hilserl_ray.preflight import check_cluster, check_dataset_readable
 from hilserl_ray.runtime import rundir
 from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
@@ -132,18 +135,21 @@ def init_ray(cfg: TrainConfig) -> bool:
                 fix="start the cluster (ray start --head / ray up cluster.yaml), or unset it for a local Ray",
             ) from None
         return False
-    n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + cfg.actors.num_robot_actors)
+    arms = fleet(cfg)
+    n_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, 1 + len(arms))
     kwargs: dict = {
         # "local": a new Ray of our own, even if another `ray start` cluster runs on this machine
         # (plain ray.init() would join that one, or fail because num_cpus is given)
         "address": "local",
-        "num_cpus": max(n_cpus, 1 + cfg.actors.num_robot_actors),
+        "num_cpus": max(n_cpus, 1 + len(arms)),
         "include_dashboard": cfg.ray.include_dashboard,
         "dashboard_host": cfg.ray.dashboard_host,
     }
-    if cfg.robot.type != "sim":  # one machine with the arm: this node is the robot node
-        kwargs["labels"] = dict(cfg.ray.robot_label)
-        kwargs["resources"] = {cfg.ray.robot_resource: 1}
+    labels, resources = local_node_placement(arms)  # one machine with the arms: this node has them
+    if labels:
+        kwargs["labels"] = labels
+    if resources:
+        kwargs["resources"] = resources
     # A loaded machine can take longer than Ray's default to register its raylet; the GCS reads this.
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     try:
@@ -167,7 +173,9 @@ class Run:
         self.cfg_dict = cfg.model_dump(mode="json")
         self.learner_name = f"hilserl_learner_{uuid.uuid4().hex[:8]}"  # robots find it by name
         self.learner = None
+        self.arms = fleet(cfg)
         self.robots: RobotSupervisor | None = None
+        self.watch: FleetWatch | None = None  # per-arm figures (weights_version, alive) for the metrics
         self.metrics: MetricsLogger | None = None
         self.last_saved: dict | None = None  # counters of the newest checkpoint: never save it twice
         self.last_try_updates = 0  # updates at the last save, failed or not: the next is every_updates on
@@ -195,14 +203,14 @@ class Run:
         self.learner = self._start_learner(candidates)
         self.stop.check()
         sup = RobotSupervisor(
-            lambda i: RobotActor.options(**robot_actor_options(self.cfg)).remote(
-                self.cfg_dict, i, self.learner_name
-            ),
-            self.cfg.actors.num_robot_actors,
+            lambda i: self._start_robot(self.arms[i]),
+            len(self.arms),
             self.cfg.actors.max_restarts,
+            names=[a.name for a in self.arms] if self.cfg.robots else None,
         )
         self.robots = sup
         sup.await_start(self.cfg.actors.start_timeout_s, stop=self.stop.check)
+        self.watch = FleetWatch(self.arms, sup.handles)
         self.metrics = MetricsLogger(self.out, tensorboard=self.cfg.logging.tensorboard)
 
     def _start_learner(self, candidates: list[Path]):
@@ -243,6 +251,35 @@ class Run:
             )
             return learner
         raise AssertionError("unreachable")
+
+    def _start_robot(self, arm: Arm):
+        """One actor per arm, on the arm's node; it runs the arm's own single-robot config."""
+        opts = robot_actor_options(self.cfg, arm)
+        say(f"arm '{arm.name}' ({arm.cfg.robot.type}) -> {arm.where()}")
+        return RobotActor.options(**opts).remote(
+            arm.cfg.model_dump(mode="json"), arm.index, self.learner_name, arm.name
+        )
+
+    def _watch_fleet(self) -> RunFailed | None:
+        """Report arms up and arms dead for good; a RunFailed when the run must end (policy
+        `stop`, or no arm left)."""
+        up, _ = self.watch.poll()  # deaths are the supervisor's call (robots.poll)
+        for h in up:
+            node = str(h.last.get("node_id", "?"))[:12]
+            say(f"arm '{h.arm.name}' up (pid {h.pid}, node {node}, {h.arm.where()})")
+        i = self.robots.poll()
+        if i is None:
+            return None
+        failed = self.robots.robots[i].dead
+        self.watch.health[i].dead = failed.what
+        left = len(self.robots.alive)
+        say(f"arm '{self.arms[i].name}' failed for good ({failed.what}); {left} arm(s) left")
+        if self.cfg.actors.on_robot_failure == "stop" and left > 0:
+            failed.fix = "actors.on_robot_failure=stop ends the run when one arm fails; 'continue' trains on"
+            return failed
+        if left == 0:
+            return failed
+        return None
 
     def _await_name_free(self) -> None:
         deadline = time.monotonic() + 60
@@ -309,9 +346,10 @@ class Run:
                 self._restart_learner()
                 last_progress = time.monotonic()
                 continue
-            failed = self.robots.poll()
+            failed = self._watch_fleet()
             if failed is not None:
                 return failed
+            s.update(self.watch.summary())
             now = time.monotonic()
             if s["env_steps"] != last_steps:
                 last_steps, last_progress = s["env_steps"], now

@@ -27,6 +27,7 @@ import torch
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import UserError, deferred_init
+from hilserl_ray.fleet.stats import ArmStats, episode_summary
 from hilserl_ray.runtime.rundir import REPLAY_DIR
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,13 @@ class Learner:
         self.offline = OfflineBuffer(ring, datasets, seed=cfg.seed + 3)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
-        # env_steps, episodes, intervention_steps and the recent episodes are committed with the
-        # rows (they describe the stored data); updates come with the agent from a checkpoint.
+        # env_steps, episodes, intervention_steps and the recent episodes (overall and per arm) are
+        # committed with the rows (they describe the stored data); updates come with the agent.
         stored = self.online.meta
         self.counters = {"updates": 0, **dict.fromkeys(DATA_COUNTERS, 0), **stored.get("counters", {})}
         self.recent = collections.deque(stored.get("recent", []), maxlen=EPISODE_WINDOW)
+        self.arms = ArmStats(EPISODE_WINDOW)
+        self.arms.restore(stored.get("arms", {}))
         self.last_metrics: dict[str, float] = {}
         self._pending_metrics: dict[str, torch.Tensor] | None = None
         self._weights: tuple[int, ray.ObjectRef] | None = None
@@ -130,14 +133,19 @@ class Learner:
         return load_offline_datasets(self.cfg, self.spec, progress=self.cfg.logging.progress_bar)
 
     def add_chunk(
-        self, chunk: dict[str, np.ndarray], episodes: list[dict] | None = None, source: tuple | None = None
+        self,
+        chunk: dict[str, np.ndarray],
+        episodes: list[dict] | None = None,
+        source: tuple | None = None,
+        arm: str | None = None,
     ) -> int:
         """Store K steps from a robot actor and its finished episodes; return env_steps.
 
         Returning is the acknowledgement: the rows and the counters are committed to the replay
         store by then. `source` = (sender, sequence number): a chunk sent again because its
         acknowledgement was lost (the learner died after storing it) is not stored twice, and a
-        sender's stream with a gap does not link an episode across the gap."""
+        sender's stream with a gap does not link an episode across the gap. `arm`: the fleet arm
+        it comes from (per-arm figures)."""
         episodes = list(episodes or [])
         with self._ingest:
             if source is not None and self.online.is_stored(tuple(source)):
@@ -148,15 +156,22 @@ class Learner:
             c["env_steps"] += int((~chunk["is_last"]).sum())
             c["intervention_steps"] += int((chunk["is_intervention"] & ~chunk["is_last"]).sum())
             c["episodes"] += len(episodes)
+            arms = ArmStats(EPISODE_WINDOW)
+            with self._lock:
+                arms.restore(self.arms.state())
+            arms.add(arm, int((~chunk["is_last"]).sum()), episodes)
             src = tuple(source) if source is not None else None
             # Offline first: the online commit (with the counters) is the one that marks the chunk
             # stored; if the learner dies between the two, the chunk comes again and the offline
             # ring skips it by its own sequence number.
             self.offline.add_chunk(chunk, only_interventions=True, source=src)
-            self.online.add_chunk(chunk, source=src, meta={"counters": c, "recent": recent})
+            self.online.add_chunk(
+                chunk, source=src, meta={"counters": c, "recent": recent, "arms": arms.state()}
+            )
             with self._lock:
                 self.counters.update(c)
                 self.recent.extend(episodes)
+                self.arms = arms
             return c["env_steps"]
 
     def _sync_loop(self) -> None:
@@ -210,20 +225,15 @@ class Learner:
         s["updates_per_s"] = self._updates_per_s
         s["online_size"] = len(self.online)
         s["offline_size"] = len(self.offline)
-        recent = list(self.recent)
-        if recent:
-            s["success_rate"] = float(np.mean([e["success"] for e in recent]))
-            s["episode_return"] = float(np.mean([e["return"] for e in recent]))
-            s["intervention_rate"] = float(
-                np.mean([e["intervention_steps"] / max(e["length"], 1) for e in recent])
-            )
-            s["episode_length"] = float(np.mean([e["length"] for e in recent]))
-            s["policy_hz"] = float(np.mean([e["policy_hz"] for e in recent]))
-            judged = [e for e in recent if "classifier_prob_max" in e]
-            if judged:  # reward classifier: its successes vs the env's own (sim ground truth)
-                s["env_success_rate"] = float(np.mean([e["env_success"] for e in judged]))
-                s["classifier_prob_max"] = float(np.mean([e["classifier_prob_max"] for e in judged]))
-                s["classifier_disagreements"] = float(sum(e["classifier_disagreements"] for e in judged))
+        with self._lock:
+            recent = list(self.recent)
+            s.update(self.arms.summary())
+        s.update(episode_summary(recent))
+        judged = [e for e in recent if "classifier_prob_max" in e]
+        if judged:  # reward classifier: its successes vs the env's own (sim ground truth)
+            s["env_success_rate"] = float(np.mean([e["env_success"] for e in judged]))
+            s["classifier_prob_max"] = float(np.mean([e["classifier_prob_max"] for e in judged]))
+            s["classifier_disagreements"] = float(sum(e["classifier_disagreements"] for e in judged))
         s.update({f"loss/{k}": v for k, v in self.last_metrics.items()})
         return s
 
@@ -239,6 +249,7 @@ class Learner:
             self.agent.save(d / "agent")
             counters = dict(self.counters)
             recent = list(self.recent)
+            arms = self.arms.state()
             rng = {"online": self.online._rng.bit_generator.state, "offline": self.offline.rng_states()}
             position = {
                 "online_written": self.online._written,
@@ -246,11 +257,18 @@ class Learner:
             }
             torch_rng = torch.get_rng_state().numpy()
         stall = time.perf_counter() - t0
-        state = {"counters": counters, "recent": recent, "rng": rng, "replay": position, "stall_s": stall}
+        state = {
+            "counters": counters,
+            "recent": recent,
+            "rng": rng,
+            "replay": position,
+            "stall_s": stall,
+            "arms": arms,
+        }
         (d / "learner.json").write_text(json.dumps(state, indent=1, default=int))
         np.save(d / "torch_rng.npy", torch_rng)
         self.sync()  # a checkpoint never refers to rows a power loss could take
-        return {**counters, "stall_s": stall}
+        return {**counters, "stall_s": stall, "arms": arms}
 
     def _restore(self, d: Path) -> None:
         from hilserl_ray.policy import SACAgent
@@ -267,6 +285,7 @@ class Learner:
             )
             self.counters.update({k: int(state["counters"].get(k, 0)) for k in DATA_COUNTERS})
             self.recent.extend(state.get("recent", []))
+            self.arms.restore(state.get("arms", {}))
         if "rng" in state:
             self.online._rng.bit_generator.state = state["rng"]["online"]
             self.offline.set_rng_states(state["rng"]["offline"])

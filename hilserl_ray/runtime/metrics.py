@@ -8,6 +8,8 @@ import math
 import time
 from pathlib import Path
 
+from hilserl_ray.fleet.stats import ARM_PREFIX, arm_names
+
 
 class MetricsLogger:
     def __init__(self, output_dir: Path, tensorboard: bool = True):
@@ -60,4 +62,17 @@ def console_line(s: dict) -> str:
     ):
         if key in s and s[key] is not None:
             parts.append(fmt.format(s[key]))
+    arms = arm_names(s)
+    if len(arms) > 1:  # a fleet: each arm's share, so a lagging arm (or human) shows
+        parts += [arm_part(s, name) for name in arms]
     return " | ".join(parts)
+
+
+def arm_part(s: dict, name: str) -> str:
+    p = f"{ARM_PREFIX}{name}/"
+    out = f"{name}: {int(s.get(p + 'episodes', 0))} ep"
+    if p + "success_rate" in s:
+        out += f" {s[p + 'success_rate']:.0%} ok {s[p + 'intervention_rate']:.0%} iv"
+    if s.get(p + "alive") == 0:
+        out += " FAILED"
+    return out

@@ -30,6 +30,7 @@ import torch
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import debug_requested, deferred_init
+from hilserl_ray.fleet import Arm, fleet
 from hilserl_ray.runtime.sender import ChunkSender
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,14 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 class Robot:
-    def __init__(self, cfg_dict: dict, index: int, learner_name: str):
+    def __init__(self, cfg_dict: dict, index: int, learner_name: str, name: str | None = None):
         from hilserl_ray.console.session import open_console
         from hilserl_ray.policy import ActorPolicy
 
         torch.set_num_threads(1)
         self.cfg = cfg = TrainConfig.model_validate(cfg_dict)
         self.index = index
+        self.name = name or f"arm{index}"  # the arm, in the learner's per-arm metrics
         # The learner by name, not by handle: a handle among the constructor args would stop Ray
         # from restarting this actor (ray#53727), and a name also finds a restarted learner.
         self.learner_name = learner_name
@@ -60,7 +62,10 @@ class Robot:
         # and Ray restarts (the buffer links rows by episode id).
         self._incarnation = secrets.randbits(40)
         self.sender = ChunkSender(
-            f"robot{index}-{self._incarnation:010x}", cfg.learner.max_pending_chunks, self._reconnect
+            f"robot{index}-{self._incarnation:010x}",
+            cfg.learner.max_pending_chunks,
+            self._reconnect,
+            arm=self.name,
         )
         self._seed = cfg.seed + 1000 * index + (self._incarnation & 0xFFFF)
         # The operator's page, served from this process: it sees frames without a Ray round trip.
@@ -245,6 +250,7 @@ class Robot:
                         "intervention_steps": ep_interventions,
                         "policy_hz": ep_len / max(time.monotonic() - t_start, 1e-6),
                         "actor": self.index,
+                        "arm": self.name,
                     }
                 )
                 if ep_prob is not None:  # the env's own success (sim: ground truth) next to it
@@ -326,12 +332,14 @@ class Robot:
         thread = getattr(self, "_thread", None)
         return {
             "index": self.index,
+            "name": getattr(self, "name", ""),
             "episodes": getattr(self, "episodes", 0),
             "env_steps": getattr(self, "env_steps", 0),
             "acked_steps": self.sender.acked_steps if hasattr(self, "sender") else 0,
             "unacked_chunks": len(self.sender) if hasattr(self, "sender") else 0,
             "weights_version": getattr(self, "weights_version", -1),
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "alive": thread is not None and thread.is_alive(),
             "paused": getattr(self, "console", None) is not None and self.console.controls.paused,
             "waiting_for": getattr(self, "waiting_for", ""),
@@ -361,10 +369,14 @@ def _hardware_away(e: BaseException) -> bool:
 RobotActor = ray.remote(max_concurrency=4)(deferred_init(Robot))
 
 
-def robot_actor_options(cfg: TrainConfig) -> dict:
-    """Pin a real arm's actor to its node (label) and make it the arm's only owner (resource)."""
+def robot_actor_options(cfg: TrainConfig, arm: Arm | None = None) -> dict:
+    """Pin an arm's actor to its node (label) and make it the arm's only owner (resource).
+
+    `arm` defaults to the config's first arm (a single `robot`: the arm)."""
+    arm = arm or fleet(cfg)[0]
     opts: dict = {"num_cpus": 1, "max_restarts": cfg.actors.max_restarts, "max_task_retries": 0}
-    if cfg.robot.type != "sim":
-        opts["label_selector"] = dict(cfg.ray.robot_label)
-        opts["resources"] = {cfg.ray.robot_resource: 1}
+    if arm.label:
+        opts["label_selector"] = dict(arm.label)
+    if arm.resource:
+        opts["resources"] = {arm.resource: 1}
     return opts

@@ -19,9 +19,11 @@ import ray
 
 
 class ChunkSender:
-    def __init__(self, sender: str, max_pending: int, connect: Callable[[], object]):
-        """`connect()` returns a learner handle, waiting while the learner is being restarted."""
+    def __init__(self, sender: str, max_pending: int, connect: Callable[[], object], arm: str | None = None):
+        """`connect()` returns a learner handle, waiting while the learner is being restarted;
+        `arm` names the fleet arm the chunks come from (the learner's per-arm figures)."""
         self.sender = sender
+        self.arm = arm
         self.max_pending = max_pending
         self._connect = connect
         self.learner = connect()
@@ -63,7 +65,7 @@ class ChunkSender:
                 self.acked_steps += steps
         if self._call is None and self._unacked and self.learner is not None:
             seq, ref, episodes, _ = self._unacked[0]
-            self._call = self.learner.add_chunk.remote(ref, episodes, (self.sender, seq))
+            self._call = self.learner.add_chunk.remote(ref, episodes, (self.sender, seq), self.arm)
 
     def flush(self, give_up: Callable[[], bool] = lambda: False) -> bool:
         """Wait until every queued chunk is acknowledged (or `give_up()`); True when all are."""

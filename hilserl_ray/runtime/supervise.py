@@ -4,7 +4,9 @@ env step for `actors.no_step_timeout_s` ends the run with its error as one line.
 Each robot actor has one standing `watch()` call that returns only when its control loop ends,
 raising what ended it. A failure costs one restart (the driver restarts the process with
 `ray.kill(no_restart=False)`; a process that died by itself Ray restarts on its own); after
-`actors.max_restarts` restarts the next failure is final. Generic over N actors.
+`actors.max_restarts` restarts the next failure is final: that actor is dead for good (killed,
+skipped from then on) and `poll` returns its index; whether the run goes on with the other arms
+is the driver's call (`actors.on_robot_failure`). Generic over N actors.
 """
 
 from __future__ import annotations
@@ -49,16 +51,34 @@ class Watched:
     failures: int = 0
     last_error: str = ""
     restarting: bool = False  # we killed it to restart it: its next actor error is ours
+    name: str = ""  # the arm's name in a fleet (`robots`); "" for a single robot or sim copies
+    dead: RunFailed | None = None  # failed for good: why (skipped from then on)
+
+    @property
+    def label(self) -> str:
+        return f"robot actor {self.index}" + (f" (arm '{self.name}')" if self.name else "")
 
 
 class RobotSupervisor:
-    def __init__(self, make_actor: Callable[[int], ray.actor.ActorHandle], n: int, max_restarts: int):
+    def __init__(
+        self,
+        make_actor: Callable[[int], ray.actor.ActorHandle],
+        n: int,
+        max_restarts: int,
+        names: list[str] | None = None,
+    ):
         self.max_restarts = max_restarts
-        self.robots = [Watched(i, make_actor(i)) for i in range(n)]
+        names = names or [""] * n
+        self.robots = [Watched(i, make_actor(i), name=names[i]) for i in range(n)]
+
+    @property
+    def alive(self) -> list[Watched]:
+        return [r for r in self.robots if r.dead is None]
 
     @property
     def handles(self) -> list[ray.actor.ActorHandle]:
-        return [r.handle for r in self.robots]
+        """The actors not dead for good."""
+        return [r.handle for r in self.alive]
 
     def await_start(self, timeout_s: float, stop: Callable[[], None] = lambda: None) -> None:
         """Every robot actor constructed (env, arm, cameras) or RunFailed naming the first that is not.
@@ -73,9 +93,9 @@ class RobotSupervisor:
             if not done:
                 if time.monotonic() < deadline:
                     continue
-                late = [refs[p].index for p in pending]
+                late = [refs[p].label for p in pending]
                 raise RunFailed(
-                    f"robot actor {late[0]} did not start within {timeout_s:g} s (actors.start_timeout_s)",
+                    f"{late[0]} did not start within {timeout_s:g} s (actors.start_timeout_s)",
                     fix="is the robot's node in the cluster (ray.robot_label, ray.robot_resource)? "
                     "raise actors.start_timeout_s if the robot is slow to come up",
                 )
@@ -83,13 +103,14 @@ class RobotSupervisor:
             try:
                 ray.get(done[0])
             except Exception as e:
-                raise RunFailed(f"robot actor {r.index} could not start: {one_line(e)}", cause=e) from e
+                raise RunFailed(f"{r.label} could not start: {one_line(e)}", cause=e) from e
         for r in self.robots:
             r.watch = r.handle.watch.remote()
 
-    def poll(self) -> RunFailed | None:
-        """Non-blocking: handle finished watches; a RunFailed when a robot actor failed for good."""
-        for r in self.robots:
+    def poll(self) -> int | None:
+        """Non-blocking: handle finished watches. Returns the index of a robot actor that just
+        failed for good (its RunFailed in `.robots[i].dead`), else None."""
+        for r in self.alive:
             if r.watch is None:
                 continue
             ready, _ = ray.wait([r.watch], timeout=0)
@@ -113,14 +134,17 @@ class RobotSupervisor:
             r.failures += 1
             r.last_error = one_line(failure)
             if 0 <= self.max_restarts < r.failures:
-                return RunFailed(
-                    f"robot actor {r.index} failed {r.failures} time{'s' if r.failures != 1 else ''} "
+                r.watch = None
+                r.dead = RunFailed(
+                    f"{r.label} failed {r.failures} time{'s' if r.failures != 1 else ''} "
                     f"(actors.max_restarts={self.max_restarts}); "
                     f"last: {r.last_error}",
                     cause=failure,
                 )
+                ray.kill(r.handle, no_restart=True)  # gone for good: its arm and resource are free
+                return r.index
             print(
-                f"[hilserl_ray] robot actor {r.index} failed ({r.last_error}); restarting it "
+                f"[hilserl_ray] {r.label} failed ({r.last_error}); restarting it "
                 f"({r.failures}/{self.max_restarts if self.max_restarts >= 0 else 'unlimited'})",
                 flush=True,
             )
@@ -141,5 +165,5 @@ class RobotSupervisor:
         return False
 
     def summary(self) -> str:
-        bad = [f"robot actor {r.index}: {r.last_error}" for r in self.robots if r.last_error]
+        bad = [f"{r.label}: {r.last_error}" for r in self.robots if r.last_error]
         return "; ".join(bad)

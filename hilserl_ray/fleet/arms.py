@@ -1,0 +1,96 @@
+"""The arms a config describes, each with the single-robot config its actor runs and its placement.
+
+`robots:` lists the arms of a fleet; without it, `robot` is a fleet of one (or, in the sim,
+`actors.num_robot_actors` copies of it). A real arm, or any arm given a label, is placed on
+the node with that label and takes a custom resource of its own, so no two actors drive it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hilserl_ray.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Arm:
+    index: int
+    name: str
+    cfg: TrainConfig = field(repr=False)  # a single-robot config (no `robots`)
+    label: dict[str, str]  # node label selector; {} = any node
+    resource: str | None  # custom resource the actor takes (one owner per arm)
+
+    @property
+    def real(self) -> bool:
+        return self.cfg.robot.type != "sim"
+
+    def where(self) -> str:
+        if not self.label:
+            return "any node"
+        labels = ",".join(f"{k}={v}" for k, v in self.label.items())
+        return f"node {labels}" + (f", resource {self.resource}" if self.resource else "")
+
+
+def fleet(cfg: TrainConfig) -> list[Arm]:
+    if cfg.robots:
+        return [Arm(i, a.name, cfg.arm_config(i), *cfg.arm_placement(i)) for i, a in enumerate(cfg.robots)]
+    if cfg.robot.type != "sim":
+        return [Arm(0, "arm0", cfg, dict(cfg.ray.robot_label), cfg.ray.robot_resource)]
+    return [Arm(i, f"arm{i}", cfg, {}, None) for i in range(cfg.actors.num_robot_actors)]
+
+
+def fleet_spec_problems(cfg: TrainConfig) -> list[tuple[str, object, str]]:
+    """Every arm's pipeline must give the learner's feature spec; name each difference."""
+    from hilserl_ray.envs.pipeline import pipeline_spec
+
+    want = _features(pipeline_spec(cfg))
+    problems = []
+    for arm in fleet(cfg) if cfg.robots else []:
+        got = _features(pipeline_spec(arm.cfg))
+        diffs = [
+            f"{k}: {_show(got.get(k))} where the shared config gives {_show(want.get(k))}"
+            for k in sorted(set(want) | set(got))
+            if want.get(k) != got.get(k)
+        ]
+        if diffs:
+            problems.append(
+                (
+                    f"robots.{arm.index}",
+                    arm.name,
+                    "the same features as every arm (the policy is shared); this arm's pipeline differs: "
+                    + "; ".join(diffs),
+                )
+            )
+    return problems
+
+
+def _features(spec) -> dict[str, tuple]:
+    out = {k: (f.shape, f.dtype, f.names) for k, f in spec.observation.items()}
+    out[spec.action.name] = (spec.action.shape, spec.action.dtype, spec.action.names)
+    return out
+
+
+def _show(f: tuple | None) -> str:
+    return "absent" if f is None else f"{f[0]} {f[1]}"
+
+
+def local_node_placement(arms: list[Arm]) -> tuple[dict[str, str], dict[str, float]]:
+    """Labels and resources a one-machine Ray needs so every pinned arm can be placed on it."""
+    labels: dict[str, str] = {}
+    resources: dict[str, float] = {}
+    for arm in arms:
+        for k, v in arm.label.items():
+            if labels.setdefault(k, v) != v:
+                from hilserl_ray.configio import ConfigError
+
+                raise ConfigError(
+                    "robots",
+                    [
+                        f"robots.{arm.index}.label: got {arm.label}; on one machine (no Ray cluster) every "
+                        f"arm's node label must agree, but another arm needs {k}={labels[k]}. Give these "
+                        "arms one label (the host), or run on a cluster whose nodes carry these labels"
+                    ],
+                )
+        if arm.resource:
+            resources[arm.resource] = 1
+    return labels, resources

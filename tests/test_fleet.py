@@ -1,0 +1,412 @@
+"""A fleet of arms: the `robots` config, placement on labelled nodes, per-arm metrics, failures.
+
+Placement and failure tests run a real multi-node Ray on this machine (`ray.cluster_utils.Cluster`,
+one node per arm with its label and resource); sim arms pinned by label stand in for real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from hilserl_ray.configio import ConfigError, load_config, write_config
+from hilserl_ray.fleet import fleet
+from hilserl_ray.fleet.arms import local_node_placement
+from hilserl_ray.preflight import preflight
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "--env.max_episode_steps=25",
+    "--policy.batch_size=32",
+    "--policy.hidden_dims=[64,64]",
+    "--policy.latent_dim=32",
+    "--learner.training_starts=50",
+    "--learner.weights_every=5",
+    "--checkpoint.every_updates=100000",
+    "--buffer.online_capacity=4000",
+    "--logging.every_seconds=1",
+    "--logging.tensorboard=false",
+]
+TWO_SIM_ARMS = "--robots=[{name: arm1, label: arm1}, {name: arm2, label: arm2}]"
+
+
+def reach(*extra: str):
+    return load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL, *extra])
+
+
+# ------------------------------------------------------------------------------ config
+def test_one_robot_is_a_fleet_of_one_and_sim_copies_stay():
+    (arm,) = fleet(load_config(ROOT / "configs" / "so101_real.yaml"))
+    assert (arm.label, arm.resource, arm.cfg.robot.port) == ({"robot": "so101"}, "so101", "/dev/ttyACM0")
+    arms = fleet(reach("--actors.num_robot_actors=3"))
+    assert [a.name for a in arms] == ["arm0", "arm1", "arm2"] and all(not a.label for a in arms)
+
+
+def test_each_arm_runs_the_shared_config_with_its_own_devices(tmp_path):
+    cfg = load_config(ROOT / "configs" / "so101_fleet.yaml")
+    write_config(cfg, tmp_path / "config.yaml")  # a run's resolved config restarts the same fleet
+    assert load_config(tmp_path) == cfg
+    a1, a2 = fleet(cfg)
+    assert (a1.label, a1.resource) == ({"robot": "arm1"}, "so101_arm1")
+    assert (a2.label, a2.resource) == ({"robot": "arm2"}, "so101_arm2")
+    assert str(a1.cfg.robot.calibration) == "calibration/arm1_follower.json"
+    assert str(a2.cfg.robot.calibration) == "calibration/arm2_follower.json"
+    assert a1.cfg.env.cameras[0].device.endswith("Webcam_A-video-index0")
+    assert a2.cfg.env.cameras[0].device.endswith("Webcam_B-video-index0")
+    assert a1.cfg.pipeline.image.crop == {"gripper_cam": (0, 80, 480, 480)}  # the shared crop
+    assert a2.cfg.pipeline.image.crop == {"gripper_cam": (0, 60, 480, 480)}  # its own
+    assert str(a2.cfg.pipeline.intervention.leader_calibration) == "calibration/arm2_leader.json"
+    assert a2.cfg.pipeline.intervention.source == "leader"  # shared, not repeated per arm
+    for a in (a1, a2):  # what they share stays shared
+        assert a.cfg.robot.max_relative_target_deg == 8.0 and not a.cfg.robots
+        assert a.cfg.policy == cfg.policy and a.cfg.pipeline.image.size == (128, 128)
+
+
+def test_fleet_config_errors_name_the_arm_and_key():
+    with pytest.raises(ConfigError) as e:
+        load_config(
+            ROOT / "configs" / "so101_fleet.yaml",
+            [
+                "--robots.1.port=null",
+                "--robots.0.cameras.front=2",
+                "--robots.1.resource=so101_arm1",
+                "--actors.num_robot_actors=2",
+            ],
+        )
+    msg = e.value.message()
+    assert "robots.1.port: got None; a real robot needs its serial port" in msg and "(arm 'arm2')" in msg
+    assert "robots.0.cameras.front: got 2; one of env.cameras ['gripper_cam']" in msg
+    assert "robots.1.resource: got 'so101_arm1'; each arm its own resource ('arm1' has it)" in msg
+    assert "actors.num_robot_actors: got 2; 1 with `robots`" in msg
+    with pytest.raises(ConfigError) as e:
+        reach("--robots=[{name: a}, {name: a}]")
+    assert "robots: got ['a', 'a']; arm names must be unique" in e.value.message()
+
+
+def test_every_arm_must_give_the_same_features_and_the_difference_is_named(tmp_path):
+    calib = ROOT / "tests/bad_inputs/calibrations/good.json"
+    port = tmp_path / "ttyACM0"  # not under /dev: preflight does not look for it
+    real = (
+        f"{{name: real, type: so101, port: {port}, calibration: {calib}, intervention: {{source: keyboard}}}}"
+    )
+    # a state-only sim arm sees the target position (privileged); a real arm cannot
+    with pytest.raises(ConfigError) as e:
+        preflight(reach(f"--robots=[{{name: sim}}, {real}]"))
+    msg = e.value.message()
+    assert "robots.1: got 'real'" in msg and "observation.environment_state: absent" in msg
+    preflight(reach("--env.environment_state=false", f"--robots=[{{name: sim}}, {real}]"))
+    empty = tmp_path / "c.json"
+    empty.write_text("{}")
+    with pytest.raises(ConfigError) as e:  # each arm's calibration and serial port, named per arm
+        preflight(
+            reach(
+                "--env.environment_state=false",
+                f"--robots=[{{name: sim}}, {real}]",
+                f"--robots.1.calibration={empty}",
+                "--robots.1.port=/dev/nonexistent_ttyACM9",
+            )
+        )
+    msg = e.value.message()
+    assert "robots.1.calibration" in msg and "a usable calibration" in msg and "(arm 'real')" in msg
+    assert "robots.1.port: got '/dev/nonexistent_ttyACM9'" in msg
+    with pytest.raises(ConfigError) as e:  # each arm's own files are checked too
+        preflight(
+            reach(
+                "--env.environment_state=false",
+                f"--robots=[{{name: sim}}, {real}]",
+                "--robots.1.calibration=/nope.json",
+            )
+        )
+    assert "robots.1.calibration: got '/nope.json'" in e.value.message()
+
+
+def test_one_machine_cannot_carry_two_different_labels():
+    with pytest.raises(ConfigError) as e:
+        local_node_placement(fleet(reach(TWO_SIM_ARMS)))
+    assert "robots.1.label" in e.value.message()
+    same_host = reach("--robots=[{name: arm1, label: lab}, {name: arm2, label: lab}]")
+    assert local_node_placement(fleet(same_host)) == ({"robot": "lab"}, {"so101_arm1": 1, "so101_arm2": 1})
+
+
+# ----------------------------------------------------------------------- on a Ray cluster
+@pytest.fixture(scope="module")
+def arm_cluster():
+    """A head (driver + learner) and one node per arm, each with its label and its arm's resource."""
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a loaded machine registers slowly
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    nodes = {
+        name: cluster.add_node(num_cpus=2, labels={"robot": name}, resources={f"so101_{name}": 1})
+        for name in ("arm1", "arm2")
+    }
+    cluster.wait_for_nodes()
+    yield cluster, {name: n.node_id for name, n in nodes.items()}
+    cluster.shutdown()
+
+
+def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited {proc.returncode} while waiting for {what}")
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_arm(arm_cluster, tmp_path):
+    from hilserl_ray.fleet.watch import FleetWatch
+    from hilserl_ray.runtime.learner import LearnerActor
+    from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
+
+    cluster, node_of = arm_cluster
+    cfg = reach(TWO_SIM_ARMS, f"--output_dir={tmp_path}")
+    ray.init(address=cluster.address)
+    try:
+        learner = LearnerActor.options(num_cpus=1, name="fleet_learner").remote(cfg.model_dump(mode="json"))
+        arms = fleet(cfg)
+        robots = [
+            RobotActor.options(**robot_actor_options(cfg, a)).remote(
+                a.cfg.model_dump(mode="json"), a.index, "fleet_learner", a.name
+            )
+            for a in arms
+        ]
+        for a, r in zip(arms, robots, strict=True):
+            assert ray.get(r.stats.remote(), timeout=120)["node_id"] == node_of[a.name]
+        # a second actor for arm1 gets no place: the arm's resource is taken
+        again = RobotActor.options(**robot_actor_options(cfg, arms[0])).remote(
+            arms[0].cfg.model_dump(mode="json"), 0, "fleet_learner", "arm1"
+        )
+        ready, _ = ray.wait([again.stats.remote()], timeout=3)
+        assert not ready, "two actors on one arm"
+        ray.kill(again)
+
+        def per_arm():
+            s = ray.get(learner.stats.remote())
+            return s if all(s.get(f"arm/{n}/episodes", 0) >= 2 for n in ("arm1", "arm2")) else None
+
+        s = wait_for(per_arm, 180, "episodes from both arms")
+        for n in ("arm1", "arm2"):
+            assert 0 <= s[f"arm/{n}/success_rate"] <= 1 and 0 <= s[f"arm/{n}/intervention_rate"] <= 1
+            assert s[f"arm/{n}/env_steps"] >= s[f"arm/{n}/episodes"] > 0
+        assert s["arm/arm1/env_steps"] + s["arm/arm2/env_steps"] == s["env_steps"]
+        assert s["episodes"] == s["arm/arm1/episodes"] + s["arm/arm2/episodes"]
+        wait_for(
+            lambda: all(ray.get(r.stats.remote())["weights_version"] > 0 for r in robots),
+            180,
+            "trained weights on every arm",
+        )
+
+        # arm2 dies for good: the watch reports it, arm1 keeps feeding a learner that keeps training
+        watch = FleetWatch(arms, robots)
+        wait_for(lambda: len(watch.poll()[0]) == 0 and all(h.last for h in watch.health), 60, "watch up")
+        ray.kill(robots[1], no_restart=True)
+        dead = wait_for(lambda: watch.poll()[1], 60, "arm2 reported dead")
+        assert [h.arm.name for h in dead] == ["arm2"] and [h.arm.name for h in watch.alive] == ["arm1"]
+        before = ray.get(learner.stats.remote())
+        wait_for(
+            lambda: ray.get(learner.stats.remote())["arm/arm1/env_steps"] > before["arm/arm1/env_steps"] + 50,
+            120,
+            "arm1 to go on",
+        )
+        after = ray.get(learner.stats.remote())
+        assert (
+            after["updates"] > before["updates"]
+            and after["arm/arm2/env_steps"] == before["arm/arm2/env_steps"]
+        )
+        assert watch.summary()["arm/arm2/alive"] == 0.0 and watch.summary()["arms_alive"] == 1
+        ray.get(robots[0].stop.remote())
+        ray.get(learner.stop.remote())
+    finally:
+        ray.shutdown()
+
+
+def test_watch_tells_a_restart_from_death_for_good(arm_cluster):
+    from hilserl_ray.fleet.watch import FleetWatch
+
+    @ray.remote(max_restarts=1, max_task_retries=0, num_cpus=0)
+    class Arm:
+        def stats(self):
+            return {"pid": os.getpid(), "weights_version": 3}
+
+    cluster, _ = arm_cluster
+    ray.init(address=cluster.address)
+    try:
+        (arm,) = fleet(reach())
+        handle = Arm.remote()
+        watch = FleetWatch([arm], [handle])
+
+        def poll_until(pred, what):
+            return wait_for(lambda: pred(watch.poll()), 120, what)
+
+        poll_until(lambda ud: ud[0], "the arm up")
+        first = watch.health[0].pid
+        os.kill(first, signal.SIGKILL)  # one restart left: Ray brings it back, not a failure
+        poll_until(lambda ud: ud[0] and watch.health[0].pid != first, "the restarted arm up")
+        assert watch.alive and watch.summary()["arm/arm0/weights_version"] == 3
+        os.kill(watch.health[0].pid, signal.SIGKILL)  # no restart left: dead for good
+        dead = poll_until(lambda ud: ud[1], "the arm dead for good")
+        assert dead[0].arm.name == "arm0" and dead[0].dead and not watch.alive
+        assert watch.summary() == {"arms_alive": 0, "arm/arm0/alive": 0.0, "arm/arm0/weights_version": 3}
+    finally:
+        ray.shutdown()
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+
+
+def driver(address: str, out: Path, log: Path, *extra: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "hilserl_ray.train",
+        "--config",
+        "configs/sim_reach.yaml",
+        *SMALL,
+        f"--output_dir={out}",
+        *extra,
+    ]
+    env = {**ENV, "RAY_ADDRESS": address}
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def metrics(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def test_run_goes_on_with_the_other_arm_when_one_fails_for_good(arm_cluster, tmp_path):
+    cluster, _ = arm_cluster
+    out, log = tmp_path / "run", tmp_path / "driver.log"
+    proc = driver(cluster.address, out, log, TWO_SIM_ARMS, "--actors.max_restarts=0", "--total_env_steps=900")
+    try:
+        text = lambda: log.read_text() if log.exists() else ""  # noqa: E731
+        pid = int(
+            wait_for(lambda: re.search(r"arm 'arm2' up \(pid (\d+)", text()), 240, "arm2 up", proc).group(1)
+        )
+        wait_for(lambda: any(r.get("updates", 0) >= 5 for r in metrics(out)), 240, "training", proc)
+        os.kill(pid, signal.SIGKILL)  # no restarts left: arm2 is gone for good
+        wait_for(lambda: "arm 'arm2' failed for good" in text(), 120, "the failure report", proc)
+        at_failure = metrics(out)[-1]
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, text()[-3000:]
+    assert "1 arm(s) left" in text()
+    last = metrics(out)[-1]
+    assert last["env_steps"] >= 900 and last["updates"] > at_failure["updates"]
+    assert last["arm/arm1/env_steps"] > at_failure.get("arm/arm1/env_steps", 0)
+    assert last["arm/arm2/alive"] == 0 and last["arm/arm1/alive"] == 1 and last["arms_alive"] == 1
+    assert last["arm/arm1/weights_version"] > 0 and last["arm/arm2/episodes"] > 0
+    assert re.search(r"arm1: \d+ ep .* \| arm2: \d+ ep.* FAILED", text())  # the console line, per arm
+    r = subprocess.run(
+        [sys.executable, "-m", "hilserl_ray.plot", str(out)], env=ENV, capture_output=True, text=True
+    )
+    assert r.returncode == 0 and (out / "curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_stop_policy_ends_the_run_when_one_arm_fails_for_good(arm_cluster, tmp_path):
+    cluster, _ = arm_cluster
+    out, log = tmp_path / "run", tmp_path / "driver.log"
+    proc = driver(
+        cluster.address,
+        out,
+        log,
+        TWO_SIM_ARMS,
+        "--actors.max_restarts=0",
+        "--actors.on_robot_failure=stop",
+        "--total_env_steps=100000",
+    )
+    try:
+        text = lambda: log.read_text() if log.exists() else ""  # noqa: E731
+        pid = int(
+            wait_for(lambda: re.search(r"arm 'arm2' up \(pid (\d+)", text()), 240, "arm2 up", proc).group(1)
+        )
+        os.kill(pid, signal.SIGKILL)  # no restarts left: arm2 is gone for good
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, text()[-3000:]
+    assert "arm 'arm2' failed for good" in text() and "actors.on_robot_failure=stop" in text()
+    assert (out / "checkpoints").is_dir()  # stopped the usual way: final checkpoint
+
+
+# ------------------------------------------------------------------- two twins, one run
+def twin_arm(name: str, twin) -> str:
+    """A `robots` entry pointing arm `name` at a running twin (its ptys, calibrations, camera, keys)."""
+    p = twin.paths
+    cams = {k.split(".")[2]: v for k, v in p.items() if k.startswith("env.cameras.")}
+    cam = {"gripper_cam": cams["0"]} if cams else {}
+    entry = {
+        "name": name,
+        "label": name,
+        "port": p["robot.port"],
+        "calibration": p["robot.calibration"],
+        "cameras": cam,
+        "intervention": {
+            "leader_port": p["pipeline.intervention.leader_port"],
+            "leader_calibration": p["pipeline.intervention.leader_calibration"],
+            "keys_url": p["pipeline.intervention.keys_url"],
+        },
+    }
+    return json.dumps(entry)
+
+
+@pytest.mark.slow
+def test_two_twins_on_two_labelled_nodes_train_together(arm_cluster, tmp_path):
+    from hilserl_ray.twin.launch import TwinProcess
+
+    cluster, _ = arm_cluster
+    fast = ["--env.max_episode_steps=30", "--robot.reset_seconds=0.5", "--robot.bus_timeout_ms=500"]
+    twins = [
+        TwinProcess("configs/so101_twin.yaml", tmp_path / f"twin{i}", "--seed", str(i), *fast) for i in (1, 2)
+    ]
+    out, log = tmp_path / "run", tmp_path / "driver.log"
+    proc = None
+    try:
+        for t in twins:
+            t.wait_ready(timeout=120)
+        robots = "[" + ", ".join(twin_arm(f"arm{i}", t) for i, t in zip((1, 2), twins, strict=True)) + "]"
+        cmd = [
+            sys.executable, "-m", "hilserl_ray.train", "--config", "configs/so101_twin.yaml",
+            *SMALL, *fast, "--learner.training_starts=60", "--actors.max_restarts=5",
+            "--logging.progress_bar=false", f"--robots={robots}", "--total_env_steps=240",
+            f"--output_dir={out}",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            env={**ENV, "RAY_ADDRESS": cluster.address},
+            cwd=ROOT,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        rc = proc.wait(timeout=900)
+        text = log.read_text()
+        assert rc == 0, text[-4000:]
+        last = metrics(out)[-1]
+        for name in ("arm1", "arm2"):
+            assert last[f"arm/{name}/env_steps"] > 0 and last[f"arm/{name}/episodes"] > 0, last
+            assert last[f"arm/{name}/weights_version"] > 0
+        assert last["updates"] > 0
+        for t in twins:  # each twin's servos got the policy's commands over its own wire
+            assert len(t.events(("goal",))) > 50
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        for t in twins:
+            t.stop()
