@@ -520,7 +520,13 @@ class TrainConfig(Strict):
                 )
             owners.setdefault(resource, a.name)
             for path, value, allowed in self.arm_config(i)._arm_problems():
-                problems.append((arm_path(i, path), value, f"{allowed} (arm '{a.name}')"))
+                problems.append(
+                    (
+                        arm_path(i, path, [c.name for c in self.env.cameras]),
+                        value,
+                        f"{allowed} (arm '{a.name}')",
+                    )
+                )
         if self.console.enabled and self.console.port != 0:
             nodes = [tuple(sorted(self.arm_placement(i)[0].items())) for i in range(len(self.robots))]
             together = [
@@ -682,8 +688,10 @@ class TrainConfig(Strict):
         return problems
 
 
-def arm_path(i: int, path: str) -> str:
-    """An arm config's problem path -> where the user sets it in `robots.<i>` (or the shared key)."""
+def arm_path(i: int, path: str, cameras: list[str]) -> str:
+    """An arm config's problem path -> where the user sets it in `robots.<i>` (or the shared key).
+
+    `cameras`: the shared `env.cameras` names, in order (an arm's devices are keyed by name)."""
     for own, field in (
         ("robot.port", "port"),
         ("robot.calibration", "calibration"),
@@ -696,7 +704,8 @@ def arm_path(i: int, path: str) -> str:
         if path == own or path.startswith(own + "."):
             return f"robots.{i}.{field}{path[len(own) :]}"
     if path.startswith("env.cameras.") and path.endswith(".device"):
-        return f"robots.{i}.cameras.{path.split('.')[2]}"
+        j = int(path.split(".")[2])
+        return f"robots.{i}.cameras.{cameras[j] if j < len(cameras) else j}"
     if path == "env.cameras":
         return f"robots.{i}.type"
     return path

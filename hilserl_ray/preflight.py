@@ -234,10 +234,11 @@ def check_fleet(cfg: TrainConfig) -> list[Problem]:
     from hilserl_ray.fleet import fleet_spec_problems
 
     problems: list[Problem] = []
+    cameras = [c.name for c in cfg.env.cameras]
     for i, a in enumerate(cfg.robots):
         for path, value, allowed in check_files(cfg.arm_config(i)):
             if path not in SHARED_PATHS:  # shared: reported once
-                problems.append((arm_path(i, path), value, f"{allowed} (arm '{a.name}')"))
+                problems.append((arm_path(i, path, cameras), value, f"{allowed} (arm '{a.name}')"))
     return problems + fleet_spec_problems(cfg)
 
 

@@ -129,6 +129,14 @@ def test_every_arm_must_give_the_same_features_and_the_difference_is_named(tmp_p
     assert "robots.1.calibration: got '/nope.json'" in e.value.message()
 
 
+def test_a_missing_camera_is_named_by_arm_and_camera_name():
+    with pytest.raises(ConfigError) as e:  # an arm's cameras are keyed by name, not index
+        preflight(load_config(ROOT / "configs" / "so101_fleet.yaml"))
+    msg = e.value.message()
+    assert "robots.1.cameras.gripper_cam: got '/dev/v4l/by-id/usb-046d_HD_Webcam_B-video-index0'" in msg
+    assert "(arm 'arm2')" in msg and "env.cameras.0" not in msg
+
+
 def test_one_machine_cannot_carry_two_different_labels():
     with pytest.raises(ConfigError) as e:
         local_node_placement(fleet(reach(TWO_SIM_ARMS)))
