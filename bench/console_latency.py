@@ -32,15 +32,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
@@ -50,13 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presses", type=int, default=100)
     p.add_argument("--fps", type=float, default=10.0, help="env.fps: the control rate a step waits for")
-    p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--chromium", default=None, help="default: $HILSERL_CHROMIUM or /usr/bin/chromium")
     args = p.parse_args(argv)
 
     import ray
     from playwright.sync_api import sync_playwright
 
     from hilserl_ray.configio import load_config
+    from hilserl_ray.console.headless import launch
     from hilserl_ray.runtime.learner import LearnerActor
     from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
 
@@ -83,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         robot = RobotActor.options(**robot_actor_options(cfg)).remote(cfg_dict, 0, name)
         url = ray.get(robot.console_info.remote(), timeout=300)["url"]
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            browser = launch(pw, args.chromium)
             page = browser.new_page()
             page.goto(url)
             page.wait_for_function("document.querySelector('img.raw')?.dataset.frames > 0", timeout=120_000)

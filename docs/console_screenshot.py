@@ -21,22 +21,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "console.png")
-    p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--chromium", default=None, help="default: $HILSERL_CHROMIUM or /usr/bin/chromium")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
+
+    from hilserl_ray.console.headless import launch
 
     out_dir = Path(tempfile.mkdtemp(prefix="console_shot_"))
     cmd = [
@@ -72,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
         url = json.loads(pages.read_text())[0]["url"]
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            browser = launch(pw, args.chromium)
             page = browser.new_page(viewport={"width": 1180, "height": 830})
             page.goto(url)
             # episodes done and the learner updating, so every number on the page is live

@@ -11,13 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 SIM_CAMERAS = ("gripper_cam", "front")
+
+
+def _expand_user(v: object) -> object:
+    return Path(v).expanduser() if isinstance(v, str | Path) and str(v).startswith("~") else v
+
+
+# Every path a user writes: `~/data` means their home, in a config file as on the command line.
+UserPath = Annotated[Path, BeforeValidator(_expand_user)]
 
 
 class Strict(BaseModel):
@@ -61,13 +69,13 @@ class EnvConfig(Strict):
 # ------------------------------------------------------------------------------------ robot
 class RobotConfig(Strict):
     type: Literal["sim", "so101"] = "sim"
-    mjcf: Path | None = Field(
+    mjcf: UserPath | None = Field(
         None,
         description="MJCF used for kinematics (and the sim). Default: the project's primitive SO-101. "
         "Any model with the same joint names and a 'gripperframe' site works.",
     )
     port: str | None = Field(None, description="real robot: serial port of the follower bus")
-    calibration: Path | None = Field(None, description="real robot: LeRobot-format calibration JSON")
+    calibration: UserPath | None = Field(None, description="real robot: LeRobot-format calibration JSON")
     motor_ids: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     max_relative_target_deg: PositiveFloat = Field(10.0, description="largest joint move per step, degrees")
     reset_pose_deg: list[float] = Field(
@@ -96,7 +104,7 @@ class ArmInterventionConfig(Strict):
 
     source: Literal["none", "oracle", "keyboard", "gamepad", "leader", "web"] | None = None
     leader_port: str | None = None
-    leader_calibration: Path | None = None
+    leader_calibration: UserPath | None = None
     keys_url: str | None = Field(
         None, pattern=r"^https?://", description="this arm's keys over HTTP (see pipeline.intervention)"
     )
@@ -119,7 +127,7 @@ class ArmConfig(Strict):
         "<ray.robot_resource>_<name> when the arm is placed by label",
     )
     port: str | None = Field(None, description="real arm: the follower's serial port (default robot.port)")
-    calibration: Path | None = Field(
+    calibration: UserPath | None = Field(
         None, description="real arm: calibration JSON (default robot.calibration)"
     )
     cameras: dict[str, int | str] = Field(
@@ -194,7 +202,7 @@ class InterventionConfig(Strict):
     )
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     leader_port: str | None = None
-    leader_calibration: Path | None = None
+    leader_calibration: UserPath | None = None
     leader_divergence_deg: PositiveFloat = Field(15.0, description="leader: auto-engage when arms diverge")
     keys_url: str | None = Field(
         None,
@@ -211,7 +219,7 @@ class RewardConfig(Strict):
     still win over it; every disagreement is counted (and saved when `disagreements_dir` is set).
     """
 
-    classifier: Path | None = Field(
+    classifier: UserPath | None = Field(
         None, description="directory written by `python -m hilserl_ray.reward train`; None = the env's reward"
     )
     threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
@@ -224,7 +232,7 @@ class RewardConfig(Strict):
     min_ee_height_m: float | None = Field(
         None, description="state check AND-ed with the classifier: ee.z >= this (needs proprio.ee_pose)"
     )
-    disagreements_dir: Path | None = Field(
+    disagreements_dir: UserPath | None = Field(
         None, description="save frames where the human's key contradicts the classifier, as new labels"
     )
 
@@ -261,7 +269,9 @@ class PolicyConfig(Strict):
     hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [256, 256])
     latent_dim: PositiveInt = 256
     encoder: Literal["conv", "pretrained"] = "conv"
-    encoder_weights: Path | None = Field(None, description="local weights for the frozen pretrained encoder")
+    encoder_weights: UserPath | None = Field(
+        None, description="local weights for the frozen pretrained encoder"
+    )
     image_head: Literal["spatial_embedding", "spatial_softmax"] = "spatial_embedding"
     drq_pad: Annotated[int, Field(ge=0)] = 4
     grad_clip: PositiveFloat = 40.0
@@ -289,15 +299,15 @@ class DatasetConfig(Strict):
     overrides that make it fit a config.
     """
 
-    path: Path | None = None
-    paths: list[Path] = Field(
+    path: UserPath | None = None
+    paths: list[UserPath] = Field(
         default_factory=list,
         description="several datasets, all into the offline buffer (with or without path)",
     )
     missing_reward: Literal["zero", "success_last_frame"] = "success_last_frame"
     rename: dict[str, str] = Field(default_factory=dict, description="dataset key -> pipeline feature name")
     cache: bool = True
-    cache_dir: Path | None = Field(
+    cache_dir: UserPath | None = Field(
         None,
         description="where converted datasets are cached, keyed by dataset content and pipeline, shared by "
         "runs; default $HILSERL_RAY_CACHE_DIR or ~/.cache/hilserl_ray/offline",
@@ -410,7 +420,7 @@ class TrainConfig(Strict):
     """One run. `output_dir` receives config.yaml, metrics, checkpoints and caches."""
 
     name: str = "run"
-    output_dir: Path = Path("outputs/run")
+    output_dir: UserPath = Path("outputs/run")
     seed: int = 0
     total_env_steps: PositiveInt = 20_000
     shutdown_timeout_s: PositiveFloat = 30.0

@@ -21,3 +21,25 @@ def seeded_single_thread_torch():
 def private_offline_cache(tmp_path_factory, monkeypatch):
     """Converted datasets go to a shared cache (~/.cache/hilserl_ray by default): keep tests' own."""
     monkeypatch.setenv("HILSERL_RAY_CACHE_DIR", str(tmp_path_factory.mktemp("offline_cache")))
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray for one test."""
+    import ray
+    from run_helpers import start_local_ray
+
+    start_local_ray()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def module_ray():
+    """A local Ray shared by a module's tests (each starts its own actors)."""
+    import ray
+    from run_helpers import start_local_ray
+
+    start_local_ray()
+    yield
+    ray.shutdown()

@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import ray
+from run_helpers import wait_for
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
@@ -34,16 +34,6 @@ SMALL = [
 
 def small_cfg(out: Path, *extra: str):
     return load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL, f"--output_dir={out}", *extra])
-
-
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def saved_updates(ckpt: Path) -> int:
@@ -71,18 +61,6 @@ def test_resumed_learner_reports_no_bogus_updates_per_s(tmp_path, seeded_single_
     resumed.close()
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        address="local",
-        num_cpus=3,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-    )
-    yield
-    ray.shutdown()
-
-
 def start_run(cfg, resume_from=None):
     from hilserl_ray.runtime.driver import Run, StopSignal
 
@@ -105,7 +83,7 @@ def poll_for(run, seconds: float) -> None:
     run.stop.event.clear()
 
 
-def test_checkpoints_are_named_for_their_contents_and_a_resume_saves_nothing_at_once(local_ray, tmp_path):
+def test_checkpoints_are_named_for_their_contents_and_a_resume_saves_nothing_at_once(module_ray, tmp_path):
     out = tmp_path / "run"
     run = start_run(small_cfg(out, "--checkpoint.keep_last=10"))
     try:
@@ -128,7 +106,7 @@ def test_checkpoints_are_named_for_their_contents_and_a_resume_saves_nothing_at_
         resumed.shutdown()
 
 
-def test_checkpoint_failures_do_not_end_the_run(local_ray, tmp_path, capsys):
+def test_checkpoint_failures_do_not_end_the_run(module_ray, tmp_path, capsys):
     out = tmp_path / "run"
     run = start_run(small_cfg(out))
     try:

@@ -235,3 +235,14 @@ def test_fingerprint_changes_with_state_dim_and_image_size():
     assert pipeline_spec(no_proprio).state_dim == 6
     fps = {pipeline_spec(c).fingerprint() for c in (base, no_proprio, smaller)}
     assert len(fps) == 3
+
+
+def test_a_path_under_home_means_the_users_home(tmp_path):
+    cfg = load_config(
+        ROOT / "configs" / "sim_reach.yaml",
+        ["--output_dir=~/runs/reach", "--dataset.paths=[~/data/a, data/b]"],
+    )
+    assert cfg.output_dir == Path.home() / "runs" / "reach"  # not ./~/runs/reach
+    assert cfg.dataset.paths == [Path.home() / "data" / "a", Path("data/b")]
+    write_config(cfg, tmp_path / "config.yaml")  # the run's own config names the real place
+    assert str(Path.home()) in (tmp_path / "config.yaml").read_text()

@@ -15,20 +15,10 @@ import pytest
 
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.console.controls import WebControls, WebSource
+from hilserl_ray.console.headless import CHROMIUM, launch
 from hilserl_ray.envs.intervention import no_events
 from hilserl_ray.features import STATE
 
-CHROMIUM = os.environ.get("HILSERL_CHROMIUM", "/usr/bin/chromium")
-# Flags for a closed network: no background fetches, no first-run, a profile of its own (Playwright
-# gives each launch a fresh --user-data-dir and passes --headless and --no-sandbox itself).
-CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SMALL = [
     "--env.cameras.0.width=96",
     "--env.cameras.0.height=96",
@@ -153,7 +143,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch(p)
         yield b
         b.close()
 

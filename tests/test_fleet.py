@@ -12,11 +12,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import ray
+from run_helpers import wait_for
 
 from hilserl_ray.configio import ConfigError, load_config, write_config
 from hilserl_ray.fleet import fleet
@@ -160,18 +160,6 @@ def arm_cluster():
     cluster.wait_for_nodes()
     yield cluster, {name: n.node_id for name, n in nodes.items()}
     cluster.shutdown()
-
-
-def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited {proc.returncode} while waiting for {what}")
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_arm(arm_cluster, tmp_path):

@@ -10,35 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from run_helpers import wait_for
 
 from hilserl_ray.configio import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        address="local",
-        num_cpus=3,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-    )
-    yield
-    ray.shutdown()
-
-
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_a_normal_stop_sends_the_partial_chunk(local_ray, tmp_path):
+def test_a_normal_stop_sends_the_partial_chunk(module_ray, tmp_path):
     from hilserl_ray.runtime.learner import LearnerActor
     from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
 
@@ -148,7 +127,7 @@ def buf_identity(buf):
 
 
 @pytest.mark.timeout(600)  # eleven learner start-ups
-def test_learner_killed_again_and_again_loses_no_acknowledged_transition(local_ray, tmp_path):
+def test_learner_killed_again_and_again_loses_no_acknowledged_transition(module_ray, tmp_path):
     """kill -9 of the learner at 10 random moments while two senders stream: afterwards the
     store holds every transition they had acknowledgements for, exactly once, and the counters
     match it."""

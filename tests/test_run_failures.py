@@ -13,26 +13,12 @@ from pathlib import Path
 
 import pytest
 from fake_sts3215 import FakeBus, write_calibration
+from run_helpers import SMALL_REACH
 
 from hilserl_ray.runtime.checkpoint import complete_checkpoints, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-SMALL = [
-    "--config",
-    "configs/sim_reach.yaml",
-    "--env.max_episode_steps=25",
-    "--policy.batch_size=32",
-    "--policy.hidden_dims=[64,64]",
-    "--policy.latent_dim=32",
-    "--learner.training_starts=50",
-    "--learner.weights_every=5",
-    "--checkpoint.every_updates=20",
-    "--buffer.online_capacity=4000",
-    "--logging.every_seconds=1",
-    "--logging.tensorboard=false",
-    "--ray.num_cpus=2",
-]
 
 
 def train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -63,7 +49,7 @@ def trained(tmp_path_factory) -> Path:
     from hilserl_ray.runtime.learner import Learner
 
     out = tmp_path_factory.mktemp("trained") / "run"
-    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL[2:], f"--output_dir={out}"])
+    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL_REACH[2:], f"--output_dir={out}"])
     learner = Learner(cfg.model_dump(mode="json"))
     try:
         for step in (10, 20, 30):
@@ -90,7 +76,7 @@ def test_resume_after_state_size_change_names_both_shapes_before_ray(trained, tm
     for extra in ([], ["--total_env_steps=60"]):
         t0 = time.monotonic()
         r = train(
-            *SMALL, f"--output_dir={out}", "--resume", "--pipeline.proprio.joint_velocity=false", *extra
+            *SMALL_REACH, f"--output_dir={out}", "--resume", "--pipeline.proprio.joint_velocity=false", *extra
         )
         assert r.returncode == 2, r.stderr[-3000:]
         assert "Traceback" not in r.stderr and "Started a local Ray" not in r.stderr
@@ -112,7 +98,7 @@ def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp
     # what the pre-flight finds (a truncated weights file): skipped before Ray starts
     model = second / "agent" / "model.safetensors"
     model.write_bytes(model.read_bytes()[:1000])
-    r = train(*SMALL, f"--output_dir={out}", "--resume", "--total_env_steps=60")
+    r = train(*SMALL_REACH, f"--output_dir={out}", "--resume", "--total_env_steps=60")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"checkpoint {second.name} is damaged: {model}" in r.stdout
     assert f"checkpoint {newest} cannot be loaded" in r.stdout
@@ -136,7 +122,7 @@ def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp
     # none loadable: exit 2 naming them, before Ray
     for ckpt in complete_checkpoints(out / "checkpoints"):
         (ckpt / "learner.json").write_text("{")
-    r = train(*SMALL, f"--output_dir={out}", "--resume")
+    r = train(*SMALL_REACH, f"--output_dir={out}", "--resume")
     line = one_line_error(r)
     assert r.returncode == 2 and "no checkpoint in" in line and "learner.json" in line
 
@@ -166,7 +152,7 @@ def test_robot_actor_that_keeps_dying_ends_the_run_with_one_line(tmp_path):
     run stops (final checkpoint) with the error as one line and a non-zero exit."""
     out = tmp_path / "run"
     log = tmp_path / "driver.log"
-    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL, f"--output_dir={out}"]
+    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
     cmd += ["--total_env_steps=100000", "--actors.max_restarts=1"]
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=f, stderr=subprocess.PIPE, text=True)
@@ -260,7 +246,7 @@ def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, t
         sys.executable,
         "-m",
         "hilserl_ray.train",
-        *SMALL,
+        *SMALL_REACH,
         f"--output_dir={out}",
         "--total_env_steps=100000",
     ]

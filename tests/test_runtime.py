@@ -16,28 +16,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 import ray
+from run_helpers import SMALL_REACH, wait_for
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.runtime.checkpoint import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "--config",
-    "configs/sim_reach.yaml",
-    "--env.max_episode_steps=25",
-    "--policy.batch_size=32",
-    "--policy.hidden_dims=[64,64]",
-    "--policy.latent_dim=32",
-    "--learner.training_starts=50",
-    "--learner.weights_every=5",
-    "--checkpoint.every_updates=20",
-    "--buffer.online_capacity=4000",
-    "--logging.every_seconds=1",
-    "--logging.tensorboard=false",
-    "--ray.num_cpus=2",
-]
 ENV = {
     **os.environ,
     "PYTHONPATH": str(ROOT),
@@ -47,7 +32,7 @@ ENV = {
 
 
 def train_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "hilserl_ray.train", *SMALL, f"--output_dir={out}", *extra]
+    return [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}", *extra]
 
 
 def train(out: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -60,18 +45,6 @@ def counters(out: Path) -> dict:
     last = latest_checkpoint(out / "checkpoints")
     assert last is not None, f"no checkpoint in {out}"
     return json.loads((last / "learner.json").read_text())["counters"]
-
-
-def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited {proc.returncode} while waiting for {what}")
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def trained(out: Path, min_updates: int = 1):
@@ -235,7 +208,7 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
             sys.executable,
             "-m",
             "hilserl_ray.train",
-            *SMALL,
+            *SMALL_REACH,
             f"--output_dir={out}",
             "--total_env_steps=100000",
         ]
@@ -269,23 +242,11 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
         assert counters(out)["updates"] >= 5
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(
-        address="local",
-        num_cpus=3,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-    )
-    yield
-    ray.shutdown()
-
-
 def test_killed_robot_actor_restarts_and_training_continues(local_ray, tmp_path):
     from hilserl_ray.runtime.learner import LearnerActor
     from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
 
-    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL[2:], f"--output_dir={tmp_path}"])
+    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL_REACH[2:], f"--output_dir={tmp_path}"])
     d = cfg.model_dump(mode="json")
     learner = LearnerActor.options(num_cpus=1, name="test_learner").remote(d, None)
     robot = RobotActor.options(**robot_actor_options(cfg)).remote(d, 0, "test_learner")
