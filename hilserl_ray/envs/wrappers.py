@@ -89,9 +89,16 @@ class Proprioception(_ObsStep):
 class EEAction(gym.Wrapper):
     """(dx, dy, dz) in [-1, 1] (or arm-joint deltas) + gripper -> 6 joint targets for the robot.
 
-    EE mode: the step is scaled by `step_size_m`, capped at `max_step_m`, added to the measured
-    gripperframe position, clamped to the workspace box and solved by IK (warm start: the
-    measured joints; fingers held pointing down if `point_down`). Joint mode: deltas scaled by
+    EE mode: the step is scaled by `step_size_m` and added to the reference, the last commanded
+    EE position (FK of the last joint targets). A soft position servo (the STS3215 with
+    LeRobot's low P gain, and the MuJoCo model of it) sags under gravity by more than a small
+    step, so steps from the *measured* pose ask for less than the sag and the arm stalls;
+    steps from the commanded one accumulate. The reference is the measured pose plus the lag
+    (commanded - measured) cut to `max_lag_m` (contact or a blocked arm: no wind-up), and on
+    an axis where the new step opposes the lag the lag is dropped, so a reversal answers at
+    once; at reset it is the measured pose. The target is then kept within `max_step_m` of the
+    measured EE, clamped to the workspace box and solved by IK (warm start: the measured
+    joints; fingers held pointing down if `point_down`). Joint mode: deltas scaled by
     `robot.max_relative_target_deg`. Gripper: discrete 0 = close, 1 = stay, 2 = open, or a
     continuous delta of `gripper.step_deg` per unit.
     """
@@ -109,11 +116,13 @@ class EEAction(gym.Wrapper):
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.ws_low, self.ws_high = np.asarray(self.ee.workspace_low), np.asarray(self.ee.workspace_high)
         self._q = np.zeros(6)  # measured joints
+        self._commanded: np.ndarray | None = None  # EE position of the last joint targets sent
         self._gripper_target = 0.0
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._q = np.asarray(obs[STATE], np.float64)[:6].copy()
+        self._commanded = None
         self._gripper_target = float(self._q[5])
         return obs, info
 
@@ -123,13 +132,20 @@ class EEAction(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
     def ee_target(self, action: np.ndarray) -> np.ndarray:
-        """Where the EE is sent for this action: measured + scaled, capped and clamped delta."""
+        """Where the EE is sent for this action: reference + scaled step, at most `max_step_m`
+        from the measured EE, clamped to the workspace."""
         delta = np.clip(np.asarray(action, np.float64)[:3], -1.0, 1.0) * self.ee.step_size_m
-        norm = np.linalg.norm(delta)
-        if norm > self.ee.max_step_m:
-            delta *= self.ee.max_step_m / norm
         current, _ = self.kin.fk(self._q)
-        return np.clip(current + delta, self.ws_low, self.ws_high)
+        lag = np.zeros(3) if self._commanded is None else self._commanded - current
+        lag[lag * delta < 0] = 0.0  # a step against the lag starts from where the arm is
+        norm = np.linalg.norm(lag)
+        if norm > self.ee.max_lag_m:
+            lag *= self.ee.max_lag_m / norm
+        step = lag + delta
+        norm = np.linalg.norm(step)
+        if norm > self.ee.max_step_m:
+            step *= self.ee.max_step_m / norm
+        return np.clip(current + step, self.ws_low, self.ws_high)
 
     def joint_targets(self, action) -> np.ndarray:
         action = np.asarray(action, np.float64).reshape(-1)
@@ -142,6 +158,8 @@ class EEAction(gym.Wrapper):
         if self.ee.enabled:
             down = np.array([0.0, 0.0, -1.0]) if self.ee.point_down else None
             q = self.kin.ik(self.ee_target(action), q, approach_dir=down, max_iters=20, restarts=False)
+            # what the joints are sent to (an unreachable target must not count as commanded)
+            self._commanded = self.kin.fk(q)[0]
         else:
             q[:5] += np.clip(action[:5], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
         g = action[-1]
