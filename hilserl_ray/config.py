@@ -146,7 +146,8 @@ class EEActionConfig(Strict):
     enabled: bool = True
     step_size_m: PositiveFloat = Field(0.02, description="metres per unit action per step")
     max_step_m: PositiveFloat = Field(
-        0.03, description="largest EE jump per step: the target is never farther than this from the measured EE"
+        0.03,
+        description="largest EE jump per step: the target is never farther than this from the measured EE",
     )
     max_lag_m: Annotated[float, Field(ge=0)] = Field(
         0.02,

@@ -24,6 +24,7 @@ from hilserl_ray.features import IMAGE_PREFIX, STATE, FeatureSpec
 
 CLOSE, STAY, OPEN = 0, 1, 2  # discrete gripper commands
 GRIPPER_OPEN_ABOVE = 5.0  # gripper state (0..100) above which the jaws count as open
+IK_TOL_M = 0.005  # EEAction: a fingers-down IK solution farther than this from the target is dropped
 
 
 def _spec_of(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
@@ -90,7 +91,7 @@ class EEAction(gym.Wrapper):
     """(dx, dy, dz) in [-1, 1] (or arm-joint deltas) + gripper -> 6 joint targets for the robot.
 
     EE mode: the step is scaled by `step_size_m` and added to the reference, the last commanded
-    EE position (FK of the last joint targets). A soft position servo (the STS3215 with
+    EE target. A soft position servo (the STS3215 with
     LeRobot's low P gain, and the MuJoCo model of it) sags under gravity by more than a small
     step, so steps from the *measured* pose ask for less than the sag and the arm stalls;
     steps from the commanded one accumulate. The reference is the measured pose plus the lag
@@ -116,7 +117,7 @@ class EEAction(gym.Wrapper):
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.ws_low, self.ws_high = np.asarray(self.ee.workspace_low), np.asarray(self.ee.workspace_high)
         self._q = np.zeros(6)  # measured joints
-        self._commanded: np.ndarray | None = None  # EE position of the last joint targets sent
+        self._commanded: np.ndarray | None = None  # the last EE target sent (None: from the measured EE)
         self._gripper_target = 0.0
 
     def reset(self, **kwargs):
@@ -157,9 +158,11 @@ class EEAction(gym.Wrapper):
         q = self._q.copy()
         if self.ee.enabled:
             down = np.array([0.0, 0.0, -1.0]) if self.ee.point_down else None
-            q = self.kin.ik(self.ee_target(action), q, approach_dir=down, max_iters=20, restarts=False)
-            # what the joints are sent to (an unreachable target must not count as commanded)
-            self._commanded = self.kin.fk(q)[0]
+            self._commanded = target = self.ee_target(action)
+            q = self.kin.ik(target, self._q, approach_dir=down, max_iters=20, restarts=False)
+            if down is not None and np.linalg.norm(self.kin.fk(q)[0] - target) > IK_TOL_M:
+                # fingers-down drove a joint into its limit short of the target: position first
+                q = self.kin.ik(target, self._q, max_iters=20, restarts=False)
         else:
             q[:5] += np.clip(action[:5], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
         g = action[-1]

@@ -1,0 +1,138 @@
+"""End-effector control on the MuJoCo SO-101: a held command moves the arm from anywhere, and a
+blocked arm neither winds its target up nor answers late when the command reverses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.envs.make import make_env
+from hilserl_ray.envs.wrappers import STAY
+
+HELD_STEPS = 7
+
+
+def make(**ee_action) -> tuple:
+    cfg = TrainConfig.model_validate(
+        {
+            "env": {"task": "pick_cube", "cameras": [], "max_episode_steps": 1000},
+            "buffer": {"online_ratio": 1.0},
+            "pipeline": {"ee_action": ee_action},
+        }
+    )
+    env = make_env(cfg, seed=0)
+    wrapper = env
+    while type(wrapper).__name__ != "EEAction":
+        wrapper = wrapper.env
+    return env, wrapper, cfg.pipeline.ee_action
+
+
+def action(dx=0.0, dy=0.0, dz=0.0) -> np.ndarray:
+    return np.array([dx, dy, dz, STAY], np.float32)
+
+
+def random_walk(env, seed: int) -> None:
+    """A pose the policy could leave the arm in: 20-120 uniform random EE actions from reset."""
+    env.reset(seed=seed)
+    rng = np.random.default_rng(1000 + seed)
+    for _ in range(int(rng.integers(20, 120))):
+        env.step(np.r_[rng.uniform(-1, 1, 3), STAY].astype(np.float32))
+
+
+def held(env, wrapper, ee, axis: int, sign: int) -> tuple[float, float, float] | None:
+    """Hold a full step along +-axis for HELD_STEPS: (moved along, moved across, wanted) in
+    metres, or None when the pose leaves no room to the workspace bound or the goal is out of
+    the arm's reach from this joint configuration (a joint limit stops it, not the control)."""
+    start = env.unwrapped.ee_pos().copy()
+    room = ee.workspace_high[axis] - start[axis] if sign > 0 else start[axis] - ee.workspace_low[axis]
+    want = min(HELD_STEPS * ee.step_size_m, room)
+    goal = start.copy()
+    goal[axis] += sign * want
+    kin = wrapper.kin
+    if want < 0.03 or np.linalg.norm(kin.fk(kin.ik(goal, wrapper._q, restarts=False))[0] - goal) > 0.003:
+        return None
+    step = np.zeros(3)
+    step[axis] = sign
+    for _ in range(HELD_STEPS):
+        env.step(action(*step))
+    moved = env.unwrapped.ee_pos() - start
+    return sign * moved[axis], float(np.linalg.norm(np.delete(moved, axis))), want
+
+
+def test_held_command_moves_the_arm_from_random_poses():
+    """+z / -x / +x held from 12 seeded random-walk poses. Before the fix, steps from the
+    measured (sagged) EE and an IK that starved its position task stalled 1 in 4 of these."""
+    env, wrapper, ee = make()
+    runs, stalled = 0, []
+    for seed in range(12):
+        for axis, sign in ((2, +1), (0, -1), (0, +1)):
+            random_walk(env, seed)
+            result = held(env, wrapper, ee, axis, sign)
+            if result is None:
+                continue
+            runs += 1
+            along, across, want = result
+            if along < 0.6 * want or across > 0.5 * want:
+                stalled.append(f"seed {seed} {'+-'[sign < 0]}{'xyz'[axis]}: {along:+.3f} m of {want:.3f}")
+    env.close()
+    assert runs >= 25  # most poses leave room and reach: the check is not vacuous
+    assert not stalled, f"{len(stalled)} of {runs} held commands stalled: {stalled}"
+
+
+def test_steps_accumulate_from_the_commanded_target_within_the_lag_bound():
+    env, wrapper, ee = make()
+    env.reset(seed=0)
+    measured = wrapper.kin.fk(wrapper._q)[0]
+    # the arm sags 1 cm below its last target: a +x step keeps the target's height
+    wrapper._commanded = measured + [0.0, 0.0, 0.01]
+    target = wrapper.ee_target(action(dx=0.5))
+    np.testing.assert_allclose(target, measured + [0.5 * ee.step_size_m, 0.0, 0.01], atol=1e-9)
+    # a step against the lag starts from the measured EE on that axis
+    target = wrapper.ee_target(action(dz=-0.5))
+    np.testing.assert_allclose(target, measured + [0.0, 0.0, -0.5 * ee.step_size_m], atol=1e-9)
+    # a lag beyond the bound (contact, a blocked arm) is cut to the bound
+    wrapper._commanded = measured + [0.0, 0.0, 0.10]
+    target = wrapper.ee_target(action())
+    np.testing.assert_allclose(target, measured + [0.0, 0.0, ee.max_lag_m], atol=1e-9)
+    # lag + step never puts the target farther than max_step_m from the measured EE
+    target = wrapper.ee_target(action(1.0, 1.0, 1.0))
+    assert np.linalg.norm(target - measured) == pytest.approx(ee.max_step_m)
+    env.reset(seed=0)  # a new episode steps from the measured EE again
+    np.testing.assert_allclose(wrapper.ee_target(action()), measured, atol=1e-9)
+    env.close()
+
+
+def test_max_lag_zero_steps_from_the_measured_ee():
+    env, wrapper, ee = make(max_lag_m=0.0)
+    env.reset(seed=0)
+    measured = wrapper.kin.fk(wrapper._q)[0]
+    wrapper._commanded = measured + [0.0, 0.0, 0.01]
+    np.testing.assert_allclose(
+        wrapper.ee_target(action(dx=0.5)), measured + [0.5 * ee.step_size_m, 0.0, 0.0], atol=1e-9
+    )
+    env.close()
+
+
+def test_blocked_arm_does_not_wind_up_and_reverses_at_once():
+    # the workspace reaches below the table, so a held -z presses the fingers into it
+    env, wrapper, ee = make(workspace_low=[0.10, -0.25, -0.05])
+    env.reset(seed=0)
+    for _ in range(25):
+        env.step(action(dz=-1.0))
+        measured = wrapper.kin.fk(wrapper._q)[0]
+        lead = wrapper._commanded - measured
+        assert np.linalg.norm(lead) <= ee.max_step_m + 1e-6  # never farther than a step ahead
+    pressed = wrapper.kin.fk(wrapper._q)[0]
+    assert pressed[2] > -0.01  # the table stopped it: the target is below the arm
+    for _ in range(5):  # pressing on: the target stays within a step of the arm, no wind-up
+        env.step(action(dz=-1.0))
+        assert np.linalg.norm(wrapper._commanded - wrapper.kin.fk(wrapper._q)[0]) <= ee.max_step_m + 1e-6
+    z0 = env.unwrapped.ee_pos()[2]
+    env.step(action(dz=1.0))
+    z1 = env.unwrapped.ee_pos()[2]
+    env.step(action(dz=1.0))
+    z2 = env.unwrapped.ee_pos()[2]
+    assert z1 - z0 > 0.005, f"first step up moved {z1 - z0:+.4f} m"
+    assert z2 - z0 > 0.02, f"two steps up moved {z2 - z0:+.4f} m"
+    env.close()
