@@ -10,8 +10,6 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.make import make_env
 from hilserl_ray.envs.wrappers import STAY
 
-HELD_STEPS = 7
-
 
 def make(**ee_action) -> tuple:
     cfg = TrainConfig.model_validate(
@@ -33,48 +31,60 @@ def action(dx=0.0, dy=0.0, dz=0.0) -> np.ndarray:
 
 
 def random_walk(env, seed: int) -> None:
-    """A pose the policy could leave the arm in: 20-120 uniform random EE actions from reset."""
+    """A pose the policy could leave the arm in: 20-120 uniform random EE actions from reset,
+    then 5 zero actions for the arm to settle."""
     env.reset(seed=seed)
     rng = np.random.default_rng(1000 + seed)
     for _ in range(int(rng.integers(20, 120))):
         env.step(np.r_[rng.uniform(-1, 1, 3), STAY].astype(np.float32))
+    for _ in range(5):
+        env.step(action())
 
 
-def held(env, wrapper, ee, axis: int, sign: int) -> tuple[float, float, float] | None:
-    """Hold a full step along +-axis for HELD_STEPS: (moved along, moved across, wanted) in
-    metres, or None when the pose leaves no room to the workspace bound or the goal is out of
-    the arm's reach from this joint configuration (a joint limit stops it, not the control)."""
+def held(env, wrapper, ee, axis: int, sign: int, scale: float, steps: int):
+    """Hold a step of `scale` along +-axis for `steps` steps: (moved along, moved across, wanted)
+    in metres, or None when the pose leaves too little room to the workspace bound or the goal
+    is out of the arm's reach from this joint configuration (a joint limit stops it, not the
+    control)."""
     start = env.unwrapped.ee_pos().copy()
     room = ee.workspace_high[axis] - start[axis] if sign > 0 else start[axis] - ee.workspace_low[axis]
-    want = min(HELD_STEPS * ee.step_size_m, room)
+    want = min(steps * scale * ee.step_size_m, room)
     goal = start.copy()
     goal[axis] += sign * want
     kin = wrapper.kin
-    if want < 0.03 or np.linalg.norm(kin.fk(kin.ik(goal, wrapper._q, restarts=False))[0] - goal) > 0.003:
+    if want < 0.75 * steps * scale * ee.step_size_m:
+        return None
+    if np.linalg.norm(kin.fk(kin.ik(goal, wrapper._q, restarts=False))[0] - goal) > 0.003:
         return None
     step = np.zeros(3)
-    step[axis] = sign
-    for _ in range(HELD_STEPS):
+    step[axis] = sign * scale
+    for _ in range(steps):
         env.step(action(*step))
     moved = env.unwrapped.ee_pos() - start
     return sign * moved[axis], float(np.linalg.norm(np.delete(moved, axis))), want
 
 
-def test_held_command_moves_the_arm_from_random_poses():
-    """+z / -x / +x held from 12 seeded random-walk poses. Before the fix, steps from the
-    measured (sagged) EE and an IK that starved its position task stalled 1 in 4 of these."""
+@pytest.mark.parametrize("scale, steps", [(1.0, 7), (0.1, 10)], ids=["full-steps", "2mm-steps"])
+def test_held_command_moves_the_arm_from_random_poses(scale, steps):
+    """+z / -x / +x held from 12 seeded random-walk poses. Before the fix, full steps stalled in
+    1 of 3 of these (IK starved its position task), and 2 mm steps from the measured EE asked
+    for less than the servo's sag (max_lag_m=0 stalls several)."""
     env, wrapper, ee = make()
     runs, stalled = 0, []
     for seed in range(12):
         for axis, sign in ((2, +1), (0, -1), (0, +1)):
             random_walk(env, seed)
-            result = held(env, wrapper, ee, axis, sign)
+            result = held(env, wrapper, ee, axis, sign, scale, steps)
             if result is None:
                 continue
             runs += 1
             along, across, want = result
-            if along < 0.6 * want or across > 0.5 * want:
-                stalled.append(f"seed {seed} {'+-'[sign < 0]}{'xyz'[axis]}: {along:+.3f} m of {want:.3f}")
+            # full steps must also go mostly straight; a 2 mm step is smaller than what the arm
+            # drifts near full reach while IK keeps the fingers as near down as it can (see README)
+            if along < 0.6 * want or (scale == 1.0 and across > 0.5 * want):
+                stalled.append(
+                    f"seed {seed} {'+-'[sign < 0]}{'xyz'[axis]}: {along:+.4f} m of {want:.4f}, {across:.4f} across"
+                )
     env.close()
     assert runs >= 25  # most poses leave room and reach: the check is not vacuous
     assert not stalled, f"{len(stalled)} of {runs} held commands stalled: {stalled}"
