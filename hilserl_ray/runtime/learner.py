@@ -275,7 +275,7 @@ class Learner:
     def _restore(self, d: Path) -> None:
         from hilserl_ray.policy import SACAgent
 
-        self.agent = SACAgent.load(d / "agent", device=self.device)
+        self.agent = SACAgent.load(d / "agent", device=self.device, policy=self.cfg.policy)
         state = json.loads((d / "learner.json").read_text())
         self.counters["updates"] = int(state["counters"]["updates"])
         if not self.online.meta and state["counters"].get("env_steps"):
