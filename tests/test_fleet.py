@@ -138,6 +138,30 @@ def test_a_missing_camera_is_named_by_arm_and_camera_name():
     assert "(arm 'arm2')" in msg and "env.cameras.0" not in msg
 
 
+def test_record_and_evaluate_run_on_one_named_arm(tmp_path, capsys):
+    from hilserl_ray import record
+    from hilserl_ray.fleet import one_arm
+
+    cfg = load_config(ROOT / "configs" / "so101_fleet.yaml")
+    arm2 = one_arm(cfg, "arm2", "so101_fleet.yaml")
+    assert str(arm2.robot.calibration) == "calibration/arm2_follower.json" and not arm2.robots
+    with pytest.raises(ConfigError) as e:
+        one_arm(cfg, "arm3", "so101_fleet.yaml")
+    assert "--arm: got 'arm3'; one of ['arm1', 'arm2']" in e.value.message()
+    args = [
+        "--config",
+        str(ROOT / "configs" / "so101_fleet.yaml"),
+        "--episodes",
+        "1",
+        "--out",
+        str(tmp_path / "d"),
+    ]
+    assert record.main(args) == 2  # which arm? named before anything opens a port
+    assert "--arm: missing; one of ['arm1', 'arm2']" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert one_arm(reach(), None, "x") == reach()  # no fleet: the config itself
+
+
 def test_one_machine_cannot_carry_two_different_labels():
     with pytest.raises(ConfigError) as e:
         local_node_placement(fleet(reach(TWO_SIM_ARMS)))
