@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from run_helpers import wait_for
+from run_helpers import SMALL_REACH, wait_for
 
 from hilserl_ray.configio import ConfigError, load_config, write_config
 from hilserl_ray.fleet import fleet
@@ -25,18 +25,7 @@ from hilserl_ray.fleet.arms import local_node_placement
 from hilserl_ray.preflight import preflight
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "--env.max_episode_steps=25",
-    "--policy.batch_size=32",
-    "--policy.hidden_dims=[64,64]",
-    "--policy.latent_dim=32",
-    "--learner.training_starts=50",
-    "--learner.weights_every=5",
-    "--checkpoint.every_updates=100000",
-    "--buffer.online_capacity=4000",
-    "--logging.every_seconds=1",
-    "--logging.tensorboard=false",
-]
+SMALL = [*SMALL_REACH[2:-1], "--checkpoint.every_updates=100000"]  # no --config, no ray.num_cpus
 TWO_SIM_ARMS = "--robots=[{name: arm1, label: arm1}, {name: arm2, label: arm2}]"
 
 
