@@ -31,7 +31,7 @@ CHUNK_SIZES = (1, 16, 64, 256)
 SECONDS_PER_SIZE = 4.0
 
 
-def make_cfg():
+def make_cfg(durable: bool = True):
     return load_config(
         "configs/sim_pick_cube.yaml",
         [
@@ -39,6 +39,7 @@ def make_cfg():
             "--learner.training_starts=100000000",
             "--buffer.online_capacity=60000",
             "--output_dir=outputs/bench_transport",
+            f"--storage.durable={str(durable).lower()}",
         ],
     )
 
@@ -98,22 +99,39 @@ class Sender:
         return out
 
 
+def ingest(cfg, spec, sender):
+    """A learner with `cfg`'s storage, fed by `sender`: transitions/s per chunk size."""
+    learner = LearnerActor.options(num_cpus=1).remote(cfg.model_dump(mode="json"), None)
+    ray.get(learner.counters_now.remote())
+    where = (
+        "file-backed replay store (storage.durable=true)"
+        if cfg.storage.durable
+        else "RAM only (storage.durable=false)"
+    )
+    print(f"into {where}:")
+    print(f"{'chunk size':>10} {'transitions/s':>14} {'MB/s':>7}")
+    row_mb = sum(int(np.prod(f.shape)) for f in spec.observation.values() if f.is_image) / 1e6
+    for k in CHUNK_SIZES:
+        rate = ray.get(sender.send.remote(learner, k, SECONDS_PER_SIZE))
+        print(f"{k:>10d} {rate:>14,.0f} {rate * row_mb:>7,.0f}")
+    return learner
+
+
 def main() -> None:
     cfg = make_cfg()
     spec = pipeline_spec(cfg)
     shutil.rmtree(Path(cfg.output_dir) / "replay", ignore_errors=True)  # a store left by an earlier run
     ray.init(address="local", num_cpus=2, include_dashboard=False)
-    learner = LearnerActor.options(num_cpus=1).remote(cfg.model_dump(mode="json"), None)
-    sender = Sender.remote(spec.to_dict())
-    ray.get(learner.counters_now.remote())
     print(f"features: {', '.join(f'{k} {f.shape}' for k, f in spec.observation.items())}")
     print(
         f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (others' work skews this)"
     )
-    print(f"{'chunk size':>10} {'transitions/s':>14}")
-    for k in CHUNK_SIZES:
-        rate = ray.get(sender.send.remote(learner, k, SECONDS_PER_SIZE))
-        print(f"{k:>10d} {rate:>14,.0f}")
+    sender = Sender.remote(spec.to_dict())
+    for durable in (True, False):
+        learner = ingest(make_cfg(durable), spec, sender)
+        if durable:
+            ray.get(learner.stop.remote())
+            ray.kill(learner)
     ms = ray.get(sender.weights_latency.remote(learner, cfg.model_dump(mode="json")))
     state = ray.get(ray.get(learner.get_weights.remote(-1))[1][0])
     mb = sum(v.nbytes for v in state.values()) / 1e6

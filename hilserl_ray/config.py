@@ -385,6 +385,13 @@ class CheckpointConfig(Strict):
 class StorageConfig(Strict):
     """Replay rows live in `<output_dir>/replay/`, written as they arrive (buffer/store.py)."""
 
+    durable: bool = Field(
+        True,
+        description="false: replay rows in RAM only, for sim fleets that send more than the disk "
+        "takes (two 128x128 cameras: ~98 KB per transition); a learner restart or a resume starts "
+        "with an empty online buffer",
+    )
+
     sync_every_s: PositiveFloat = Field(
         5.0,
         description="flush stored rows to the disk this often (and at each checkpoint): what a power loss "

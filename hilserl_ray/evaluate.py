@@ -26,10 +26,13 @@ def evaluate(
     video: Path | None = None,
     checkpoint: Path | None = None,
     seed_offset: int = 10_000,
+    arm: str | None = None,
 ) -> dict:
+    """`arm`: in a fleet run, the arm to evaluate on (its own port, cameras and calibration)."""
     from hilserl_ray.console.session import open_console
     from hilserl_ray.data.video import VideoEncoder
     from hilserl_ray.envs.make import make_env
+    from hilserl_ray.fleet import one_arm
     from hilserl_ray.policy import SACAgent
 
     output_dir = Path(output_dir)
@@ -44,6 +47,7 @@ def evaluate(
         )
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
     cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
+    cfg = one_arm(cfg, arm, str(output_dir / "config.yaml"))
     try:
         agent = SACAgent.load(ckpt / "agent", device="cpu")
     except Exception as e:
@@ -64,7 +68,7 @@ def evaluate(
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=cfg.seed + seed_offset + ep)
-            done, ret, length, info = False, 0.0, 0, {}
+            done, ret, length, human, info = False, 0.0, 0, 0, {}
             while not done:
                 if video is not None:
                     frame = env.render()
@@ -78,6 +82,7 @@ def evaluate(
                 )
                 ret += float(reward)
                 length += 1
+                human += bool(info.get("is_intervention", False))  # the console's operator took over
                 done = terminated or truncated
             results.append(
                 {
@@ -85,6 +90,7 @@ def evaluate(
                     "env_success": bool(info.get("env_success", info.get("is_success", False))),
                     "return": ret,
                     "length": length,
+                    "intervention_steps": human,
                 }
             )
             bar.update(1)
@@ -103,6 +109,12 @@ def evaluate(
         "mean_length": float(np.mean([r["length"] for r in results])),
         "video": str(video) if video else None,
     }
+    alone = [r for r in results if r["intervention_steps"] == 0]
+    if len(alone) < len(results):  # a person steered some: their successes are not the policy's
+        summary["episodes_with_takeover"] = len(results) - len(alone)
+        summary["policy_alone_success_rate"] = (
+            float(np.mean([r["success"] for r in alone])) if alone else None
+        )
     if cfg.pipeline.reward.classifier is not None:  # success is the classifier's: show the env's own too
         summary["env_success_rate"] = float(np.mean([r["env_success"] for r in results]))
     (output_dir / "eval.json").write_text(json.dumps({**summary, "per_episode": results}, indent=1))
@@ -117,15 +129,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video", type=Path, default=None, help="mp4 path (default <output_dir>/eval.mp4)")
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--arm", default=None, help="a fleet run (`robots`): the arm to evaluate on")
     args = p.parse_args(argv)
     if args.episodes <= 0:
         raise ConfigError("command line", [f"--episodes: got {args.episodes}; a positive number of episodes"])
     video = None if args.no_video else (args.video or args.output_dir / "eval.mp4")
-    s = evaluate(args.output_dir, args.episodes, video, args.checkpoint)
+    s = evaluate(args.output_dir, args.episodes, video, args.checkpoint, arm=args.arm)
     print(
         f"success {s['success_rate']:.0%} over {s['episodes']} episodes, mean return {s['mean_return']:+.2f}, "
         f"mean length {s['mean_length']:.1f}"
         + (f"; the env's own success {s['env_success_rate']:.0%}" if "env_success_rate" in s else "")
+        + (
+            f"; a person took over in {s['episodes_with_takeover']} (policy alone: "
+            + ("none" if s["policy_alone_success_rate"] is None else f"{s['policy_alone_success_rate']:.0%}")
+            + ")"
+            if "episodes_with_takeover" in s
+            else ""
+        )
         + (f"; video {s['video']}" if s["video"] else "")
     )
     return 0

@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep recording after the env reports success (more positive frames for a classifier)",
     )
+    p.add_argument("--arm", default=None, help="a fleet config (`robots`): the arm to record with")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -307,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(args.config, rest)
+    from hilserl_ray.fleet import one_arm
+
+    cfg = one_arm(load_config(args.config, rest), args.arm, args.config)
     problems = []
     if args.episodes <= 0:
         problems.append(f"--episodes: got {args.episodes}; a positive number of episodes")

@@ -61,6 +61,24 @@ def test_resumed_learner_reports_no_bogus_updates_per_s(tmp_path, seeded_single_
     resumed.close()
 
 
+def test_storage_not_durable_keeps_rows_in_ram_and_a_resume_starts_empty(tmp_path):
+    """storage.durable=false (sim fleets faster than the disk): no replay files, the learner
+    trains from RAM, and a resume keeps the agent and counters but not the rows."""
+    from hilserl_ray.buffer.synthetic import episodes_chunk
+    from hilserl_ray.runtime.learner import Learner, replay_dir
+
+    cfg = small_cfg(tmp_path, "--storage.durable=false", "--learner.training_starts=1000000")
+    learner = Learner(cfg.model_dump(mode="json"))
+    assert learner.add_chunk(episodes_chunk(learner.spec, [24, 24])) == 48
+    assert len(learner.online) == 48 and not replay_dir(cfg.output_dir).exists()
+    ckpt = write_checkpoint(tmp_path / "ck", None, lambda d: {**learner.save(str(d)), "step": 0})
+    learner.stop()
+    learner.close()
+    resumed = Learner(cfg.model_dump(mode="json"), resume_from=str(ckpt))
+    assert len(resumed.online) == 0 and resumed.counters_now()["env_steps"] == 48
+    resumed.close()
+
+
 def start_run(cfg, resume_from=None):
     from hilserl_ray.runtime.driver import Run, StopSignal
 

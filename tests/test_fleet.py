@@ -12,11 +12,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import ray
-from run_helpers import wait_for
+from run_helpers import SMALL_REACH, wait_for
 
 from hilserl_ray.configio import ConfigError, load_config, write_config
 from hilserl_ray.fleet import fleet
@@ -24,18 +25,7 @@ from hilserl_ray.fleet.arms import local_node_placement
 from hilserl_ray.preflight import preflight
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "--env.max_episode_steps=25",
-    "--policy.batch_size=32",
-    "--policy.hidden_dims=[64,64]",
-    "--policy.latent_dim=32",
-    "--learner.training_starts=50",
-    "--learner.weights_every=5",
-    "--checkpoint.every_updates=100000",
-    "--buffer.online_capacity=4000",
-    "--logging.every_seconds=1",
-    "--logging.tensorboard=false",
-]
+SMALL = [*SMALL_REACH[2:-1], "--checkpoint.every_updates=100000"]  # no --config, no ray.num_cpus
 TWO_SIM_ARMS = "--robots=[{name: arm1, label: arm1}, {name: arm2, label: arm2}]"
 
 
@@ -137,6 +127,30 @@ def test_a_missing_camera_is_named_by_arm_and_camera_name():
     assert "(arm 'arm2')" in msg and "env.cameras.0" not in msg
 
 
+def test_record_and_evaluate_run_on_one_named_arm(tmp_path, capsys):
+    from hilserl_ray import record
+    from hilserl_ray.fleet import one_arm
+
+    cfg = load_config(ROOT / "configs" / "so101_fleet.yaml")
+    arm2 = one_arm(cfg, "arm2", "so101_fleet.yaml")
+    assert str(arm2.robot.calibration) == "calibration/arm2_follower.json" and not arm2.robots
+    with pytest.raises(ConfigError) as e:
+        one_arm(cfg, "arm3", "so101_fleet.yaml")
+    assert "--arm: got 'arm3'; one of ['arm1', 'arm2']" in e.value.message()
+    args = [
+        "--config",
+        str(ROOT / "configs" / "so101_fleet.yaml"),
+        "--episodes",
+        "1",
+        "--out",
+        str(tmp_path / "d"),
+    ]
+    assert record.main(args) == 2  # which arm? named before anything opens a port
+    assert "--arm: missing; one of ['arm1', 'arm2']" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert one_arm(reach(), None, "x") == reach()  # no fleet: the config itself
+
+
 def test_one_machine_cannot_carry_two_different_labels():
     with pytest.raises(ConfigError) as e:
         local_node_placement(fleet(reach(TWO_SIM_ARMS)))
@@ -163,9 +177,9 @@ def arm_cluster():
 
 
 def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_arm(arm_cluster, tmp_path):
-    from hilserl_ray.fleet.watch import FleetWatch
     from hilserl_ray.runtime.learner import LearnerActor
     from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
+    from hilserl_ray.runtime.supervise import RobotSupervisor
 
     cluster, node_of = arm_cluster
     cfg = reach(TWO_SIM_ARMS, f"--output_dir={tmp_path}")
@@ -205,12 +219,13 @@ def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_a
             "trained weights on every arm",
         )
 
-        # arm2 dies for good: the watch reports it, arm1 keeps feeding a learner that keeps training
-        watch = FleetWatch(arms, robots)
-        wait_for(lambda: len(watch.poll()[0]) == 0 and all(h.last for h in watch.health), 60, "watch up")
+        # arm2 dies for good: the supervisor reports it, arm1 feeds a learner that keeps training
+        sup = RobotSupervisor(lambda i: robots[i], 2, max_restarts=0, arms=["arm1", "arm2"], fleet=True)
+        sup.await_start(120)
+        wait_for(lambda: len(sup.poll_stats()) == 0 and all(r.stats for r in sup.robots), 60, "stats")
         ray.kill(robots[1], no_restart=True)
-        dead = wait_for(lambda: watch.poll()[1], 60, "arm2 reported dead")
-        assert [h.arm.name for h in dead] == ["arm2"] and [h.arm.name for h in watch.alive] == ["arm1"]
+        wait_for(lambda: sup.poll() is not None, 60, "arm2 reported dead")
+        assert [r.arm for r in sup.robots if r.dead] == ["arm2"] and [r.arm for r in sup.alive] == ["arm1"]
         before = ray.get(learner.stats.remote())
         wait_for(
             lambda: ray.get(learner.stats.remote())["arm/arm1/env_steps"] > before["arm/arm1/env_steps"] + 50,
@@ -222,40 +237,51 @@ def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_a
             after["updates"] > before["updates"]
             and after["arm/arm2/env_steps"] == before["arm/arm2/env_steps"]
         )
-        assert watch.summary()["arm/arm2/alive"] == 0.0 and watch.summary()["arms_alive"] == 1
+        assert sup.metrics()["arm/arm2/alive"] == 0.0 and sup.metrics()["arms_alive"] == 1
         ray.get(robots[0].stop.remote())
         ray.get(learner.stop.remote())
     finally:
         ray.shutdown()
 
 
-def test_watch_tells_a_restart_from_death_for_good(arm_cluster):
-    from hilserl_ray.fleet.watch import FleetWatch
+def test_supervisor_tells_a_restart_from_death_for_good(arm_cluster):
+    from hilserl_ray.runtime.supervise import RobotSupervisor
 
-    @ray.remote(max_restarts=1, max_task_retries=0, num_cpus=0)
-    class Arm:
+    @ray.remote(max_restarts=1, max_task_retries=0, num_cpus=0, max_concurrency=4)
+    class Arm:  # a robot actor's supervision surface, without the robot (threaded, as RobotActor)
+        def ready(self):
+            return True
+
+        def watch(self):
+            time.sleep(3600)  # returns when the control loop ends; here: only by dying
+
         def stats(self):
             return {"pid": os.getpid(), "weights_version": 3}
 
     cluster, _ = arm_cluster
     ray.init(address=cluster.address)
     try:
-        (arm,) = fleet(reach())
         handle = Arm.remote()
-        watch = FleetWatch([arm], [handle])
+        sup = RobotSupervisor(lambda i: handle, 1, max_restarts=1, arms=["arm0"], fleet=True)
+        sup.await_start(120)
+        (r,) = sup.robots
 
         def poll_until(pred, what):
-            return wait_for(lambda: pred(watch.poll()), 120, what)
+            def once():
+                dead = sup.poll()
+                return pred(sup.poll_stats(), dead)
 
-        poll_until(lambda ud: ud[0], "the arm up")
-        first = watch.health[0].pid
-        os.kill(first, signal.SIGKILL)  # one restart left: Ray brings it back, not a failure
-        poll_until(lambda ud: ud[0] and watch.health[0].pid != first, "the restarted arm up")
-        assert watch.alive and watch.summary()["arm/arm0/weights_version"] == 3
-        os.kill(watch.health[0].pid, signal.SIGKILL)  # no restart left: dead for good
-        dead = poll_until(lambda ud: ud[1], "the arm dead for good")
-        assert dead[0].arm.name == "arm0" and dead[0].dead and not watch.alive
-        assert watch.summary() == {"arms_alive": 0, "arm/arm0/alive": 0.0, "arm/arm0/weights_version": 3}
+            return wait_for(once, 120, what)
+
+        poll_until(lambda up, dead: up, "the arm up")
+        first = r.stats["pid"]
+        os.kill(first, signal.SIGKILL)  # one restart left: Ray brings it back, counted, not final
+        poll_until(lambda up, dead: up and r.stats["pid"] != first, "the restarted arm up")
+        assert sup.alive and r.failures == 1 and sup.metrics()["arm/arm0/weights_version"] == 3
+        os.kill(r.stats["pid"], signal.SIGKILL)  # no restart left: dead for good
+        poll_until(lambda up, dead: dead == 0, "the arm dead for good")
+        assert r.dead is not None and "arm 'arm0'" in r.dead.what and not sup.alive
+        assert sup.metrics() == {"arms_alive": 0, "arm/arm0/alive": 0.0, "arm/arm0/weights_version": 3}
     finally:
         ray.shutdown()
 

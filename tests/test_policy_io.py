@@ -58,6 +58,24 @@ def test_save_load_gives_identical_actions_and_identical_further_training(tmp_pa
         assert torch.equal(v1, v2), k
 
 
+def test_a_resume_trains_on_with_the_configs_rates_and_the_checkpoints_weights(tmp_path):
+    """Changing a learning rate or the discount for a resumed run takes effect (it was ignored:
+    the agent came back with every setting of the checkpoint)."""
+    spec = _spec()
+    agent = SACAgent(spec, small_cfg(utd_ratio=2))
+    agent.update([random_batch(spec, 16, 0), random_batch(spec, 16, 1)])
+    agent.save(tmp_path / "ckpt")
+    new = small_cfg(utd_ratio=2).model_copy(update={"actor_lr": 1e-5, "critic_lr": 2e-5, "discount": 0.9})
+    restored = SACAgent.load(tmp_path / "ckpt", policy=new)
+    assert restored.cfg.discount == 0.9 and restored.num_updates == 1
+    assert [g["lr"] for g in restored.optimizers["actor"].param_groups] == [1e-5]
+    assert [g["lr"] for g in restored.optimizers["critic"].param_groups] == [2e-5]
+    assert restored.optimizers["critic"].state  # the Adam moments came back too
+    for (k, v1), v2 in zip(agent.nets.state_dict().items(), restored.nets.state_dict().values(), strict=True):
+        assert torch.equal(v1, v2), k
+    assert SACAgent.load(tmp_path / "ckpt").cfg.discount == agent.cfg.discount  # default: as saved
+
+
 def test_load_reports_a_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="agent.json"):
         SACAgent.load(tmp_path)

@@ -77,9 +77,10 @@ def test_end_to_end_resume_and_continue(tmp_path):
     assert r.returncode == 2 and "not empty" in r.stderr and "--resume" in r.stderr
     assert counters(out) == first
 
-    # resume continues the counters
-    r = train(out, "--resume", "--total_env_steps=450")
+    # resume continues the counters, with a changed training setting said and applied
+    r = train(out, "--resume", "--total_env_steps=450", "--policy.actor_lr=0.0001")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resume: policy.actor_lr: 0.0003 -> 0.0001 (the config's setting applies from now on)" in r.stdout
     second = counters(out)
     assert second["env_steps"] >= 450 and second["updates"] > first["updates"]
     assert second["episodes"] > first["episodes"]

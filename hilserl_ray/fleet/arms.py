@@ -39,6 +39,27 @@ def fleet(cfg: TrainConfig) -> list[Arm]:
     return [Arm(i, f"arm{i}", cfg, {}, None) for i in range(cfg.actors.num_robot_actors)]
 
 
+def one_arm(cfg: TrainConfig, name: str | None, source: str) -> TrainConfig:
+    """The single-robot config a one-arm command (record, evaluate) runs: the fleet arm `name`
+    (`--arm`), or `cfg` itself when it lists no arms."""
+    from hilserl_ray.errors import ConfigError
+
+    names = [a.name for a in cfg.robots]
+    if not names:
+        if name is not None:
+            raise ConfigError(
+                source, [f"--arm: got '{name}'; this config lists no arms (`robots`): drop --arm"]
+            )
+        return cfg
+    if name not in names:
+        got = f"got '{name}'" if name is not None else "missing"
+        raise ConfigError(
+            source,
+            [f"--arm: {got}; one of {names} (this config is a fleet; run this on the node with that arm)"],
+        )
+    return cfg.arm_config(names.index(name))
+
+
 def fleet_spec_problems(cfg: TrainConfig) -> list[tuple[str, object, str]]:
     """Every arm's pipeline must give the learner's feature spec; name each difference."""
     from hilserl_ray.envs.pipeline import pipeline_spec

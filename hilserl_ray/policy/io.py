@@ -62,7 +62,10 @@ def save_agent(agent, directory: Path) -> None:
     _atomic(directory / "agent.json", lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
 
 
-def load_agent(directory: Path, device=None):
+def load_agent(directory: Path, device=None, policy: PolicyConfig | None = None):
+    """The agent saved in `directory`. `policy`: go on with these settings (learning rates,
+    discount, batch size, ...) instead of the saved ones; its network fields must match the
+    checkpoint's (a resume checks that first)."""
     from hilserl_ray.policy.sac import SACAgent
 
     meta_path = directory / "agent.json"
@@ -76,7 +79,7 @@ def load_agent(directory: Path, device=None):
     model = load_file(str(directory / "model.safetensors"))
     train = load_file(str(directory / "train.safetensors"))
     spec = FeatureSpec.from_dict(meta["spec"])
-    cfg = PolicyConfig(**meta["policy_config"])
+    cfg = policy or PolicyConfig(**meta["policy_config"])
     agent = SACAgent(
         spec, cfg, meta["stats"], device, backbone_weights=backbone_weights_from(model, "policy.encoder.")
     )
@@ -101,7 +104,14 @@ def load_agent(directory: Path, device=None):
         _match_layouts(opt)
     agent.generator.set_state(train[_RNG_KEY])
     agent.num_updates = int(meta["num_updates"])
-    agent.target_entropy = float(meta["target_entropy"])
+    if policy is None:
+        agent.target_entropy = float(meta["target_entropy"])
+    else:  # the optimizers' saved state carries the old learning rates
+        lrs = {"critic": cfg.critic_lr, "gripper": cfg.critic_lr, "actor": cfg.actor_lr}
+        lrs["temperature"] = cfg.temperature_lr
+        for name, opt in agent.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = lrs[name]
     return agent
 
 

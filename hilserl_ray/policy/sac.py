@@ -176,10 +176,12 @@ class SACAgent:
         save_agent(self, Path(directory))
 
     @classmethod
-    def load(cls, directory: Path, device: str | torch.device | None = None) -> SACAgent:
+    def load(
+        cls, directory: Path, device: str | torch.device | None = None, policy: PolicyConfig | None = None
+    ) -> SACAgent:
         from hilserl_ray.policy.io import load_agent
 
-        return load_agent(Path(directory), device)
+        return load_agent(Path(directory), device, policy)
 
     def td_targets(self, batch: Batch, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The critic's and the gripper critic's regression targets for a batch (for inspection)."""

@@ -29,7 +29,6 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import write_config
 from hilserl_ray.errors import UserError, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
-from hilserl_ray.fleet.watch import FleetWatch
 from hilserl_ray.preflight import check_cluster, check_dataset_readable
 from hilserl_ray.runtime import rundir
 from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
@@ -175,7 +174,6 @@ class Run:
         self.learner = None
         self.arms = fleet(cfg)
         self.robots: RobotSupervisor | None = None
-        self.watch: FleetWatch | None = None  # per-arm figures (weights_version, alive) for the metrics
         self.metrics: MetricsLogger | None = None
         self.last_saved: dict | None = None  # counters of the newest checkpoint: never save it twice
         self.last_try_updates = 0  # updates at the last save, failed or not: the next is every_updates on
@@ -206,11 +204,11 @@ class Run:
             lambda i: self._start_robot(self.arms[i]),
             len(self.arms),
             self.cfg.actors.max_restarts,
-            names=[a.name for a in self.arms] if self.cfg.robots else None,
+            arms=[a.name for a in self.arms],
+            fleet=bool(self.cfg.robots),
         )
         self.robots = sup
         sup.await_start(self.cfg.actors.start_timeout_s, stop=self.stop.check)
-        self.watch = FleetWatch(self.arms, sup.handles)
         self.metrics = MetricsLogger(self.out, tensorboard=self.cfg.logging.tensorboard)
 
     def _start_learner(self, candidates: list[Path]):
@@ -263,15 +261,13 @@ class Run:
     def _watch_fleet(self) -> RunFailed | None:
         """Report arms up and arms dead for good; a RunFailed when the run must end (policy
         `stop`, or no arm left)."""
-        up, _ = self.watch.poll()  # deaths are the supervisor's call (robots.poll)
-        for h in up:
-            node = str(h.last.get("node_id", "?"))[:12]
-            say(f"arm '{h.arm.name}' up (pid {h.pid}, node {node}, {h.arm.where()})")
+        for r in self.robots.poll_stats():
+            node = str(r.stats.get("node_id", "?"))[:12]
+            say(f"arm '{r.arm}' up (pid {r.stats.get('pid')}, node {node}, {self.arms[r.index].where()})")
         i = self.robots.poll()
         if i is None:
             return None
         failed = self.robots.robots[i].dead
-        self.watch.health[i].dead = failed.what
         left = len(self.robots.alive)
         say(f"arm '{self.arms[i].name}' failed for good ({failed.what}); {left} arm(s) left")
         if self.cfg.actors.on_robot_failure == "stop" and left > 0:
@@ -349,7 +345,7 @@ class Run:
             failed = self._watch_fleet()
             if failed is not None:
                 return failed
-            s.update(self.watch.summary())
+            s.update(self.robots.metrics())
             now = time.monotonic()
             if s["env_steps"] != last_steps:
                 last_steps, last_progress = s["env_steps"], now

@@ -77,11 +77,13 @@ class Learner:
         offline_rows = sum(len(c["is_last"]) for c in offline)
         cap = cfg.buffer.offline_capacity
         ring_cap = cap - offline_rows if isinstance(cap, int) else cfg.buffer.online_capacity
-        replay = replay_dir(cfg.output_dir)
+        replay = replay_dir(cfg.output_dir) if cfg.storage.durable else None
         self.online = ReplayBuffer(
-            spec, cfg.buffer.online_capacity, device=self.device, seed=cfg.seed, storage=replay / "online"
+            spec, cfg.buffer.online_capacity, self.device, cfg.seed, storage=replay and replay / "online"
         )
-        ring = ReplayBuffer(spec, ring_cap, self.device, cfg.seed + 1, storage=replay / "interventions")
+        ring = ReplayBuffer(
+            spec, ring_cap, self.device, cfg.seed + 1, storage=replay and replay / "interventions"
+        )
         self.offline = OfflineBuffer(ring, datasets, seed=cfg.seed + 3)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
@@ -273,15 +275,18 @@ class Learner:
     def _restore(self, d: Path) -> None:
         from hilserl_ray.policy import SACAgent
 
-        self.agent = SACAgent.load(d / "agent", device=self.device)
+        self.agent = SACAgent.load(d / "agent", device=self.device, policy=self.cfg.policy)
         state = json.loads((d / "learner.json").read_text())
         self.counters["updates"] = int(state["counters"]["updates"])
         if not self.online.meta and state["counters"].get("env_steps"):
-            # A checkpoint from before the replay store (buffers inside it), or a deleted store.
+            # A checkpoint from before the replay store (buffers inside it), a deleted store, or
+            # rows kept in RAM only (storage.durable=false).
             log.warning(
                 "%s: no stored replay data for this run in %s; continuing with the agent and counters only",
                 d,
-                replay_dir(self.cfg.output_dir),
+                replay_dir(self.cfg.output_dir)
+                if self.cfg.storage.durable
+                else "RAM (storage.durable=false)",
             )
             self.counters.update({k: int(state["counters"].get(k, 0)) for k in DATA_COUNTERS})
             self.recent.extend(state.get("recent", []))

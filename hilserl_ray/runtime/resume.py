@@ -97,6 +97,18 @@ def compatibility_problems(ckpt: Path, cfg: TrainConfig) -> list[str]:
     return problems
 
 
+def changed_settings(ckpt: Path, cfg: TrainConfig) -> list[str]:
+    """The policy's training settings that differ from the checkpoint's: the config's apply."""
+    old = json.loads((ckpt / "agent" / "agent.json").read_text())["policy_config"]
+    new = cfg.policy.model_dump(mode="json")
+    skip = {*NETWORK_FIELDS, "device", "encoder_weights"}  # checked above / where it runs
+    return [
+        f"policy.{k}: {old[k]!r} -> {new[k]!r}"
+        for k in new
+        if k in old and k not in skip and old[k] != new[k]
+    ]
+
+
 def choose_checkpoint(cfg: TrainConfig, warn=print) -> list[Path]:
     """Checkpoints to resume from, best first; raises when the config no longer fits them."""
     root = Path(cfg.output_dir) / "checkpoints"
@@ -112,4 +124,6 @@ def choose_checkpoint(cfg: TrainConfig, warn=print) -> list[Path]:
                     "(--overwrite, or another --output_dir)",
                 ],
             )
+        for change in changed_settings(candidates[0], cfg):
+            warn(f"resume: {change} (the config's setting applies from now on)")
     return candidates

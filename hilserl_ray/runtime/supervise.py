@@ -7,13 +7,17 @@ raising what ended it. A failure costs one restart (the driver restarts the proc
 `actors.max_restarts` restarts the next failure is final: that actor is dead for good (killed,
 skipped from then on) and `poll` returns its index; whether the run goes on with the other arms
 is the driver's call (`actors.on_robot_failure`). Generic over N actors.
+
+Each also has one standing `stats()` call: its answers give the per-arm figures (weights version,
+alive), tell a new actor incarnation (a restart) by its pid, and show a robot paused from its
+console page; none of them blocks the driver.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 
@@ -51,12 +55,16 @@ class Watched:
     failures: int = 0
     last_error: str = ""
     restarting: bool = False  # we killed it to restart it: its next actor error is ours
-    name: str = ""  # the arm's name in a fleet (`robots`); "" for a single robot or sim copies
+    down: bool = False  # its process died and Ray is restarting it (counted once)
+    arm: str = ""  # the arm's name: its metrics are `arm/<name>/...`
+    fleet: bool = False  # a fleet (`robots`): messages name the arm too
     dead: RunFailed | None = None  # failed for good: why (skipped from then on)
+    stats: dict = field(default_factory=dict)  # its last stats() answer
+    stats_call: ray.ObjectRef | None = None
 
     @property
     def label(self) -> str:
-        return f"robot actor {self.index}" + (f" (arm '{self.name}')" if self.name else "")
+        return f"robot actor {self.index}" + (f" (arm '{self.arm}')" if self.fleet else "")
 
 
 class RobotSupervisor:
@@ -65,11 +73,13 @@ class RobotSupervisor:
         make_actor: Callable[[int], ray.actor.ActorHandle],
         n: int,
         max_restarts: int,
-        names: list[str] | None = None,
+        arms: list[str] | None = None,
+        fleet: bool = False,
     ):
+        """`arms`: the arms' names (default arm0, arm1, ...); `fleet`: name them in messages."""
         self.max_restarts = max_restarts
-        names = names or [""] * n
-        self.robots = [Watched(i, make_actor(i), name=names[i]) for i in range(n)]
+        arms = arms or [f"arm{i}" for i in range(n)]
+        self.robots = [Watched(i, make_actor(i), arm=arms[i], fleet=fleet) for i in range(n)]
 
     @property
     def alive(self) -> list[Watched]:
@@ -109,31 +119,41 @@ class RobotSupervisor:
 
     def poll(self) -> int | None:
         """Non-blocking: handle finished watches. Returns the index of a robot actor that just
-        failed for good (its RunFailed in `.robots[i].dead`), else None."""
+        failed for good (its RunFailed in `.robots[i].dead`), else None.
+
+        Ray 2.60 fails the watch of a process that died while Ray restarts it with
+        `ActorUnavailableError`, and may fail the watches asked during the restart the same way:
+        one death counts once (`down` until `poll_stats` hears from the new process). An actor
+        that will not come back fails them with `ActorDiedError` (final)."""
         for r in self.alive:
             if r.watch is None:
                 continue
             ready, _ = ray.wait([r.watch], timeout=0)
             if not ready:
                 continue
+            final = False
             try:
                 ray.get(r.watch)
                 r.watch = None  # the loop ended because it was told to stop
                 continue
-            except ray.exceptions.ActorUnavailableError:  # restarting: ask again once it is back
-                r.watch = r.handle.watch.remote()
-                continue
-            except ray.exceptions.RayActorError as e:
-                if r.restarting:  # the death we caused to restart it
+            except ray.exceptions.ActorUnavailableError as e:
+                r.watch = r.handle.watch.remote()  # answered once the restarted process is up
+                if r.down:
+                    continue  # the same restart, still under way
+                r.down = True
+                if r.restarting:  # the restart we asked for
                     r.restarting = False
-                    r.watch = r.handle.watch.remote()
                     continue
-                failure = e
+                failure = e  # it died by itself; Ray restarts it (one of actors.max_restarts)
+            except ray.exceptions.RayActorError as e:
+                final, failure = True, e  # not coming back (Ray's restarts used up, or killed)
             except Exception as e:
                 failure = e
-            r.failures += 1
-            r.last_error = one_line(failure)
-            if 0 <= self.max_restarts < r.failures:
+            if not (final and r.restarting):  # else: the failure we restarted it for, counted
+                r.failures += 1
+                r.last_error = one_line(failure)
+            r.restarting = False
+            if final or 0 <= self.max_restarts < r.failures:
                 r.watch = None
                 r.dead = RunFailed(
                     f"{r.label} failed {r.failures} time{'s' if r.failures != 1 else ''} "
@@ -151,18 +171,42 @@ class RobotSupervisor:
             if not isinstance(failure, ray.exceptions.RayActorError):
                 r.restarting = True  # its process is still alive: restart it (Ray counts it)
                 ray.kill(r.handle, no_restart=False)
-            r.watch = r.handle.watch.remote()
+                r.watch = r.handle.watch.remote()
         return None
+
+    def poll_stats(self) -> list[Watched]:
+        """Non-blocking: collect the answered `stats()` calls and ask again. Returns the robots
+        whose actor answered from a new process (just up, or restarted) since the last poll."""
+        up = []
+        for r in self.alive:
+            if r.stats_call is not None:
+                ready, _ = ray.wait([r.stats_call], timeout=0)
+                if not ready:
+                    continue
+                try:
+                    new = ray.get(ready[0])
+                except ray.exceptions.RayActorError:
+                    new = None  # restarting, or dead for good: `poll` (the actor's watch) decides
+                if new is not None:
+                    if new.get("pid") != r.stats.get("pid"):
+                        up.append(r)
+                        r.down = False  # the restart is over: the next death is a new failure
+                    r.stats = new
+            r.stats_call = r.handle.stats.remote()
+        return up
 
     def any_paused(self) -> bool:
         """True when a person paused a robot from its console page (no env steps on purpose)."""
-        for h in self.handles:
-            try:
-                if ray.get(h.stats.remote(), timeout=5).get("paused"):
-                    return True
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                continue
-        return False
+        return any(r.stats.get("paused") for r in self.alive)
+
+    def metrics(self) -> dict[str, float]:
+        """Per-arm `arm/<name>/alive` and `weights_version` (weights reach every arm), arms alive."""
+        out: dict[str, float] = {"arms_alive": len(self.alive)}
+        for r in self.robots:
+            out[f"arm/{r.arm}/alive"] = float(r.dead is None)
+            if "weights_version" in r.stats:
+                out[f"arm/{r.arm}/weights_version"] = r.stats["weights_version"]
+        return out
 
     def summary(self) -> str:
         bad = [f"{r.label}: {r.last_error}" for r in self.robots if r.last_error]
