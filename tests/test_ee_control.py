@@ -30,6 +30,11 @@ def action(dx=0.0, dy=0.0, dz=0.0) -> np.ndarray:
     return np.array([dx, dy, dz, STAY], np.float32)
 
 
+def ee_now(wrapper) -> np.ndarray:
+    """The measured gripperframe position the wrapper steps from."""
+    return wrapper.kin.fk(wrapper._q)[0]
+
+
 def random_walk(env, seed: int) -> None:
     """A pose the policy could leave the arm in: 20-120 uniform random EE actions from reset,
     then 5 zero actions for the arm to settle."""
@@ -97,7 +102,7 @@ def test_steps_accumulate_from_the_commanded_target_within_the_lag_bound():
     # the arm sags 1 cm below its last target: a +x step keeps the target's height
     wrapper._commanded = measured + [0.0, 0.0, 0.01]
     target = wrapper.ee_target(action(dx=0.5))
-    np.testing.assert_allclose(target, measured + [0.5 * ee.step_size_m, 0.0, 0.01], atol=1e-9)
+    np.testing.assert_allclose(target, measured + [0.5 * ee.step_size_m, 0.0, 0.01 * ee.lag_keep], atol=1e-9)
     # a step against the lag starts from the measured EE on that axis
     target = wrapper.ee_target(action(dz=-0.5))
     np.testing.assert_allclose(target, measured + [0.0, 0.0, -0.5 * ee.step_size_m], atol=1e-9)
@@ -105,6 +110,7 @@ def test_steps_accumulate_from_the_commanded_target_within_the_lag_bound():
     wrapper._commanded = measured + [0.0, 0.0, 0.10]
     target = wrapper.ee_target(action())
     np.testing.assert_allclose(target, measured + [0.0, 0.0, ee.max_lag_m], atol=1e-9)
+    assert 0.0 < ee.lag_keep < 1.0 and 0.10 * ee.lag_keep > ee.max_lag_m
     # lag + step never puts the target farther than max_step_m from the measured EE
     target = wrapper.ee_target(action(1.0, 1.0, 1.0))
     assert np.linalg.norm(target - measured) == pytest.approx(ee.max_step_m)
@@ -113,8 +119,9 @@ def test_steps_accumulate_from_the_commanded_target_within_the_lag_bound():
     env.close()
 
 
-def test_max_lag_zero_steps_from_the_measured_ee():
-    env, wrapper, ee = make(max_lag_m=0.0)
+@pytest.mark.parametrize("off", [{"max_lag_m": 0.0}, {"lag_keep": 0.0}])
+def test_no_lag_steps_from_the_measured_ee(off):
+    env, wrapper, ee = make(**off)
     env.reset(seed=0)
     measured = wrapper.kin.fk(wrapper._q)[0]
     wrapper._commanded = measured + [0.0, 0.0, 0.01]
@@ -128,16 +135,15 @@ def test_blocked_arm_does_not_wind_up_and_reverses_at_once():
     # the workspace reaches below the table, so a held -z presses the fingers into it
     env, wrapper, ee = make(workspace_low=[0.10, -0.25, -0.05])
     env.reset(seed=0)
-    for _ in range(25):
+    for _ in range(25):  # the target is never farther than a step from where the arm is
+        assert np.linalg.norm(wrapper.ee_target(action(dz=-1.0)) - ee_now(wrapper)) <= ee.max_step_m + 1e-9
         env.step(action(dz=-1.0))
-        measured = wrapper.kin.fk(wrapper._q)[0]
-        lead = wrapper._commanded - measured
-        assert np.linalg.norm(lead) <= ee.max_step_m + 1e-6  # never farther than a step ahead
     pressed = wrapper.kin.fk(wrapper._q)[0]
     assert pressed[2] > -0.01  # the table stopped it: the target is below the arm
-    for _ in range(5):  # pressing on: the target stays within a step of the arm, no wind-up
+    for _ in range(5):  # pressing on: the lag carried over stays within max_lag_m, no wind-up
         env.step(action(dz=-1.0))
-        assert np.linalg.norm(wrapper._commanded - wrapper.kin.fk(wrapper._q)[0]) <= ee.max_step_m + 1e-6
+        held_lag = wrapper.ee_target(action()) - ee_now(wrapper)
+        assert np.linalg.norm(held_lag) <= ee.max_lag_m + 1e-9
     z0 = env.unwrapped.ee_pos()[2]
     env.step(action(dz=1.0))
     z1 = env.unwrapped.ee_pos()[2]

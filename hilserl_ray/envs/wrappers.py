@@ -90,12 +90,14 @@ class Proprioception(_ObsStep):
 class EEAction(gym.Wrapper):
     """(dx, dy, dz) in [-1, 1] (or arm-joint deltas) + gripper -> 6 joint targets for the robot.
 
-    EE mode: the step is scaled by `step_size_m` and added to the reference, the last commanded
-    EE target. A soft position servo (the STS3215 with
+    EE mode: the step is scaled by `step_size_m` and added to the reference: the measured EE
+    plus `lag_keep` of its lag behind the last commanded target. A soft position servo (the STS3215 with
     LeRobot's low P gain, and the MuJoCo model of it) sags under gravity by more than a small
     step, so steps from the *measured* pose ask for less than the sag and the arm stalls;
-    steps from the commanded one accumulate. The reference is the measured pose plus the lag
-    (commanded - measured) cut to `max_lag_m` (contact or a blocked arm: no wind-up), and on
+    steps from the commanded one accumulate (a held command on a stalled arm pushes up to
+    1 / (1 - lag_keep) steps ahead; below 1, a controller that already closes the loop on the
+    measured pose, as the oracle and a leader arm do, does not overshoot and hunt). The lag
+    (commanded - measured) is cut to `max_lag_m` (contact or a blocked arm: no wind-up), and on
     an axis where the new step opposes the lag the lag is dropped, so a reversal answers at
     once; at reset it is the measured pose. The target is then kept within `max_step_m` of the
     measured EE, clamped to the workspace box and solved by IK (warm start: the measured
@@ -139,6 +141,7 @@ class EEAction(gym.Wrapper):
         current, _ = self.kin.fk(self._q)
         lag = np.zeros(3) if self._commanded is None else self._commanded - current
         lag[lag * delta < 0] = 0.0  # a step against the lag starts from where the arm is
+        lag *= self.ee.lag_keep
         norm = np.linalg.norm(lag)
         if norm > self.ee.max_lag_m:
             lag *= self.ee.max_lag_m / norm
