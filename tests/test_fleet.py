@@ -326,6 +326,7 @@ def test_run_goes_on_with_the_other_arm_when_one_fails_for_good(arm_cluster, tmp
     finally:
         if proc.poll() is None:
             proc.kill()
+        print(text()[-4000:])  # the driver's output, shown when the test fails
     assert proc.returncode == 0, text()[-3000:]
     assert "1 arm(s) left" in text()
     last = metrics(out)[-1]
