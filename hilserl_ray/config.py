@@ -145,7 +145,22 @@ class EEActionConfig(Strict):
 
     enabled: bool = True
     step_size_m: PositiveFloat = Field(0.02, description="metres per unit action per step")
-    max_step_m: PositiveFloat = Field(0.03, description="largest EE jump per step")
+    max_step_m: PositiveFloat = Field(
+        0.03,
+        description="largest EE jump per step: the target is never farther than this from the measured EE",
+    )
+    max_lag_m: Annotated[float, Field(ge=0)] = Field(
+        0.02,
+        description="steps add to the last commanded target, not the measured EE, while the measured "
+        "EE lags it (gravity sag of a soft position servo) by up to this; a larger lag (contact, a "
+        "blocked arm) is cut to this, so the target never winds up; 0: steps from the measured EE",
+    )
+    lag_keep: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.7,
+        description="fraction of that lag carried into the next step: a stalled arm is pushed up to "
+        "1/(1-lag_keep) steps ahead; 1 integrates fully (a closed-loop controller such as the oracle "
+        "then overshoots and hunts), 0 steps from the measured EE",
+    )
     workspace_low: tuple[float, float, float] = (0.10, -0.25, 0.01)
     workspace_high: tuple[float, float, float] = (0.42, 0.25, 0.30)
     point_down: bool = Field(

@@ -227,18 +227,27 @@ class Kinematics:
                 if down is not None:
                     rows += [perp @ jacr[:, cols], w * _ROLL_ROW]
                 js, es = np.concatenate(rows), np.concatenate(sec_err)
-            dq = _prioritized(jp, ep, js, es, damping)
+            dq, dq_null = _prioritized(jp, ep, js, es, damping)
             # active set: a joint at a limit that the step pushes further out is dropped
-            blocked = ((q <= lo + 1e-6) & (dq < 0)) | ((q >= hi - 1e-6) & (dq > 0))
+            total = dq + dq_null
+            blocked = ((q <= lo + 1e-6) & (total < 0)) | ((q >= hi - 1e-6) & (total > 0))
             if blocked.any() and not blocked.all():
                 jp[:, blocked] = 0.0
                 if js is not None:
                     js[:, blocked] = 0.0
-                dq = _prioritized(jp, ep, js, es, damping)
-                dq[blocked] = 0.0
+                dq, dq_null = _prioritized(jp, ep, js, es, damping)
+                dq[blocked] = dq_null[blocked] = 0.0
+            # the step budget goes to the position task first: scaling the sum instead let a
+            # large orientation step (near its singularity) starve the position to ~1/20 per
+            # iteration, and IK then stopped centimetres short of the target
             norm = np.abs(dq).max()
             if norm > max_step_rad:
                 dq *= max_step_rad / norm
+            budget = max_step_rad - np.abs(dq).max()
+            norm_null = np.abs(dq_null).max()
+            if norm_null > budget:
+                dq_null *= budget / norm_null
+            dq = dq + dq_null
             q_new = np.clip(q + dq, lo, hi)
             step = np.abs(q_new - q).max()
             if step < 1e-7 or (step < 1e-4 and np.linalg.norm(ep) < tol):  # converged as far as it goes
@@ -254,17 +263,17 @@ _EYE3, _EYE5 = np.eye(3), np.eye(5)
 _RESTART_SEEDS = [(0.3, 0.3, 1.0), (-0.5, 1.0, 0.8), (-1.2, 1.5, -0.5), (-1.0, -1.2, -0.5), (1.0, 1.2, 0.5)]
 
 
-def _prioritized(jp, ep, js, es, damping: float) -> np.ndarray:
-    """Damped least-squares step for the position task; the orientation task (if any) only
+def _prioritized(jp, ep, js, es, damping: float) -> tuple[np.ndarray, np.ndarray]:
+    """Damped least-squares steps (position, orientation): the orientation task (if any) only
     moves in the position task's null space, so it never costs position accuracy."""
     pinv = jp.T @ np.linalg.inv(jp @ jp.T + damping**2 * _EYE3)
     dq = pinv @ ep
     if js is None:
-        return dq
+        return dq, np.zeros_like(dq)
     null = _EYE5 - pinv @ jp
     jn = js @ null
     dq2 = jn.T @ np.linalg.solve(jn @ jn.T + (10 * damping) ** 2 * np.eye(len(es)), es - js @ dq)
-    return dq + null @ dq2
+    return dq, null @ dq2
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:

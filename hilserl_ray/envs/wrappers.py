@@ -24,6 +24,7 @@ from hilserl_ray.features import IMAGE_PREFIX, STATE, FeatureSpec
 
 CLOSE, STAY, OPEN = 0, 1, 2  # discrete gripper commands
 GRIPPER_OPEN_ABOVE = 5.0  # gripper state (0..100) above which the jaws count as open
+IK_TOL_M = 0.005  # EEAction: a fingers-down IK solution farther than this from the target is dropped
 
 
 def _spec_of(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
@@ -89,9 +90,18 @@ class Proprioception(_ObsStep):
 class EEAction(gym.Wrapper):
     """(dx, dy, dz) in [-1, 1] (or arm-joint deltas) + gripper -> 6 joint targets for the robot.
 
-    EE mode: the step is scaled by `step_size_m`, capped at `max_step_m`, added to the measured
-    gripperframe position, clamped to the workspace box and solved by IK (warm start: the
-    measured joints; fingers held pointing down if `point_down`). Joint mode: deltas scaled by
+    EE mode: the step is scaled by `step_size_m` and added to the reference: the measured EE
+    plus `lag_keep` of its lag behind the last commanded target. A soft position servo (the STS3215 with
+    LeRobot's low P gain, and the MuJoCo model of it) sags under gravity by more than a small
+    step, so steps from the *measured* pose ask for less than the sag and the arm stalls;
+    steps from the commanded one accumulate (a held command on a stalled arm pushes up to
+    1 / (1 - lag_keep) steps ahead; below 1, a controller that already closes the loop on the
+    measured pose, as the oracle and a leader arm do, does not overshoot and hunt). The lag
+    (commanded - measured) is cut to `max_lag_m` (contact or a blocked arm: no wind-up), and on
+    an axis where the new step opposes the lag the lag is dropped, so a reversal answers at
+    once; at reset it is the measured pose. The target is then kept within `max_step_m` of the
+    measured EE, clamped to the workspace box and solved by IK (warm start: the measured
+    joints; fingers held pointing down if `point_down`). Joint mode: deltas scaled by
     `robot.max_relative_target_deg`. Gripper: discrete 0 = close, 1 = stay, 2 = open, or a
     continuous delta of `gripper.step_deg` per unit.
     """
@@ -109,11 +119,13 @@ class EEAction(gym.Wrapper):
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.ws_low, self.ws_high = np.asarray(self.ee.workspace_low), np.asarray(self.ee.workspace_high)
         self._q = np.zeros(6)  # measured joints
+        self._commanded: np.ndarray | None = None  # the last EE target sent (None: from the measured EE)
         self._gripper_target = 0.0
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._q = np.asarray(obs[STATE], np.float64)[:6].copy()
+        self._commanded = None
         self._gripper_target = float(self._q[5])
         return obs, info
 
@@ -123,13 +135,21 @@ class EEAction(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
     def ee_target(self, action: np.ndarray) -> np.ndarray:
-        """Where the EE is sent for this action: measured + scaled, capped and clamped delta."""
+        """Where the EE is sent for this action: reference + scaled step, at most `max_step_m`
+        from the measured EE, clamped to the workspace."""
         delta = np.clip(np.asarray(action, np.float64)[:3], -1.0, 1.0) * self.ee.step_size_m
-        norm = np.linalg.norm(delta)
-        if norm > self.ee.max_step_m:
-            delta *= self.ee.max_step_m / norm
         current, _ = self.kin.fk(self._q)
-        return np.clip(current + delta, self.ws_low, self.ws_high)
+        lag = np.zeros(3) if self._commanded is None else self._commanded - current
+        lag[lag * delta < 0] = 0.0  # a step against the lag starts from where the arm is
+        lag *= self.ee.lag_keep
+        norm = np.linalg.norm(lag)
+        if norm > self.ee.max_lag_m:
+            lag *= self.ee.max_lag_m / norm
+        step = lag + delta
+        norm = np.linalg.norm(step)
+        if norm > self.ee.max_step_m:
+            step *= self.ee.max_step_m / norm
+        return np.clip(current + step, self.ws_low, self.ws_high)
 
     def joint_targets(self, action) -> np.ndarray:
         action = np.asarray(action, np.float64).reshape(-1)
@@ -141,7 +161,11 @@ class EEAction(gym.Wrapper):
         q = self._q.copy()
         if self.ee.enabled:
             down = np.array([0.0, 0.0, -1.0]) if self.ee.point_down else None
-            q = self.kin.ik(self.ee_target(action), q, approach_dir=down, max_iters=20, restarts=False)
+            self._commanded = target = self.ee_target(action)
+            q = self.kin.ik(target, self._q, approach_dir=down, max_iters=20, restarts=False)
+            if down is not None and np.linalg.norm(self.kin.fk(q)[0] - target) > IK_TOL_M:
+                # fingers-down drove a joint into its limit short of the target: position first
+                q = self.kin.ik(target, self._q, max_iters=20, restarts=False)
         else:
             q[:5] += np.clip(action[:5], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
         g = action[-1]
