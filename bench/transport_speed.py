@@ -28,7 +28,7 @@ from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.runtime.learner import LearnerActor
 
 CHUNK_SIZES = (1, 16, 64, 256)
-SECONDS_PER_SIZE = 4.0
+SECONDS_PER_SIZE = float(os.environ.get("TRANSPORT_SECONDS", 4.0))
 
 
 def make_cfg(durable: bool = True):
