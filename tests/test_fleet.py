@@ -163,9 +163,14 @@ def test_one_machine_cannot_carry_two_different_labels():
 @pytest.fixture(scope="module")
 def arm_cluster():
     """A head (driver + learner) and one node per arm, each with its label and its arm's resource."""
+    from ray._raylet import AuthenticationTokenLoader
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a loaded machine registers slowly
+    # No token auth on this test cluster (Ray 2.60 turns it on by itself): after other tests' Rays
+    # in this process, the drivers the tests start in other processes were refused by its GCS.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    AuthenticationTokenLoader.instance().reset_cache()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     nodes = {
         name: cluster.add_node(num_cpus=2, labels={"robot": name}, resources={f"so101_{name}": 1})
@@ -174,6 +179,8 @@ def arm_cluster():
     cluster.wait_for_nodes()
     yield cluster, {name: n.node_id for name, n in nodes.items()}
     cluster.shutdown()
+    os.environ.pop("RAY_AUTH_MODE")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_arm(arm_cluster, tmp_path):
@@ -300,7 +307,7 @@ def driver(address: str, out: Path, log: Path, *extra: str) -> subprocess.Popen:
         f"--output_dir={out}",
         *extra,
     ]
-    env = {**ENV, "RAY_ADDRESS": address}
+    env = {**ENV, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled"}
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
 
 
@@ -411,7 +418,7 @@ def test_two_twins_on_two_labelled_nodes_train_together(arm_cluster, tmp_path):
         ]  # fmt: skip
         proc = subprocess.Popen(
             cmd,
-            env={**ENV, "RAY_ADDRESS": cluster.address},
+            env={**ENV, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "disabled"},
             cwd=ROOT,
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
