@@ -5,6 +5,13 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The multi-node tests (test_fleet.py) first: their in-process `Cluster` must be this process's
+    first Ray. After other tests' Rays here, Ray 2.60 (token auth on by default) ran it with a token
+    the drivers they start in other processes did not have, and refused them."""
+    items.sort(key=lambda item: item.path.name != "test_fleet.py")  # stable: the rest keep their order
+
+
 @pytest.fixture
 def seeded_single_thread_torch():
     """Seeded torch on one thread: tiny nets are faster without OpenMP contention with other jobs."""

@@ -163,15 +163,11 @@ def test_one_machine_cannot_carry_two_different_labels():
 @pytest.fixture(scope="module")
 def arm_cluster():
     """A head (driver + learner) and one node per arm, each with its label and its arm's resource."""
-    from ray._raylet import AuthenticationTokenLoader
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a loaded machine registers slowly
-    # No token auth on this test cluster (Ray 2.60 turns it on by itself): after other tests' Rays
-    # in this process, the drivers the tests start in other processes were refused by its GCS.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    AuthenticationTokenLoader.instance().reset_cache()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.driver_env = {"RAY_ADDRESS": cluster.address}  # for drivers in other processes
     nodes = {
         name: cluster.add_node(num_cpus=2, labels={"robot": name}, resources={f"so101_{name}": 1})
         for name in ("arm1", "arm2")
@@ -179,8 +175,6 @@ def arm_cluster():
     cluster.wait_for_nodes()
     yield cluster, {name: n.node_id for name, n in nodes.items()}
     cluster.shutdown()
-    os.environ.pop("RAY_AUTH_MODE")
-    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_arm(arm_cluster, tmp_path):
@@ -296,7 +290,7 @@ def test_supervisor_tells_a_restart_from_death_for_good(arm_cluster):
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
 
 
-def driver(address: str, out: Path, log: Path, *extra: str) -> subprocess.Popen:
+def driver(cluster, out: Path, log: Path, *extra: str) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -307,7 +301,7 @@ def driver(address: str, out: Path, log: Path, *extra: str) -> subprocess.Popen:
         f"--output_dir={out}",
         *extra,
     ]
-    env = {**ENV, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled"}
+    env = {**ENV, **cluster.driver_env}
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
 
 
@@ -319,7 +313,7 @@ def metrics(out: Path) -> list[dict]:
 def test_run_goes_on_with_the_other_arm_when_one_fails_for_good(arm_cluster, tmp_path):
     cluster, _ = arm_cluster
     out, log = tmp_path / "run", tmp_path / "driver.log"
-    proc = driver(cluster.address, out, log, TWO_SIM_ARMS, "--actors.max_restarts=0", "--total_env_steps=900")
+    proc = driver(cluster, out, log, TWO_SIM_ARMS, "--actors.max_restarts=0", "--total_env_steps=900")
     try:
         text = lambda: log.read_text() if log.exists() else ""  # noqa: E731
         pid = int(
@@ -352,7 +346,7 @@ def test_stop_policy_ends_the_run_when_one_arm_fails_for_good(arm_cluster, tmp_p
     cluster, _ = arm_cluster
     out, log = tmp_path / "run", tmp_path / "driver.log"
     proc = driver(
-        cluster.address,
+        cluster,
         out,
         log,
         TWO_SIM_ARMS,
@@ -418,7 +412,7 @@ def test_two_twins_on_two_labelled_nodes_train_together(arm_cluster, tmp_path):
         ]  # fmt: skip
         proc = subprocess.Popen(
             cmd,
-            env={**ENV, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "disabled"},
+            env={**ENV, **cluster.driver_env},
             cwd=ROOT,
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,

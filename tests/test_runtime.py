@@ -154,14 +154,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _session_pids(sid: int) -> list[int]:
+    """Every process in session `sid` (what `ray start` launched keeps its session)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                pids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
 @contextlib.contextmanager
 def ray_head(env: dict):
-    """`ray start --head` on localhost in its own temp dir; torn down by that dir alone, so other
-    Ray clusters on the machine (a developer's training run) are left alone, unlike `ray stop`."""
+    """`ray start --head` on localhost in its own temp dir and session; torn down by that session
+    alone, so other Ray clusters on the machine (a developer's training run) are left alone, unlike
+    `ray stop`. (Matching the temp dir in command lines missed the dashboard agent, renamed
+    `ray::DashboardAgent`: it outlived the test spinning at 90% of a core, with its forkserver.)"""
     ray_bin = str(Path(sys.executable).parent / "ray")
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a limit
     dash = _free_port()
-    subprocess.run(
+    start = subprocess.Popen(
         [
             ray_bin,
             "start",
@@ -175,15 +189,20 @@ def ray_head(env: dict):
             "--disable-usage-stats",
         ],
         env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its pid is the session id of every Ray process it starts
     )
     try:
+        out, _ = start.communicate(timeout=120)
+        assert start.returncode == 0, out
         yield ray_bin, f"http://127.0.0.1:{dash}"
     finally:
-        for sig in ("-TERM", "-KILL"):
-            subprocess.run(["pkill", sig, "-f", temp_dir], capture_output=True)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _session_pids(start.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
             time.sleep(2)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
