@@ -16,6 +16,7 @@ from fake_sts3215 import FakeBus, write_calibration
 from run_helpers import SMALL_REACH
 
 from hilserl_ray.runtime.checkpoint import complete_checkpoints, latest_checkpoint
+from hilserl_ray.runtime.procs import command_line, descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
@@ -129,22 +130,7 @@ def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp
 
 def _robot_actor_pid(parent: int) -> int | None:
     """The pid of a `ray::Robot` worker below `parent` (the run's own local Ray)."""
-    kids: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            names[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(stat.parent.name))
-    todo = [parent]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if names.get(c, "").startswith("ray::Robot"):
-                return c
-            todo.append(c)
-    return None
+    return next((p for p in descendants(parent) if command_line(p).startswith("ray::Robot")), None)
 
 
 def test_robot_actor_that_keeps_dying_ends_the_run_with_one_line(tmp_path):
@@ -210,23 +196,6 @@ def test_robot_actor_that_cannot_start_ends_the_start_with_one_line(tmp_path):
     assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()
 
 
-def _descendants(parent: int) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            kids.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(
-                int(stat.parent.name)
-            )
-        except (OSError, IndexError, ValueError):
-            continue
-    found, todo = set(), [parent]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            found.add(c)
-            todo.append(c)
-    return found
-
-
 def _alive(pids: set[int]) -> set[int]:
     alive = set()
     for pid in pids:
@@ -259,7 +228,7 @@ def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, t
             raise AssertionError(
                 f"the run ended before it started: {proc.wait()} {proc.stderr.read()[-3000:]}"
             )
-        ray_procs = _descendants(proc.pid)
+        ray_procs = set(descendants(proc.pid))
         assert ray_procs, "the run's local Ray should have processes by now"
         for _ in range(signals):
             proc.send_signal(2)

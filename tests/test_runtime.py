@@ -21,6 +21,7 @@ from run_helpers import SMALL_REACH, wait_for
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.runtime.checkpoint import latest_checkpoint
+from hilserl_ray.runtime.procs import session
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
@@ -154,18 +155,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Every process in session `sid` (what `ray start` launched keeps its session)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                pids.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return pids
-
-
 @contextlib.contextmanager
 def ray_head(env: dict):
     """`ray start --head` on localhost in its own temp dir and session; torn down by that session
@@ -200,7 +189,7 @@ def ray_head(env: dict):
         yield ray_bin, f"http://127.0.0.1:{dash}"
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _session_pids(start.pid):
+            for pid in session(start.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             time.sleep(2)

@@ -34,6 +34,7 @@ from hilserl_ray.runtime import rundir
 from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
 from hilserl_ray.runtime.learner import LearnerActor
 from hilserl_ray.runtime.metrics import MetricsLogger, console_line
+from hilserl_ray.runtime.procs import descendants
 from hilserl_ray.runtime.resume import CheckpointLoadError, choose_checkpoint
 from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
 from hilserl_ray.runtime.supervise import RobotSupervisor, RunFailed
@@ -82,20 +83,8 @@ class StopSignal:
 
 
 def kill_descendants() -> None:
-    """SIGKILL every process below this one (the local Ray this driver started), from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    todo, found = [os.getpid()], []
-    while todo:
-        for c in children.get(todo.pop(), []):
-            found.append(c)
-            todo.append(c)
-    for pid in found:
+    """SIGKILL every process below this one (the local Ray this driver started)."""
+    for pid in descendants(os.getpid()):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
 
