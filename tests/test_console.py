@@ -218,11 +218,10 @@ def test_operator_takes_over_steers_and_judges_a_robot_actor_from_the_page(brows
         assert forbidden(base) == 403
 
         page, errors = open_page(browser, info["url"])
-        for img in ("img.raw", "img.policy"):  # a frame shown (naturalWidth: 0 while one decodes)
+        for img in ("img.raw", "img.policy"):  # a frame shown (naturalWidth reads 0 while the next decodes)
             wait_js(page, f"document.querySelector('{img}')?.dataset.frames > 0")
-            wait_js(page, f"document.querySelector('{img}').naturalWidth > 0")
-        assert js(page, "document.querySelector('img.raw').naturalWidth") == 96  # raw, as the robot sends it
-        assert js(page, "document.querySelector('img.policy').naturalWidth") == 64  # after resize
+        assert js(page, "document.querySelector('img.raw').dataset.size") == "96x96"  # as the robot sends it
+        assert js(page, "document.querySelector('img.policy').dataset.size") == "64x64"  # after resize
 
         page.keyboard.press("Space")
         wait_js(page, "window.consoleStats.status?.engaged && window.consoleStats.status?.human")

@@ -125,6 +125,7 @@ function onFrame(buf) {
   s.img.onload = () => {
     if (old) URL.revokeObjectURL(old);
     s.img.dataset.frames = String(Number(s.img.dataset.frames) + 1);
+    s.img.dataset.size = `${s.img.naturalWidth}x${s.img.naturalHeight}`; // stays while the next decodes
     window.consoleStats.frames += 1;
     if (s.kind === "raw") drawCrop(s.img.closest("figure"));
   };
