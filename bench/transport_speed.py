@@ -7,10 +7,12 @@ ray.put) into a robot-side ActorPolicy.
 
     .venv/bin/python bench/transport_speed.py
 
-Two learners in turn: one writing into its file-backed replay store (storage.durable=true, the
-default), one keeping rows in RAM (storage.durable=false). Measured (chunk 64, load 2, 2 cores,
-both actors on this machine): 2,900-3,600 transitions/s into the store, 2,700-3,300 into RAM;
-the figures swing with the page cache's writeback and with what else runs.
+Two learners in turn: one keeping rows in RAM (storage.durable=false), one writing into its
+file-backed replay store (storage.durable=true, the default). Measured (chunk 64, 2 cores, both
+actors on this machine): 6,300-13,000 transitions/s into RAM; 4,100-5,400 into the store while
+the page cache absorbs the writes, ~3,200 (315 MB/s) once the disk's writeback bounds it
+(`dd bs=3M count=2500` sustains 233 MB/s here). Four seconds per size: the figures swing with
+the page cache and with what else runs; TRANSPORT_SECONDS=20 shows the sustained rates.
 """
 
 from __future__ import annotations
@@ -127,10 +129,11 @@ def main() -> None:
         f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (others' work skews this)"
     )
     sender = Sender.remote(spec.to_dict())
-    for durable in (True, False):
+    # RAM first: the store's GBs of dirty pages, still being written back after its run, would
+    # slow whatever runs next
+    for durable in (False, True):
         learner = ingest(make_cfg(durable), spec, sender)
-        if durable:
-            ray.get(learner.stop.remote())
+        if not durable:
             ray.kill(learner)
     ms = ray.get(sender.weights_latency.remote(learner, cfg.model_dump(mode="json")))
     state = ray.get(ray.get(learner.get_weights.remote(-1))[1][0])
