@@ -12,6 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
+from run_helpers import ROOT
 
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.console.controls import WebControls, WebSource
@@ -424,3 +425,64 @@ def test_a_taken_port_is_a_user_error_naming_the_key():
         with pytest.raises(UserError, match="console.port") as e:
             open_console(cfg, "x")
         assert f"127.0.0.1:{port}" in str(e.value) and "console.port=0" in str(e.value)
+
+
+def test_evaluate_counts_an_operators_takeover_apart_from_the_policy(browser, tmp_path):
+    """`evaluate` serves the page too: an episode a person steered and judged is counted as a
+    takeover, and the policy-alone success rate leaves it out."""
+    import json
+    import subprocess
+    import sys
+
+    from hilserl_ray.configio import write_config
+    from hilserl_ray.runtime.checkpoint import write_checkpoint
+    from hilserl_ray.runtime.learner import Learner
+
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = load_config(
+        "configs/sim_pick_cube.yaml",
+        [
+            *SMALL,
+            f"--output_dir={out}",
+            "--env.max_episode_steps=100000",
+            "--learner.training_starts=1000000000",
+        ],
+    )
+    write_config(cfg, out / "config.yaml")
+    learner = Learner(cfg.model_dump(mode="json"))
+    write_checkpoint(out / "checkpoints", None, lambda d: {**learner.save(str(d)), "step": 0})  # untrained
+    learner.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hilserl_ray.evaluate", str(out), "--episodes", "2", "--no-video"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("console: http://127.0.0.1:"), line + proc.stderr.read()
+        page, errors = open_page(browser, line.split()[1])
+        wait_js(page, "window.consoleStats.status?.episode === 1")
+        page.keyboard.press("Space")  # take over, steer a little, then judge it a success
+        wait_js(page, "window.consoleStats.status?.human === true")
+        step0 = js(page, "window.consoleStats.status.step")
+        page.keyboard.down("PageUp")
+        wait_js(page, f"window.consoleStats.status.step >= {step0 + 5}")
+        page.keyboard.up("PageUp")
+        page.keyboard.press("s")
+        wait_js(page, "window.consoleStats.status?.episode === 2")
+        page.keyboard.press("f")  # the policy alone, judged a failure without a takeover
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-2000:]
+        assert errors == []
+    finally:
+        proc.kill()
+    ev = json.loads((out / "eval.json").read_text())
+    first, second = ev["per_episode"]
+    assert first["success"] and first["intervention_steps"] >= 5
+    assert not second["success"] and second["intervention_steps"] == 0
+    assert ev["success_rate"] == 0.5 and ev["episodes_with_takeover"] == 1
+    assert ev["policy_alone_success_rate"] == 0.0
+    assert "a person took over in 1 (policy alone: 0%)" in stdout
