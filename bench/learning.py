@@ -54,7 +54,8 @@ def parse_args(description: str, default_steps: int) -> argparse.Namespace:
     return args
 
 
-def record_demos(config: str, overrides: list[str], episodes: int, out: Path) -> Path:
+def record_demos(config: str, args: list[str], episodes: int, out: Path) -> Path:
+    """`hilserl_ray.record` with the oracle as the demonstrator; `args`: record's and the config's."""
     if (out / "meta" / "info.json").is_file():
         return out  # recorded by an earlier run of this benchmark: same config, same seed
     rc = record.main(
@@ -68,12 +69,12 @@ def record_demos(config: str, overrides: list[str], episodes: int, out: Path) ->
             "--codec",
             "h264",
             "--no-progress",
-            *overrides,
+            *args,
             "--pipeline.intervention.source=oracle",
         ]
     )
     if rc != 0:
-        raise SystemExit(f"recording demos failed (exit {rc})")
+        raise SystemExit(f"recording {out} failed (exit {rc})")
     return out
 
 

@@ -23,8 +23,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see policy/perf.py
 
 import numpy as np  # noqa: E402
+from learning import record_demos  # noqa: E402
 
-from hilserl_ray import record  # noqa: E402
 from hilserl_ray.reward.__main__ import main as reward_main  # noqa: E402
 
 CONFIG = "configs/sim_pick_cube.yaml"
@@ -37,30 +37,9 @@ OVERRIDES = [
 
 def record_mix(config: str, overrides: list[str], episodes: int, seed: int, out: Path) -> Path:
     """A dataset of mixed expert successes and deliberate failures (reused when it exists)."""
-    if (out / "meta" / "info.json").is_file():
-        return out
-    rc = record.main(
-        [
-            "--config",
-            config,
-            "--episodes",
-            str(episodes),
-            "--out",
-            str(out),
-            "--codec",
-            "h264",
-            "--expert",
-            "mix",
-            "--until-time-limit",
-            "--no-progress",
-            *overrides,
-            f"--seed={seed}",
-            "--pipeline.intervention.source=oracle",
-        ]
+    return record_demos(
+        config, [*overrides, "--expert", "mix", "--until-time-limit", f"--seed={seed}"], episodes, out
     )
-    if rc != 0:
-        raise SystemExit(f"recording {out} failed (exit {rc})")
-    return out
 
 
 def train_classifier(config: str, overrides: list[str], datasets: list[Path], out: Path, steps: int) -> float:
