@@ -95,6 +95,21 @@ def test_held_command_moves_the_arm_from_random_poses(scale, steps):
     assert not stalled, f"{len(stalled)} of {runs} held commands stalled: {stalled}"
 
 
+def test_a_zero_step_holds_the_arm_where_it_is():
+    """An idle operator (or a policy that says 'stay') must not see the arm creep: near full
+    reach, IK re-solved from the sagged pose every step walked the EE up to 20 mm in 10 steps."""
+    env, wrapper, _ = make()
+    drift = []
+    for seed in range(16):
+        random_walk(env, seed)
+        start = env.unwrapped.ee_pos().copy()
+        for _ in range(10):
+            env.step(action())
+        drift.append(np.linalg.norm(env.unwrapped.ee_pos() - start))
+    env.close()
+    assert max(drift) < 0.002, f"EE drift per seed, mm: {np.round(np.asarray(drift) * 1000, 1)}"
+
+
 def test_steps_accumulate_from_the_commanded_target_within_the_lag_bound():
     env, wrapper, ee = make()
     env.reset(seed=0)

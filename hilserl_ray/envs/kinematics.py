@@ -151,6 +151,7 @@ class Kinematics:
         damping: float = 1e-3,
         max_step_rad: float = 0.25,
         restarts: bool = True,
+        max_turn_rad: float | None = None,
     ) -> np.ndarray:
         """Joint targets (6,) in state units that put `site` at `target_pos` (metres).
 
@@ -161,7 +162,9 @@ class Kinematics:
         (the site's x axis, the finger direction, along this world vector; wrist_roll, which
         spins the fingers about that axis, is held at its warm start with `roll_weight`). The
         gripper value is copied from `q_init_deg`. Unreachable targets give the closest pose
-        found (check with `fk`). If the warm start ends in a local minimum (position error
+        found (check with `fk`). `max_turn_rad`: the most the orientation task may move any joint
+        in this call (a controller calling every step: where the orientation cannot be reached, near
+        full reach, an uncapped task swings the joints each call and the EE creeps). If the warm start ends in a local minimum (position error
         above `tol`), a few fixed seeds aimed at the target are tried (`restarts`), so the
         result stays deterministic.
         """
@@ -175,7 +178,8 @@ class Kinematics:
         if approach_dir is not None:
             down = np.asarray(approach_dir, dtype=np.float64).reshape(3)
             down = down / np.linalg.norm(down)
-        args = (target_pos, sid, target_mat, down, roll_weight, tol, max_iters, damping, max_step_rad)
+        turn = np.inf if max_turn_rad is None else max_turn_rad
+        args = (target_pos, sid, target_mat, down, roll_weight, tol, max_iters, damping, max_step_rad, turn)
         q, err = self._solve(np.deg2rad(q_init_deg[:5]), *args)
         if restarts and err > tol:
             pan = -np.arctan2(target_pos[1], target_pos[0] - self.model.body("shoulder").pos[0])
@@ -190,8 +194,9 @@ class Kinematics:
         out[:5] = np.rad2deg(q)
         return out
 
-    def _solve(self, q0, target_pos, sid, target_mat, down, w, tol, max_iters, damping, max_step_rad):
-        """One damped-least-squares descent from q0 (radians); returns (q, position error)."""
+    def _solve(self, q0, target_pos, sid, target_mat, down, w, tol, max_iters, damping, max_step_rad, turn):
+        """One damped-least-squares descent from q0 (radians); returns (q, position error).
+        `turn`: what is left of the orientation task's joint motion budget (max-norm, summed)."""
         lo, hi = self.ranges[:5, 0], self.ranges[:5, 1]
         q = np.clip(q0, lo, hi)
         jacp = np.zeros((3, self.model.nv))
@@ -243,10 +248,11 @@ class Kinematics:
             norm = np.abs(dq).max()
             if norm > max_step_rad:
                 dq *= max_step_rad / norm
-            budget = max_step_rad - np.abs(dq).max()
+            budget = min(max_step_rad - np.abs(dq).max(), turn)
             norm_null = np.abs(dq_null).max()
             if norm_null > budget:
                 dq_null *= budget / norm_null
+            turn -= min(norm_null, budget)
             dq = dq + dq_null
             q_new = np.clip(q + dq, lo, hi)
             step = np.abs(q_new - q).max()

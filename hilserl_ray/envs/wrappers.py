@@ -25,6 +25,7 @@ from hilserl_ray.features import IMAGE_PREFIX, STATE, FeatureSpec
 CLOSE, STAY, OPEN = 0, 1, 2  # discrete gripper commands
 GRIPPER_OPEN_ABOVE = 5.0  # gripper state (0..100) above which the jaws count as open
 IK_TOL_M = 0.005  # EEAction: a fingers-down IK solution farther than this from the target is dropped
+MAX_TURN_RAD = 0.2  # EEAction: fingers-down may turn a joint this much per step (see Kinematics.ik)
 
 
 def _spec_of(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
@@ -100,8 +101,10 @@ class EEAction(gym.Wrapper):
     (commanded - measured) is cut to `max_lag_m` (contact or a blocked arm: no wind-up), and on
     an axis where the new step opposes the lag the lag is dropped, so a reversal answers at
     once; at reset it is the measured pose. The target is then kept within `max_step_m` of the
-    measured EE, clamped to the workspace box and solved by IK (warm start: the measured
-    joints; fingers held pointing down if `point_down`). Joint mode: deltas scaled by
+    measured EE, clamped to the workspace box and solved by IK (warm start: the joints last
+    sent; fingers held pointing down if `point_down`, turning a joint at most `MAX_TURN_RAD` per
+    step for it). A zero (dx, dy, dz) holds the joints last sent: re-solving from the sagged pose
+    crept up to 20 mm in 10 idle steps near full reach. Joint mode: deltas scaled by
     `robot.max_relative_target_deg`. Gripper: discrete 0 = close, 1 = stay, 2 = open, or a
     continuous delta of `gripper.step_deg` per unit.
     """
@@ -120,12 +123,13 @@ class EEAction(gym.Wrapper):
         self.ws_low, self.ws_high = np.asarray(self.ee.workspace_low), np.asarray(self.ee.workspace_high)
         self._q = np.zeros(6)  # measured joints
         self._commanded: np.ndarray | None = None  # the last EE target sent (None: from the measured EE)
+        self._held: np.ndarray | None = None  # the arm joints last sent (None: from the measured joints)
         self._gripper_target = 0.0
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._q = np.asarray(obs[STATE], np.float64)[:6].copy()
-        self._commanded = None
+        self._commanded = self._held = None
         self._gripper_target = float(self._q[5])
         return obs, info
 
@@ -159,13 +163,21 @@ class EEAction(gym.Wrapper):
                 f"got {action.shape}"
             )
         q = self._q.copy()
-        if self.ee.enabled:
+        if self.ee.enabled and self._held is not None and not np.any(action[:3]):
+            q[:5] = self._held  # a zero step holds the joints: re-solving IK from the sagged pose creeps
+        elif self.ee.enabled:
             down = np.array([0.0, 0.0, -1.0]) if self.ee.point_down else None
             self._commanded = target = self.ee_target(action)
-            q = self.kin.ik(target, self._q, approach_dir=down, max_iters=20, restarts=False)
+            # warm start: the joints last sent, so the solution moves on from the last one
+            start = self._q.copy()
+            if self._held is not None:
+                start[:5] = self._held
+            q = self.kin.ik(
+                target, start, approach_dir=down, max_iters=20, restarts=False, max_turn_rad=MAX_TURN_RAD
+            )
             if down is not None and np.linalg.norm(self.kin.fk(q)[0] - target) > IK_TOL_M:
                 # fingers-down drove a joint into its limit short of the target: position first
-                q = self.kin.ik(target, self._q, max_iters=20, restarts=False)
+                q = self.kin.ik(target, start, max_iters=20, restarts=False)
         else:
             q[:5] += np.clip(action[:5], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
         g = action[-1]
@@ -177,7 +189,9 @@ class EEAction(gym.Wrapper):
             step = np.clip(g, -1.0, 1.0) * self.cfg.pipeline.gripper.step_deg
             self._gripper_target = float(np.clip(self._gripper_target + step, 0.0, 100.0))
         q[5] = self._gripper_target
-        return self.kin.clip_state(q).astype(np.float32)
+        q = self.kin.clip_state(q)
+        self._held = q[:5].copy()
+        return q.astype(np.float32)
 
 
 class Intervention(gym.Wrapper):
