@@ -140,7 +140,9 @@ def run(name: str, config: str, overrides: list[str], demos: int, args: argparse
             *args.overrides,
         ]
         if demos and args.ablation != "no_demos":
-            demo_dir = root.parent / (f"demos_seed{seed}" if not reward else f"demos_classifier_seed{seed}")
+            # shared by the ablations of this benchmark (root.parent), never by another benchmark
+            kind = "demos" if not reward else "demos_classifier"
+            demo_dir = root.parent / f"{name}_{kind}_seed{seed}"
             ds = record_demos(config, [f"--seed={seed + 100}", *overrides, *reward], demos, demo_dir)
             run_overrides.append(f"--dataset.path={ds}")
         run_overrides += ABLATIONS[args.ablation]
