@@ -101,10 +101,12 @@ class EEAction(gym.Wrapper):
     (commanded - measured) is cut to `max_lag_m` (contact or a blocked arm: no wind-up), and on
     an axis where the new step opposes the lag the lag is dropped, so a reversal answers at
     once; at reset it is the measured pose. The target is then kept within `max_step_m` of the
-    measured EE, clamped to the workspace box and solved by IK (warm start: the joints last
-    sent; fingers held pointing down if `point_down`, turning a joint at most `MAX_TURN_RAD` per
-    step for it). A zero (dx, dy, dz) holds the joints last sent: re-solving from the sagged pose
-    crept up to 20 mm in 10 idle steps near full reach. Joint mode: deltas scaled by
+    measured EE, clamped to the workspace box and solved by IK (warm start: the measured
+    joints; fingers held pointing down if `point_down`, turning a joint at most `MAX_TURN_RAD`
+    per step for it: near full reach, where they cannot point down, an uncapped task swung the
+    joints every step and the EE crept). A zero (dx, dy, dz) holds the joints last sent:
+    re-solving from the sagged pose crept up to 31 mm in 10 idle steps. (A warm start from the
+    joints last sent instead made a blocked arm alternate between two solutions.) Joint mode: deltas scaled by
     `robot.max_relative_target_deg`. Gripper: discrete 0 = close, 1 = stay, 2 = open, or a
     continuous delta of `gripper.step_deg` per unit.
     """
@@ -168,16 +170,12 @@ class EEAction(gym.Wrapper):
         elif self.ee.enabled:
             down = np.array([0.0, 0.0, -1.0]) if self.ee.point_down else None
             self._commanded = target = self.ee_target(action)
-            # warm start: the joints last sent, so the solution moves on from the last one
-            start = self._q.copy()
-            if self._held is not None:
-                start[:5] = self._held
             q = self.kin.ik(
-                target, start, approach_dir=down, max_iters=20, restarts=False, max_turn_rad=MAX_TURN_RAD
+                target, self._q, approach_dir=down, max_iters=20, restarts=False, max_turn_rad=MAX_TURN_RAD
             )
             if down is not None and np.linalg.norm(self.kin.fk(q)[0] - target) > IK_TOL_M:
                 # fingers-down drove a joint into its limit short of the target: position first
-                q = self.kin.ik(target, start, max_iters=20, restarts=False)
+                q = self.kin.ik(target, self._q, max_iters=20, restarts=False)
         else:
             q[:5] += np.clip(action[:5], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
         g = action[-1]
