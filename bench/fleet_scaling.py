@@ -23,9 +23,8 @@ from hilserl_ray.fleet import fleet
 from hilserl_ray.runtime.learner import LearnerActor
 from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
 
-TRANSPORT_LIMIT = (
-    3200  # bench/transport_speed.py, chunk 64, two 128x128 cameras, into the store, sustained (disk)
-)
+# bench/transport_speed.py, chunk 64, two 128x128 cameras, into the store, sustained (the disk)
+TRANSPORT_LIMIT = 3200
 TICK = os.sysconf("SC_CLK_TCK")
 
 

@@ -1,4 +1,4 @@
-"""What the tests that run the whole loop share: a small reach run, waiting for it, a local Ray."""
+"""What tests share: a small reach run, waiting for it, a local Ray, a wrapper in an env's chain."""
 
 from __future__ import annotations
 
@@ -49,3 +49,13 @@ def start_local_ray(num_cpus: int = 3) -> None:
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
     )
+
+
+def find_wrapper(env, name: str):
+    """The wrapper of class `name` in `env`'s chain (EEAction, Intervention, ...)."""
+    e = env
+    while e is not None:
+        if type(e).__name__ == name:
+            return e
+        e = getattr(e, "env", None)
+    raise AssertionError(f"no {name} wrapper")

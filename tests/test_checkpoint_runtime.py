@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import ray
-from run_helpers import wait_for
+from run_helpers import ROOT, wait_for
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
     "--env.max_episode_steps=25",
     "--policy.batch_size=32",

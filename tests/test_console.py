@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -430,10 +433,6 @@ def test_a_taken_port_is_a_user_error_naming_the_key():
 def test_evaluate_counts_an_operators_takeover_apart_from_the_policy(browser, tmp_path):
     """`evaluate` serves the page too: an episode a person steered and judged is counted as a
     takeover, and the policy-alone success rate leaves it out."""
-    import json
-    import subprocess
-    import sys
-
     from hilserl_ray.configio import write_config
     from hilserl_ray.runtime.checkpoint import write_checkpoint
     from hilserl_ray.runtime.learner import Learner

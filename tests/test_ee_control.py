@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from run_helpers import find_wrapper
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.make import make_env
@@ -20,10 +21,7 @@ def make(**ee_action) -> tuple:
         }
     )
     env = make_env(cfg, seed=0)
-    wrapper = env
-    while type(wrapper).__name__ != "EEAction":
-        wrapper = wrapper.env
-    return env, wrapper, cfg.pipeline.ee_action
+    return env, find_wrapper(env, "EEAction"), cfg.pipeline.ee_action
 
 
 def action(dx=0.0, dy=0.0, dz=0.0) -> np.ndarray:

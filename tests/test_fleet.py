@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 import ray
-from run_helpers import SMALL_REACH, wait_for
+from run_helpers import ROOT, SMALL_REACH, wait_for
 
 from hilserl_ray.configio import ConfigError, load_config, write_config
 from hilserl_ray.fleet import fleet
 from hilserl_ray.fleet.arms import local_node_placement
 from hilserl_ray.preflight import preflight
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = [*SMALL_REACH[2:-1], "--checkpoint.every_updates=100000"]  # no --config, no ray.num_cpus
 TWO_SIM_ARMS = "--robots=[{name: arm1, label: arm1}, {name: arm2, label: arm2}]"
 

@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
-from run_helpers import wait_for
+from run_helpers import ROOT, wait_for
 
 from hilserl_ray.configio import load_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_normal_stop_sends_the_partial_chunk(module_ray, tmp_path):

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 from fake_sts3215 import FakeBus, write_calibration
-from run_helpers import SMALL_REACH
+from run_helpers import ROOT, SMALL_REACH
 
 from hilserl_ray.runtime.checkpoint import complete_checkpoints, latest_checkpoint
 from hilserl_ray.runtime.procs import command_line, descendants
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 
 

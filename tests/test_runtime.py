@@ -17,13 +17,12 @@ import urllib.request
 from pathlib import Path
 
 import ray
-from run_helpers import SMALL_REACH, wait_for
+from run_helpers import ROOT, SMALL_REACH, wait_for
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.runtime.checkpoint import latest_checkpoint
 from hilserl_ray.runtime.procs import session
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV = {
     **os.environ,
     "PYTHONPATH": str(ROOT),

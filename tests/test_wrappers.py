@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from run_helpers import find_wrapper
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.intervention import InterventionSource, no_events
@@ -56,7 +57,7 @@ def test_workspace_clamp_and_max_step():
     env = make_env(cfg, seed=0)
     obs, _ = env.reset(seed=0)
     inner = env.unwrapped
-    ee_wrapper = _find(env, "EEAction")
+    ee_wrapper = find_wrapper(env, "EEAction")
     target = ee_wrapper.ee_target(np.array([1.0, 1.0, 1.0, 1.0]))
     assert np.linalg.norm(target - inner.ee_pos()) <= 0.015 + 1e-9  # max jump per step
     for direction in ([1, 1, 1], [-1, -1, -1]):
@@ -259,12 +260,3 @@ def test_discrete_gripper_closes_and_opens_the_jaws():
             obs, *_ = env.step(np.array([0, 0, 0, cmd], np.float32))
         assert check(obs[STATE][5]), (cmd, obs[STATE][5])
     env.close()
-
-
-def _find(env, name):
-    e = env
-    while e is not None:
-        if type(e).__name__ == name:
-            return e
-        e = getattr(e, "env", None)
-    raise AssertionError(f"no {name} wrapper")

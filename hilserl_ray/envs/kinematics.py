@@ -163,10 +163,10 @@ class Kinematics:
         spins the fingers about that axis, is held at its warm start with `roll_weight`). The
         gripper value is copied from `q_init_deg`. Unreachable targets give the closest pose
         found (check with `fk`). `max_turn_rad`: the most the orientation task may move any joint
-        in this call (a controller calling every step: where the orientation cannot be reached, near
-        full reach, an uncapped task swings the joints each call and the EE creeps). If the warm start ends in a local minimum (position error
-        above `tol`), a few fixed seeds aimed at the target are tried (`restarts`), so the
-        result stays deterministic.
+        in this call (a controller calling every step: where the orientation cannot be reached,
+        near full reach, an uncapped task swings the joints each call and the EE creeps). If the
+        warm start ends in a local minimum (position error above `tol`), a few fixed seeds aimed
+        at the target are tried (`restarts`), so the result stays deterministic.
         """
         q_init_deg = np.asarray(q_init_deg, dtype=np.float64)
         if q_init_deg.shape != (6,):

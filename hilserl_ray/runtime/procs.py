@@ -10,9 +10,8 @@ def _table() -> dict[int, tuple[int, int]]:
     out = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = (
-                stat.read_text().rsplit(")", 1)[1].split()
-            )  # after the command name: state ppid pgrp session
+            # after the command name (which may hold spaces and parentheses): state ppid pgrp session
+            fields = stat.read_text().rsplit(")", 1)[1].split()
             out[int(stat.parent.name)] = (int(fields[1]), int(fields[3]))
         except (OSError, IndexError, ValueError):
             continue
