@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from hilserl_ray.configio import load_config
-from hilserl_ray.envs.make import make_env
+from hilserl_ray.rig import make_env
 from hilserl_ray.envs.wrappers import STAY
 
 DIRECTIONS = {"+x": (0, 1), "-x": (0, -1), "+y": (1, 1), "-y": (1, -1), "+z": (2, 1), "-z": (2, -1)}
