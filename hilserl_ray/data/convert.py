@@ -130,30 +130,20 @@ def convert(
         if step.offline is not None:
             rec = step.offline(rec, cfg)
 
-    out: dict[str, np.ndarray] = {}
-    for name, f in spec.observation.items():
-        if not f.is_image:
-            out[name] = layout.place(name, rec.obs[name], f.dtype, alloc)
+    out = {
+        name: layout.place(name, rec.obs[name], f.dtype, alloc)
+        for name, f in spec.observation.items()
+        if not f.is_image
+    }
     out[ACTION] = alloc(ACTION, (layout.rows, *spec.action.shape), "float32")
     out[ACTION][layout.frame_row] = rec.action
     out[ACTION][layout.last_rows] = 0
     signals, rules = _signals(cfg, reader, cols, present, layout, alloc)
     out.update(signals)
-    episode_id = alloc("episode_id", (layout.rows,), "int64")
-    episode_id[:] = OFFLINE_EPISODE_ID_BASE + np.repeat(
-        [e.index for e in reader.episodes], layout.lengths + 1
-    )
-    out["episode_id"] = episode_id
-    is_last = alloc("is_last", (layout.rows,), "bool")
-    is_last[:] = False
-    is_last[layout.last_rows] = True
-    out["is_last"] = is_last
+    out.update(_episode_fields(reader, layout, alloc))
     out.update(decode_images(reader, cfg, spec, rec.images, layout, alloc, progress))
     seconds = time.perf_counter() - t0
-    used = {name: mapping.dataset_key(name, cfg) for name in mapping.required_inputs(cfg)}
-    keys = {**{v: k for k, v in used.items()}, **{v: k for k, v in present.items()}}
-    missing = sorted(set(opt) - set(present))
-    return out, _summary(cfg, spec, reader, decision, rec.clipped, seconds, missing, rules, keys)
+    return out, _summary(cfg, spec, reader, decision, rec.clipped, seconds, opt, present, rules)
 
 
 def read_recorded(
@@ -240,6 +230,17 @@ def decode_images(
     return out
 
 
+def _episode_fields(reader: LeRobotReader, layout: RowLayout, alloc: Alloc) -> dict[str, np.ndarray]:
+    episode_id = alloc("episode_id", (layout.rows,), "int64")
+    episode_id[:] = OFFLINE_EPISODE_ID_BASE + np.repeat(
+        [e.index for e in reader.episodes], layout.lengths + 1
+    )
+    is_last = alloc("is_last", (layout.rows,), "bool")
+    is_last[:] = False
+    is_last[layout.last_rows] = True
+    return {"episode_id": episode_id, "is_last": is_last}
+
+
 def _summary(
     cfg: TrainConfig,
     spec: FeatureSpec,
@@ -247,12 +248,13 @@ def _summary(
     decision: formats.Decision,
     clipped: np.ndarray,
     seconds: float,
-    missing: list[str],
+    optional: dict[str, str],
+    present: dict[str, str],
     rules: dict[str, str],
-    keys: dict[str, str],
 ) -> dict:
     """The report `format_report` prints: what was decided (action format, units) and done."""
     n_eps, n_frames = len(reader.episodes), reader.num_frames
+    used = {name: mapping.dataset_key(name, cfg) for name in mapping.required_inputs(cfg)}
     g = cfg.pipeline.gripper
     return {
         "dataset": str(reader.root),
@@ -261,7 +263,7 @@ def _summary(
         "rows": n_frames + n_eps,
         "seconds": round(seconds, 3),
         "frames_per_second": round(n_frames / seconds, 1) if seconds > 0 else None,
-        "missing": missing,
+        "missing": sorted(set(optional) - set(present)),
         **decision.to_dict(),
         "action": list(spec.action.names or []),
         "gripper": f"discrete close/stay/open, stay within +-{g.command_threshold:g}"
@@ -270,7 +272,7 @@ def _summary(
         "clipped_frames": int(clipped.sum()),
         "clipped_fraction": round(float(clipped.mean()), 4),
         **rules,
-        "keys": keys,
+        "keys": {**{v: k for k, v in used.items()}, **{v: k for k, v in present.items()}},
     }
 
 
