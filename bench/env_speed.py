@@ -20,7 +20,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 from hilserl_ray.config import TrainConfig  # noqa: E402
-from hilserl_ray.envs.make import make_env  # noqa: E402
+from hilserl_ray.rig import make_env  # noqa: E402
 
 
 def measure(task: str, cameras: list[dict], steps: int) -> tuple[float, float]:

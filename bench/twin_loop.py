@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hilserl_ray.configio import load_config  # noqa: E402
-from hilserl_ray.envs.make import make_env  # noqa: E402
+from hilserl_ray.rig import make_env  # noqa: E402
 from hilserl_ray.twin.launch import running_twin  # noqa: E402
 
 CONFIG = "configs/so101_twin.yaml"

@@ -25,7 +25,7 @@ def _register() -> None:
         if env_id not in registry:
             register(
                 env_id,
-                entry_point="hilserl_ray.envs:make_registered",
+                entry_point="hilserl_ray.rig:make_registered",
                 kwargs=kwargs,
                 disable_env_checker=True,
             )

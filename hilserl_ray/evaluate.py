@@ -31,9 +31,9 @@ def evaluate(
     """`arm`: in a fleet run, the arm to evaluate on (its own port, cameras and calibration)."""
     from hilserl_ray.console.session import open_console
     from hilserl_ray.data.video import VideoEncoder
-    from hilserl_ray.envs.make import make_env
     from hilserl_ray.fleet import one_arm
     from hilserl_ray.policy import SACAgent
+    from hilserl_ray.rig import make_env
 
     output_dir = Path(output_dir)
     if checkpoint:

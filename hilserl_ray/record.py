@@ -189,7 +189,7 @@ def record(
     from tqdm import tqdm
 
     from hilserl_ray.console.session import open_console
-    from hilserl_ray.envs.make import make_env, make_intervention
+    from hilserl_ray.rig import make_env, make_intervention
 
     spec = pipeline_spec(cfg)
     features = dataset_features(cfg, spec)

@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hilserl_ray import evaluate, record, train
-from hilserl_ray.data import convert
+from hilserl_ray import convert, evaluate, record, train
 from hilserl_ray.data.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

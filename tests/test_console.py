@@ -292,7 +292,7 @@ def live_console():
     import gymnasium as gym
 
     from hilserl_ray.console.session import open_console
-    from hilserl_ray.envs.make import make_env
+    from hilserl_ray.rig import make_env
 
     cfg = load_config(
         "configs/sim_pick_cube.yaml",

@@ -198,7 +198,7 @@ def test_clip_warning_above_a_few_percent(degrees_ds):
 @pytest.mark.parametrize("ee", [True, False], ids=["ee", "joint_delta"])
 def test_leader_intervention_recorded_live_converts_like_the_same_motion_in_a_dataset(tmp_path, ee):
     """The leader arm on the real-robot pipeline (fake servo buses) vs a LeRobot dataset of it."""
-    from hilserl_ray.envs import make
+    from hilserl_ray import rig
     from hilserl_ray.hardware.leader import LeaderSource
 
     reset = np.array([0.0, -20.0, 30.0, 70.0, 0.0, 30.0])
@@ -218,7 +218,7 @@ def test_leader_intervention_recorded_live_converts_like_the_same_motion_in_a_da
                 },
             },
         )
-        env = make.make_env(cfg, seed=0)
+        env = rig.make_env(cfg, seed=0)
         try:
             src = env.get_wrapper_attr("env")
             while not isinstance(getattr(src, "source", None), LeaderSource):

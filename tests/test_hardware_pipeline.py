@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from fake_sts3215 import FakeBus, real_config, write_calibration, write_video
 
-from hilserl_ray.envs import make
+from hilserl_ray import rig
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.pipeline import pipeline_spec
 
@@ -37,7 +37,7 @@ def test_full_episode_through_the_pipeline(tmp_path):
     with FakeBus() as fake:
         cfg = _cfg(fake, tmp_path)
         spec = pipeline_spec(cfg)
-        env = make.make_env(cfg, seed=0)
+        env = rig.make_env(cfg, seed=0)
         try:
             obs, info = env.reset(seed=0)
             spec.check_observation(obs)
@@ -87,7 +87,7 @@ def test_leader_arm_intervention_through_the_pipeline(tmp_path):
                 }
             },
         )
-        env = make.make_env(cfg, seed=0)
+        env = rig.make_env(cfg, seed=0)
         try:
             src = _find_leader_source(env)
             src.control = None  # no keyboard on a CI machine: engagement by moving the leader only

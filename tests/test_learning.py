@@ -22,11 +22,11 @@ def test_reach_learns_beyond_the_untrained_policy(tmp_path):
     from learn_reach import OVERRIDES
 
     from hilserl_ray.configio import load_config
-    from hilserl_ray.envs.make import make_env
     from hilserl_ray.envs.pipeline import pipeline_spec
     from hilserl_ray.evaluate import evaluate
     from hilserl_ray.policy import SACAgent
     from hilserl_ray.record import main as record
+    from hilserl_ray.rig import make_env
     from hilserl_ray.runtime.metrics import read_metrics
 
     demos = tmp_path / "demos"

@@ -134,7 +134,7 @@ class Replay:
 
 def test_converted_observations_equal_the_live_envs(recorded, tmp_path):
     """Replaying the recorded actions in the same seeded sim gives the observations conversion made."""
-    from hilserl_ray.envs.make import make_env
+    from hilserl_ray.rig import make_env
 
     cfg, out = recorded
     c = sim_cfg(tmp_path, **{"dataset.path": str(out)})

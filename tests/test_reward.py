@@ -336,8 +336,8 @@ def test_train_and_evaluate_cli_write_a_usable_classifier(
     sim_labelled, tmp_path, capsys, seeded_single_thread_torch
 ):
     from hilserl_ray.configio import to_yaml
-    from hilserl_ray.envs.make import make_env
     from hilserl_ray.reward.__main__ import main
+    from hilserl_ray.rig import make_env
 
     cfg, (succ, miss, *_) = sim_labelled
     cfg_path = tmp_path / "cfg.yaml"

@@ -8,10 +8,10 @@ import pytest
 
 import hilserl_ray.envs  # noqa: F401  (registers the gym ids)
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.envs.make import make_env
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec
 from hilserl_ray.envs.scene import CUBE_HALF
 from hilserl_ray.envs.sim import LIFT_M, REACH_SUCCESS_M, SO101SimEnv
+from hilserl_ray.rig import make_env
 
 STATE = "observation.state"
 

@@ -13,10 +13,10 @@ import pytest
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.envs.kinematics import Kinematics
-from hilserl_ray.envs.make import make_env
 from hilserl_ray.errors import ConfigError
 from hilserl_ray.hardware.calibration import load_calibration
 from hilserl_ray.hardware.robot_env import make_real_env
+from hilserl_ray.rig import make_env
 from hilserl_ray.twin.launch import TwinProcess
 from hilserl_ray.twin.twin import Twin, TwinOptions
 

@@ -9,10 +9,10 @@ from run_helpers import find_wrapper
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.intervention import InterventionSource, no_events
 from hilserl_ray.envs.kinematics import Kinematics
-from hilserl_ray.envs.make import make_env
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.envs.transforms import process_image, proprio_state
 from hilserl_ray.envs.wrappers import CLOSE, OPEN, STAY
+from hilserl_ray.rig import make_env
 
 STATE = "observation.state"
 KIN = Kinematics()

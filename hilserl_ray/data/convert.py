@@ -5,13 +5,14 @@ reward, done) followed by one `is_last` row. LeRobot stores no observation after
 frame, so the `is_last` row repeats the last frame's observation: a terminated last step
 never bootstraps, and a truncated one bootstraps from that last observation.
 
-Observations are rebuilt from the raw robot features: joint positions (first 6 state values)
--> `proprio_state` (velocities at the env's control dt, FK ee pose), camera frames ->
-`process_image` (crop, INTER_AREA resize). Actions in the pipeline's format are kept; joint
-targets (what LeRobot teleop records) or joint deltas become the pipeline's action through
-`envs.joint_actions`, the function the live leader arm uses (`formats` decides which, and the
-units). Output arrays come from `alloc`, so the cache writes straight into memory-mapped files
-and peak RAM stays near the chunk itself.
+The dataset is read as the raw robot reported it (`read_recorded`: joint positions, the first 6
+state values; camera frames; the action) and passed through each pipeline step's offline
+transform (`envs.pipeline.STEPS`, see `envs.offline`): velocities at the env's control dt and
+the FK ee pose, crop and INTER_AREA resize while decoding, joint targets (what LeRobot teleop
+records) or joint deltas made the pipeline's action by the function the live leader arm uses
+(`formats` decides which, and the units). Actions in the pipeline's format are kept. Output
+arrays come from `alloc`, so the cache writes straight into memory-mapped files and peak RAM
+stays near the chunk itself. The command (`python -m hilserl_ray.data.convert`) is `hilserl_ray.convert`.
 """
 
 from __future__ import annotations
@@ -19,22 +20,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import runpy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from hilserl_ray.config import TrainConfig
+from hilserl_ray.config import JOINT_NAMES, TrainConfig
 from hilserl_ray.data import cache, formats, mapping
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
-from hilserl_ray.envs.joint_actions import JointActionParams, joint_targets_to_action
+from hilserl_ray.envs import pipeline
+from hilserl_ray.envs.joint_actions import JointActionParams
 from hilserl_ray.envs.kinematics import DEFAULT_MJCF, Kinematics
+from hilserl_ray.envs.offline import ImagePlan, Recorded
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec
-from hilserl_ray.envs.transforms import proprio_state
-from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
+from hilserl_ray.hardware.calibration import Normalizer, load_calibration
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ CLIP_WARN_FRACTION = 0.05  # more clipped actions than this: the demos outrun th
 OFFLINE_EPISODE_ID_BASE = 1 << 48
 
 Alloc = Callable[[str, tuple[int, ...], str], np.ndarray]
+OPTIONAL_COLUMNS = (mapping.REWARD, mapping.DONE, mapping.INTERVENTION, mapping.PENALTY, mapping.TRUNCATED)
 
 
 def _ram_alloc(name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -62,6 +67,37 @@ def check_dataset(reader: LeRobotReader, cfg: TrainConfig) -> formats.Decision:
     return decision
 
 
+@dataclass(frozen=True)
+class RowLayout:
+    """Where the dataset's frames land in the chunk: each episode's frames, then its is_last row."""
+
+    lengths: np.ndarray  # frames per episode
+    frame_row: np.ndarray  # dataset frame -> chunk row
+    last_rows: np.ndarray  # each episode's is_last row
+
+    @classmethod
+    def of(cls, lengths: np.ndarray) -> RowLayout:
+        ep_of_frame = np.repeat(np.arange(len(lengths)), lengths)
+        frame_row = np.arange(int(lengths.sum())) + ep_of_frame
+        return cls(lengths, frame_row, np.cumsum(lengths + 1) - 1)
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame_row) + len(self.lengths)
+
+    @property
+    def last_frame_rows(self) -> np.ndarray:
+        """Each episode's last transition row."""
+        return self.last_rows - 1
+
+    def place(self, name: str, values: np.ndarray, dtype: str, alloc: Alloc) -> np.ndarray:
+        """Per-frame values as a chunk field; the is_last row repeats its episode's last frame."""
+        arr = alloc(name, (self.rows, *values.shape[1:]), dtype)
+        arr[self.frame_row] = values
+        arr[self.last_rows] = arr[self.last_frame_rows]
+        return arr
+
+
 def convert(
     cfg: TrainConfig,
     spec: FeatureSpec | None = None,
@@ -70,7 +106,10 @@ def convert(
     progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Convert one dataset (`reader`, default `cfg.dataset.path`) to a Chunk; returns
-    (chunk, report): the report says what was decided and done (see `format_report`)."""
+    (chunk, report): the report says what was decided and done (see `format_report`).
+
+    The recorded frames pass through every step's offline transform (`envs.pipeline.STEPS`),
+    in pipeline order, as the live env's observations pass through its wrappers."""
     spec = spec or pipeline_spec(cfg)
     if reader is None:
         if cfg.dataset.path is None:
@@ -78,95 +117,103 @@ def convert(
         reader = LeRobotReader(cfg.dataset.path)
     decision = check_dataset(reader, cfg)
     t0 = time.perf_counter()
-    eps = reader.episodes
-    n_eps, n_frames = len(eps), reader.num_frames
-    if n_frames == 0:
+    if reader.num_frames == 0:
         raise DatasetError(f"dataset {reader.root}: no frames")
-    lengths = np.array([e.length for e in eps])
-    rows = n_frames + n_eps
-    ep_of_frame = np.repeat(np.arange(n_eps), lengths)
-    frame_row = np.arange(n_frames) + ep_of_frame  # dataset frame -> chunk row
-    last_rows = np.cumsum(lengths + 1) - 1  # each episode's is_last row
-    last_frame_rows = last_rows - 1  # its last transition row
-
+    layout = RowLayout.of(np.array([e.length for e in reader.episodes]))
     key = {name: mapping.dataset_key(name, cfg) for name in (STATE, ACTION)}
-    opt = {
-        name: mapping.dataset_key(name, cfg)
-        for name in (mapping.REWARD, mapping.DONE, mapping.INTERVENTION, mapping.PENALTY, mapping.TRUNCATED)
-    }
+    opt = {name: mapping.dataset_key(name, cfg) for name in OPTIONAL_COLUMNS}
     present = {name: k for name, k in opt.items() if k in reader.features}
     cols = reader.read([key[STATE], key[ACTION], *present.values()])
 
-    out: dict[str, np.ndarray] = {}
+    rec = read_recorded(reader, cfg, spec, decision, cols[key[STATE]], cols[key[ACTION]], key)
+    for step in pipeline.STEPS:
+        if step.offline is not None:
+            rec = step.offline(rec, cfg)
 
-    # ---- state: full proprioception per episode, from the joint positions
-    joints = joint_degrees(cols[key[STATE]][:, : mapping.NUM_JOINTS], cfg, decision.joint_units)
-    _check_finite(joints, key[STATE], eps)
-    kin = Kinematics(cfg.robot.mjcf)
-    state = alloc(STATE, (rows, *spec.observation[STATE].shape), "float32")
-    dt = 1.0 / cfg.env.fps
-    for e in eps:
-        s = slice(e.start, e.start + e.length)
-        r0 = int(frame_row[e.start])
-        state[r0 : r0 + e.length] = proprio_state(joints[s], kin, dt, cfg.pipeline.proprio)
-    state[last_rows] = state[last_frame_rows]
-    out[STATE] = state
-
-    # ---- privileged sim state (state-only sim tasks): copied as recorded
-    if ENV_STATE in spec.observation:
-        env_key = mapping.dataset_key(ENV_STATE, cfg)
-        values = reader.read([env_key])[env_key].astype(np.float32)
-        _check_finite(values, env_key, eps)
-        out[ENV_STATE] = alloc(ENV_STATE, (rows, *spec.observation[ENV_STATE].shape), "float32")
-        out[ENV_STATE][frame_row] = values
-        out[ENV_STATE][last_rows] = out[ENV_STATE][last_frame_rows]
-
-    # ---- action: the pipeline's own, or joint targets/deltas converted as the leader arm's are
-    clipped = np.zeros(n_frames, bool)
-    if decision.action_format == "pipeline":
-        action = _check_actions(cols[key[ACTION]], key[ACTION], spec, eps)
-    else:
-        raw = cols[key[ACTION]][:, : mapping.NUM_JOINTS].astype(np.float64)
-        _check_finite(raw, key[ACTION], eps)
-        if decision.action_format == "joint_deltas":  # in the dataset's units, then converted
-            raw = cols[key[STATE]][:, : mapping.NUM_JOINTS].astype(np.float64) + raw
-        target = joint_degrees(raw, cfg, decision.joint_units)
-        action, clipped = joint_targets_to_action(target, joints, kin, JointActionParams.from_config(cfg))
-    out[ACTION] = alloc(ACTION, (rows, *spec.action.shape), "float32")
-    out[ACTION][frame_row] = action
-    out[ACTION][last_rows] = 0
-
-    # ---- reward, done, flags
-    signals, rules = _signals(cfg, reader, cols, present, lengths, frame_row, last_frame_rows, rows, alloc)
+    out = {
+        name: layout.place(name, rec.obs[name], f.dtype, alloc)
+        for name, f in spec.observation.items()
+        if not f.is_image
+    }
+    out[ACTION] = alloc(ACTION, (layout.rows, *spec.action.shape), "float32")
+    out[ACTION][layout.frame_row] = rec.action
+    out[ACTION][layout.last_rows] = 0
+    signals, rules = _signals(cfg, reader, cols, present, layout, alloc)
     out.update(signals)
-    episode_id = alloc("episode_id", (rows,), "int64")
-    episode_id[:] = OFFLINE_EPISODE_ID_BASE + np.repeat([e.index for e in eps], lengths + 1)
-    out["episode_id"] = episode_id
-    is_last = alloc("is_last", (rows,), "bool")
-    is_last[:] = False
-    is_last[last_rows] = True
-    out["is_last"] = is_last
+    out.update(_episode_fields(reader, layout, alloc))
+    out.update(decode_images(reader, cfg, spec, rec.images, layout, alloc, progress))
+    seconds = time.perf_counter() - t0
+    return out, _summary(cfg, spec, reader, decision, rec.clipped, seconds, opt, present, rules)
 
-    # ---- images: each video file decoded once, in order
-    cams = [c.name for c in cfg.env.cameras]
+
+def read_recorded(
+    reader: LeRobotReader,
+    cfg: TrainConfig,
+    spec: FeatureSpec,
+    decision: formats.Decision,
+    state_col: np.ndarray,
+    action_col: np.ndarray,
+    key: dict[str, str],
+) -> Recorded:
+    """The dataset as the raw robot reported it: joint degrees, privileged sim state, the action
+    (joint targets in degrees, or already the pipeline's), images as a decoding plan; every
+    value checked finite (and a pipeline action in range), naming the episode and frame."""
+    eps = reader.episodes
+    joints = joint_degrees(state_col[:, : mapping.NUM_JOINTS], cfg, decision.joint_units)
+    _check_finite(joints, key[STATE], eps)
+    obs = {STATE: joints}
+    if ENV_STATE in spec.observation:  # privileged sim state (state-only sim tasks): as recorded
+        env_key = mapping.dataset_key(ENV_STATE, cfg)
+        obs[ENV_STATE] = reader.read([env_key])[env_key].astype(np.float32)
+        _check_finite(obs[ENV_STATE], env_key, eps)
+    in_pipeline = decision.action_format == "pipeline"
+    if in_pipeline:
+        action = _check_actions(action_col, key[ACTION], spec, eps)
+    else:  # joint targets, or deltas in the dataset's units made targets, in degrees
+        raw = action_col[:, : mapping.NUM_JOINTS].astype(np.float64)
+        _check_finite(raw, key[ACTION], eps)
+        if decision.action_format == "joint_deltas":
+            raw = state_col[:, : mapping.NUM_JOINTS].astype(np.float64) + raw
+        action = joint_degrees(raw, cfg, decision.joint_units)
+    return Recorded(
+        joints=joints,
+        episodes=[slice(e.start, e.start + e.length) for e in eps],
+        obs=obs,
+        images={IMAGE_PREFIX + c.name: ImagePlan() for c in cfg.env.cameras},
+        action=action,
+        action_in_pipeline=in_pipeline,
+        kin=Kinematics(cfg.robot.mjcf),
+        clipped=np.zeros(len(joints), bool),
+    )
+
+
+def decode_images(
+    reader: LeRobotReader,
+    cfg: TrainConfig,
+    spec: FeatureSpec,
+    plans: dict[str, ImagePlan],
+    layout: RowLayout,
+    alloc: Alloc,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """Each camera's video decoded once, in order, through its plan (the image steps' crop and size)."""
+    n_frames = len(layout.frame_row)
+    out = {}
     bar = tqdm(
-        total=n_frames * len(cams),
+        total=n_frames * len(plans),
         unit="frame",
         desc=f"converting {Path(reader.root).name}",
-        disable=not progress or not cams,
+        disable=not progress or not plans,
         mininterval=0.5,
         smoothing=0.1,
     )
     with bar:
-        for cam in cams:
-            name = IMAGE_PREFIX + cam
-            size = tuple(spec.observation[name].shape[:2])
-            crop = cfg.pipeline.image.crop.get(cam)
-            imgs = alloc(name, (rows, *spec.observation[name].shape), "uint8")
+        for name, plan in plans.items():
+            imgs = alloc(name, (layout.rows, *spec.observation[name].shape), "uint8")
             seen = np.zeros(n_frames, dtype=bool)
             pending = 0
-            for frame, img in reader.frames(mapping.dataset_key(name, cfg), size=size, crop=crop):
-                imgs[frame_row[frame]] = img
+            for frame, img in reader.frames(mapping.dataset_key(name, cfg), size=plan.size, crop=plan.crop):
+                imgs[layout.frame_row[frame]] = img
                 seen[frame] = True
                 pending += 1
                 if pending == 64:
@@ -178,19 +225,45 @@ def convert(
                 raise DatasetError(
                     f"{reader.root}: {name}: no video frame for {len(missing)} frames (first: row {missing[0]})"
                 )
-            imgs[last_rows] = imgs[last_frame_rows]
+            imgs[layout.last_rows] = imgs[layout.last_frame_rows]
             out[name] = imgs
-    seconds = time.perf_counter() - t0
+    return out
+
+
+def _episode_fields(reader: LeRobotReader, layout: RowLayout, alloc: Alloc) -> dict[str, np.ndarray]:
+    episode_id = alloc("episode_id", (layout.rows,), "int64")
+    episode_id[:] = OFFLINE_EPISODE_ID_BASE + np.repeat(
+        [e.index for e in reader.episodes], layout.lengths + 1
+    )
+    is_last = alloc("is_last", (layout.rows,), "bool")
+    is_last[:] = False
+    is_last[layout.last_rows] = True
+    return {"episode_id": episode_id, "is_last": is_last}
+
+
+def _summary(
+    cfg: TrainConfig,
+    spec: FeatureSpec,
+    reader: LeRobotReader,
+    decision: formats.Decision,
+    clipped: np.ndarray,
+    seconds: float,
+    optional: dict[str, str],
+    present: dict[str, str],
+    rules: dict[str, str],
+) -> dict:
+    """The report `format_report` prints: what was decided (action format, units) and done."""
+    n_eps, n_frames = len(reader.episodes), reader.num_frames
     used = {name: mapping.dataset_key(name, cfg) for name in mapping.required_inputs(cfg)}
     g = cfg.pipeline.gripper
-    summary = {
+    return {
         "dataset": str(reader.root),
         "episodes": n_eps,
         "frames": n_frames,
-        "rows": rows,
+        "rows": n_frames + n_eps,
         "seconds": round(seconds, 3),
         "frames_per_second": round(n_frames / seconds, 1) if seconds > 0 else None,
-        "missing": sorted(set(opt) - set(present)),
+        "missing": sorted(set(optional) - set(present)),
         **decision.to_dict(),
         "action": list(spec.action.names or []),
         "gripper": f"discrete close/stay/open, stay within +-{g.command_threshold:g}"
@@ -201,7 +274,6 @@ def convert(
         **rules,
         "keys": {**{v: k for k, v in used.items()}, **{v: k for k, v in present.items()}},
     }
-    return out, summary
 
 
 def format_report(r: dict) -> str:
@@ -238,9 +310,6 @@ def joint_degrees(values: np.ndarray, cfg: TrainConfig, units: str | None = None
     units = units or cfg.dataset.joint_units
     if units in ("degrees", "auto"):
         return values
-    from hilserl_ray.config import JOINT_NAMES
-    from hilserl_ray.hardware.calibration import Normalizer, load_calibration
-
     return (
         Normalizer(load_calibration(cfg.robot.calibration), JOINT_NAMES)
         .from_lerobot_range(values)
@@ -249,8 +318,11 @@ def joint_degrees(values: np.ndarray, cfg: TrainConfig, units: str | None = None
 
 
 def _signals(
-    cfg, reader, cols, present, lengths, frame_row, last_frame_rows, rows, alloc
-) -> dict[str, np.ndarray]:
+    cfg: TrainConfig, reader: LeRobotReader, cols: dict, present: dict, layout: RowLayout, alloc: Alloc
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """reward, discrete_penalty, terminated, truncated, is_intervention: from their columns, or
+    by the dataset.missing_reward rule, done at each episode's end and every action human."""
+    lengths, frame_row = layout.lengths, layout.frame_row
     n_frames = len(frame_row)
     ends = np.zeros(n_frames, dtype=bool)
     ends[np.cumsum(lengths) - 1] = True
@@ -285,11 +357,11 @@ def _signals(
     )
 
     def field(name, dtype, values, last_value=None):
-        arr = alloc(name, (rows,), dtype)
+        arr = alloc(name, (layout.rows,), dtype)
         arr[:] = 0
         arr[frame_row] = values
         if last_value is not None:
-            arr[last_frame_rows + 1] = last_value
+            arr[layout.last_rows] = last_value
         return arr
 
     pen_key = present.get(mapping.PENALTY)
@@ -468,31 +540,5 @@ def load_offline_datasets(
     return [load_offline_transitions(cfg, spec, p, progress) for p in cfg.dataset.all_paths()]
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    """`python -m hilserl_ray.data.convert --config X [--a.b=value ...]`: build (or check) the offline cache."""
-    import argparse
-
-    from hilserl_ray.configio import ConfigError, load_config
-    from hilserl_ray.preflight import preflight
-
-    p = argparse.ArgumentParser(prog="python -m hilserl_ray.data.convert", description=main.__doc__)
-    p.add_argument("--config", required=True)
-    args, rest = p.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(args.config, rest)
-    if not cfg.dataset.all_paths():
-        raise ConfigError(args.config, ["dataset.path: not set; nothing to convert (--dataset.path=DIR)"])
-    preflight(cfg, source=args.config)
-    t0 = time.perf_counter()
-    for chunk in load_offline_datasets(cfg, progress=cfg.logging.progress_bar):
-        mb = sum(v.nbytes for v in chunk.values()) / 1e6
-        n = int((~chunk["is_last"]).sum())
-        print(
-            f"{n} transitions, {int(chunk['is_last'].sum())} episodes, {mb:.0f} MB, ready in {time.perf_counter() - t0:.1f} s"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the command lives above data/ (it runs the preflight checks first)
+    runpy.run_module("hilserl_ray.convert", run_name="__main__", alter_sys=True)

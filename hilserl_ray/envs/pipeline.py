@@ -1,99 +1,147 @@
-"""The one observation/action pipeline, as a spec computed from the config.
+"""The one list of pipeline steps, in pipeline order, and the spec it computes from the config.
 
-Each step below is a pure function `FeatureSpec -> FeatureSpec`; the gymnasium wrapper that
-implements the step (see `envs.wrappers`) builds its spaces from the same function, so what
-the env emits, what the policy consumes, what the dataset conversion produces and what the
-buffer cache is keyed by cannot drift apart.
+Each `Step` holds what the step does to the features (a pure `FeatureSpec -> FeatureSpec`
+function from `envs.specs`), to the live env (its wrapper, `envs.wrappers`) and to a recorded
+dataset (its offline transform, `envs.offline`, or None). `pipeline_spec`, the env assembly
+(`rig.make_env`) and the dataset conversion (`data.convert`) all walk `STEPS`, so what the env
+emits, what the policy consumes, what the conversion produces and what the buffer cache is keyed
+by cannot drift apart; a new step is one entry here.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
-from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, Feature, FeatureSpec
+import gymnasium as gym
 
-ARM_JOINTS = JOINT_NAMES[:5]
-ENV_STATE = "observation.environment_state"
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.envs import offline
+from hilserl_ray.envs import wrappers as W
+from hilserl_ray.envs.intervention import InterventionSource
+from hilserl_ray.envs.kinematics import Kinematics
+from hilserl_ray.envs.offline import Recorded
+from hilserl_ray.envs.specs import (
+    ARM_JOINTS,
+    ENV_STATE,
+    action_spec,
+    crop_spec,
+    proprio_spec,
+    resize_spec,
+    robot_spec,
+    uses_environment_state,
+)
+from hilserl_ray.features import FeatureSpec
 
-
-def uses_environment_state(cfg: TrainConfig) -> bool:
-    """Sim only: the privileged object position (reach target / cube), by default when state-only."""
-    flag = cfg.env.environment_state
-    return cfg.robot.type == "sim" and (flag if flag is not None else not cfg.env.cameras)
-
-
-def robot_spec(cfg: TrainConfig) -> FeatureSpec:
-    """What the robot (sim or real) itself reports: joint degrees and raw camera frames."""
-    obs = {
-        STATE: Feature(STATE, (len(JOINT_NAMES),), "float32", "robot", tuple(f"{j}.pos" for j in JOINT_NAMES))
-    }
-    for cam in cfg.env.cameras:
-        key = IMAGE_PREFIX + cam.name
-        obs[key] = Feature(key, (cam.height, cam.width, 3), "uint8", "robot")
-    if uses_environment_state(cfg):
-        obs[ENV_STATE] = Feature(ENV_STATE, (3,), "float32", "robot", ("object.x", "object.y", "object.z"))
-    action = Feature(ACTION, (len(JOINT_NAMES),), "float32", "robot", tuple(f"{j}.pos" for j in JOINT_NAMES))
-    return FeatureSpec(obs, action, continuous_action_dim=len(JOINT_NAMES), discrete_gripper=False)
-
-
-def crop_spec(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
-    obs = dict(spec.observation)
-    for cam, (_top, _left, h, w) in cfg.pipeline.image.crop.items():
-        key = IMAGE_PREFIX + cam
-        obs[key] = replace(obs[key], shape=(h, w, 3), step="image_crop")
-    return replace(spec, observation=obs)
-
-
-def resize_spec(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
-    h, w = cfg.pipeline.image.size
-    obs = {
-        k: replace(f, shape=(h, w, 3), step="image_resize") if f.is_image else f
-        for k, f in spec.observation.items()
-    }
-    return replace(spec, observation=obs)
+__all__ = [
+    "ARM_JOINTS",
+    "ENV_STATE",
+    "STEPS",
+    "Parts",
+    "Step",
+    "pipeline_params",
+    "pipeline_spec",
+    "robot_spec",
+    "uses_environment_state",
+]
 
 
-def proprio_spec(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
-    p = cfg.pipeline.proprio
-    names = list(spec.observation[STATE].names)
-    if p.joint_velocity:
-        names += [f"{j}.vel" for j in JOINT_NAMES]
-    if p.ee_pose:
-        names += ["ee.x", "ee.y", "ee.z", "ee.roll", "ee.pitch", "ee.yaw"]
-    if len(names) == spec.state_dim:
-        return spec
-    obs = dict(spec.observation)
-    obs[STATE] = Feature(STATE, (len(names),), "float32", "proprioception", tuple(names))
-    return replace(spec, observation=obs)
+@dataclass(frozen=True)
+class Parts:
+    """What the online steps take from the assembly above envs/ (`rig.make_env`): the arm's
+    kinematics, the intervention source (None: the policy alone), and the reward-classifier step
+    (built only when `pipeline.reward.classifier` is set: it loads torch and checks the model)."""
+
+    kin: Kinematics
+    intervention: InterventionSource | None
+    classifier_reward: Callable[[gym.Env], gym.Env]
 
 
-def action_spec(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
-    """EE deltas (x, y, z) or arm-joint deltas, then the gripper: continuous, or a discrete index last."""
-    if cfg.pipeline.ee_action.enabled:
-        names, step = ["ee.dx", "ee.dy", "ee.dz"], "ee_action"
-    else:
-        names, step = [f"{j}.delta" for j in ARM_JOINTS], "joint_delta_action"
-    continuous = len(names) + (0 if cfg.pipeline.gripper.discrete else 1)
-    names.append("gripper.command" if cfg.pipeline.gripper.discrete else "gripper.delta")
-    action = Feature(ACTION, (len(names),), "float32", step, tuple(names))
-    return replace(
-        spec, action=action, continuous_action_dim=continuous, discrete_gripper=cfg.pipeline.gripper.discrete
-    )
+def _unchanged(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
+    return spec
+
+
+def _no_params(cfg: TrainConfig) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step. spec: its features from the previous step's; online: the env wrapped
+    in it; offline: a recorded dataset passed through it (None: nothing to do offline); params:
+    the config values that change its output's *values* (they key the offline cache)."""
+
+    name: str
+    online: Callable[[gym.Env, TrainConfig, Parts], gym.Env]
+    spec: Callable[[FeatureSpec, TrainConfig], FeatureSpec] = _unchanged
+    offline: Callable[[Recorded, TrainConfig], Recorded] | None = None
+    params: Callable[[TrainConfig], dict] = _no_params
+
+
+def _image_params(cfg: TrainConfig) -> dict:
+    return {"image": cfg.pipeline.image.model_dump(mode="json")}
+
+
+def _mjcf(cfg: TrainConfig) -> str:
+    return str(cfg.robot.mjcf) if cfg.robot.mjcf else "builtin"
+
+
+STEPS: list[Step] = [
+    Step(
+        "image_crop",
+        online=lambda env, cfg, parts: W.ImageCrop(env, cfg),
+        spec=crop_spec,
+        offline=offline.crop,
+        params=_image_params,
+    ),
+    Step(
+        "image_resize",
+        online=lambda env, cfg, parts: W.ImageResize(env, cfg),
+        spec=resize_spec,
+        offline=offline.resize,
+        params=_image_params,
+    ),
+    Step(
+        "proprioception",
+        online=lambda env, cfg, parts: W.Proprioception(env, cfg, parts.kin),
+        spec=proprio_spec,
+        offline=offline.proprioception,
+        params=lambda cfg: {
+            "fps": cfg.env.fps,
+            "proprio": cfg.pipeline.proprio.model_dump(mode="json"),
+            "mjcf": _mjcf(cfg),
+        },
+    ),
+    Step(
+        "action",  # EE deltas (or arm-joint deltas) + gripper -> joint targets
+        online=lambda env, cfg, parts: W.EEAction(env, cfg, parts.kin),
+        spec=action_spec,
+        offline=offline.action,
+        params=lambda cfg: {"ee_action": cfg.pipeline.ee_action.model_dump(mode="json"), "mjcf": _mjcf(cfg)},
+    ),
+    Step("intervention", online=lambda env, cfg, parts: W.Intervention(env, parts.intervention)),
+    Step(
+        "reward_classifier",
+        online=lambda env, cfg, parts: (
+            env if cfg.pipeline.reward.classifier is None else parts.classifier_reward(env)
+        ),
+    ),
+    Step("gripper_penalty", online=lambda env, cfg, parts: W.GripperPenalty(env, cfg)),
+    Step("time_limit", online=lambda env, cfg, parts: gym.wrappers.TimeLimit(env, cfg.env.max_episode_steps)),
+]
+
+
+def pipeline_params(cfg: TrainConfig) -> dict:
+    """Every step's value-shaping config (`FeatureSpec.params`)."""
+    params: dict = {}
+    for step in STEPS:
+        params.update(step.params(cfg))
+    return params
 
 
 def pipeline_spec(cfg: TrainConfig) -> FeatureSpec:
     """The features the wrapped env emits and consumes, in pipeline order."""
     spec = robot_spec(cfg)
-    spec = crop_spec(spec, cfg)
-    spec = resize_spec(spec, cfg)
-    spec = proprio_spec(spec, cfg)
-    spec = action_spec(spec, cfg)
-    params = {
-        "fps": cfg.env.fps,
-        "image": cfg.pipeline.image.model_dump(mode="json"),
-        "proprio": cfg.pipeline.proprio.model_dump(mode="json"),
-        "ee_action": cfg.pipeline.ee_action.model_dump(mode="json"),
-        "mjcf": str(cfg.robot.mjcf) if cfg.robot.mjcf else "builtin",
-    }
-    return replace(spec, params=params)
+    for step in STEPS:
+        spec = step.spec(spec, cfg)
+    return replace(spec, params=pipeline_params(cfg))

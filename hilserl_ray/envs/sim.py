@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from hilserl_ray.config import JOINT_NAMES, TrainConfig  # noqa: E402
 from hilserl_ray.envs.kinematics import EE_SITE, Kinematics  # noqa: E402
-from hilserl_ray.envs.pipeline import ENV_STATE, robot_spec  # noqa: E402
 from hilserl_ray.envs.scene import CUBE_HALF, build_scene  # noqa: E402
+from hilserl_ray.envs.specs import ENV_STATE, robot_spec  # noqa: E402
 from hilserl_ray.features import IMAGE_PREFIX, STATE  # noqa: E402
 
 REACH_SUCCESS_M = 0.02  # gripperframe within 2 cm of the target

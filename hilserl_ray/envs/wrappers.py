@@ -1,26 +1,28 @@
 """The one wrapper pipeline, shared by the sim and the real arm. Each step is one small wrapper.
 
-Every wrapper derives its spaces from the matching spec function in `envs.pipeline` and keeps
+Every wrapper derives its spaces from the matching spec function in `envs.specs` and keeps
 the result as `self.feature_spec`, so the env's spaces and `pipeline_spec(cfg)` cannot disagree.
-Order, inside out (see `make.make_env`): raw robot -> ImageCrop -> ImageResize ->
+Order, inside out (`envs.pipeline.STEPS`): raw robot -> ImageCrop -> ImageResize ->
 Proprioception -> EEAction -> Intervention -> [ClassifierReward] -> GripperPenalty -> TimeLimit.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.envs import pipeline
+from hilserl_ray.envs import specs
 from hilserl_ray.envs.intervention import InterventionSource, success_held
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.sim import space_from_features
 from hilserl_ray.envs.transforms import process_image, proprio_state
 from hilserl_ray.features import IMAGE_PREFIX, STATE, FeatureSpec
+from hilserl_ray.reward.detector import SuccessDetector
 
 CLOSE, STAY, OPEN = 0, 1, 2  # discrete gripper commands
 GRIPPER_OPEN_ABOVE = 5.0  # gripper state (0..100) above which the jaws count as open
@@ -29,7 +31,7 @@ MAX_TURN_RAD = 0.2  # EEAction: fingers-down may turn a joint this much per step
 
 
 def _spec_of(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
-    return getattr(env, "feature_spec", None) or pipeline.robot_spec(cfg)
+    return getattr(env, "feature_spec", None) or specs.robot_spec(cfg)
 
 
 class _ObsStep(gym.ObservationWrapper):
@@ -43,7 +45,7 @@ class ImageCrop(_ObsStep):
     """Crop cameras listed in `pipeline.image.crop` to (top, left, height, width)."""
 
     def __init__(self, env: gym.Env, cfg: TrainConfig):
-        super().__init__(env, pipeline.crop_spec(_spec_of(env, cfg), cfg))
+        super().__init__(env, specs.crop_spec(_spec_of(env, cfg), cfg))
         self.crops = {IMAGE_PREFIX + cam: tuple(box) for cam, box in cfg.pipeline.image.crop.items()}
 
     def observation(self, obs):
@@ -57,7 +59,7 @@ class ImageResize(_ObsStep):
     """Resize every camera to `pipeline.image.size` (INTER_AREA), always."""
 
     def __init__(self, env: gym.Env, cfg: TrainConfig):
-        super().__init__(env, pipeline.resize_spec(_spec_of(env, cfg), cfg))
+        super().__init__(env, specs.resize_spec(_spec_of(env, cfg), cfg))
         self.size = tuple(cfg.pipeline.image.size)
 
     def observation(self, obs):
@@ -71,7 +73,7 @@ class Proprioception(_ObsStep):
     """joint pos (6) [+ joint vel (6) at the control dt] [+ ee xyz + euler (6) by MuJoCo FK]."""
 
     def __init__(self, env: gym.Env, cfg: TrainConfig, kin: Kinematics):
-        super().__init__(env, pipeline.proprio_spec(_spec_of(env, cfg), cfg))
+        super().__init__(env, specs.proprio_spec(_spec_of(env, cfg), cfg))
         self.kin, self.dt, self.pcfg = kin, 1.0 / cfg.env.fps, cfg.pipeline.proprio
         self._prev: np.ndarray | None = None
 
@@ -113,7 +115,7 @@ class EEAction(gym.Wrapper):
 
     def __init__(self, env: gym.Env, cfg: TrainConfig, kin: Kinematics):
         super().__init__(env)
-        self.feature_spec = pipeline.action_spec(_spec_of(env, cfg), cfg)
+        self.feature_spec = specs.action_spec(_spec_of(env, cfg), cfg)
         self.cfg, self.kin = cfg, kin
         self.ee = cfg.pipeline.ee_action
         self.discrete = cfg.pipeline.gripper.discrete
@@ -271,13 +273,11 @@ class ClassifierReward(gym.Wrapper):
 
     def __init__(self, env: gym.Env, cfg: TrainConfig, scorer, threshold: float):
         super().__init__(env)
-        from hilserl_ray.reward.detector import SuccessDetector
-
         self.feature_spec = getattr(env, "feature_spec", None)
         self.rcfg = cfg.pipeline.reward
         self.scorer = scorer
         self.detector = SuccessDetector(threshold, self.rcfg.consecutive_frames)
-        names = list(pipeline.pipeline_spec(cfg).observation[STATE].names)
+        names = list(_spec_of(env, cfg).observation[STATE].names)  # the state this step sees
         self._gripper = names.index("gripper.pos")
         self._ee_z = names.index("ee.z") if "ee.z" in names else None
         self.disagreements = 0
@@ -316,9 +316,6 @@ class ClassifierReward(gym.Wrapper):
 
     def _save_label(self, obs, success: bool, prob: float) -> None:
         """One npz per disagreement: the classifier's input images, the human's label, its probability."""
-        import time
-        from pathlib import Path
-
         d = Path(self.rcfg.disagreements_dir)
         d.mkdir(parents=True, exist_ok=True)
         self._saved += 1
@@ -360,8 +357,3 @@ class GripperPenalty(gym.Wrapper):
                 self._open = cmd == OPEN
         info["discrete_penalty"] = penalty
         return obs, reward, terminated, truncated, info
-
-
-def final_spec(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
-    """The wrapped env's spec, with the params of `pipeline_spec` (checked equal in make_env)."""
-    return replace(env.get_wrapper_attr("feature_spec"), params=pipeline.pipeline_spec(cfg).params)

@@ -165,7 +165,7 @@ class Robot:
         return None
 
     def _build_env(self):
-        from hilserl_ray.envs.make import make_env, make_intervention
+        from hilserl_ray.rig import make_env, make_intervention
 
         if self.console is None:
             return make_env(self.cfg, seed=self._seed)

@@ -1,23 +1,35 @@
-"""`make_env(cfg)`: the robot (sim or real) wrapped in the one pipeline, in pipeline order."""
+"""`make_env(cfg)`: the robot (sim or real) with its intervention source and reward classifier,
+wrapped in the pipeline's steps (`envs.pipeline.STEPS`) in order.
+
+It sits above the parts it assembles (`envs`, `hardware`, `reward`), so none of them reaches up.
+`make_registered` is the entry point of the gymnasium ids that `import hilserl_ray` registers.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
 
 import gymnasium as gym
 
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.configio import ConfigError
+from hilserl_ray.envs import pipeline
 from hilserl_ray.envs import wrappers as W
 from hilserl_ray.envs.intervention import InterventionSource
 from hilserl_ray.envs.kinematics import Kinematics
-from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.envs.oracle import OracleSource
+from hilserl_ray.envs.sim import SO101SimEnv
+from hilserl_ray.features import FeatureSpec
+from hilserl_ray.reward.spec import check_classifier
 
 
 def make_base_env(cfg: TrainConfig) -> gym.Env:
-    """The raw robot: the MuJoCo sim, or the real SO-101 (hardware package, imported lazily)."""
+    """The raw robot: the MuJoCo sim, or the real SO-101."""
     if cfg.robot.type == "sim":
-        from hilserl_ray.envs.sim import SO101SimEnv
-
         return SO101SimEnv(cfg)
     if cfg.robot.type == "so101":
+        # serial and camera code: loaded for the real arm only
         from hilserl_ray.hardware.robot_env import make_real_env
 
         return make_real_env(cfg)
@@ -31,9 +43,8 @@ def make_intervention(cfg: TrainConfig, seed: int | None) -> InterventionSource 
     if source in ("none", "web"):
         return None
     if source == "oracle":
-        from hilserl_ray.envs.oracle import OracleSource
-
         return OracleSource(cfg, seed=None if seed is None else seed + 7919)
+    # keyboard, gamepad and leader-arm code (optional pynput/pygame, serial): loaded on demand
     from hilserl_ray.hardware.teleop import make_teleop_source
 
     return make_teleop_source(cfg)
@@ -41,24 +52,26 @@ def make_intervention(cfg: TrainConfig, seed: int | None) -> InterventionSource 
 
 def make_classifier_reward(env: gym.Env, cfg: TrainConfig) -> gym.Env:
     """The reward-classifier step, after refusing a classifier trained for another pipeline."""
-    from hilserl_ray.configio import ConfigError
-    from hilserl_ray.reward.model import Scorer
-    from hilserl_ray.reward.spec import check_classifier
-
     problems = check_classifier(cfg)
     if problems:
         raise ConfigError("pipeline.reward", [f"{p}: got {v!r}; {m}" for p, v, m in problems])
+    from hilserl_ray.reward.model import Scorer  # torch: loaded only when a classifier is set
+
     scorer = Scorer(cfg.pipeline.reward.classifier)
     threshold = cfg.pipeline.reward.threshold or scorer.threshold
     return W.ClassifierReward(env, cfg, scorer, threshold)
 
 
+def built_spec(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
+    """The wrapped env's spec, with the params of `pipeline_spec` (checked equal in make_env)."""
+    return replace(env.get_wrapper_attr("feature_spec"), params=pipeline.pipeline_params(cfg))
+
+
 def make_env(
     cfg: TrainConfig, seed: int | None = None, intervention: InterventionSource | None = None
 ) -> gym.Env:
-    """Base env -> crop -> resize -> proprioception -> EE action -> intervention -> [reward
-    classifier] -> gripper penalty -> time limit. The result's spaces equal `pipeline_spec(cfg)`
-    (checked here).
+    """The base env wrapped in every step of `envs.pipeline.STEPS`. The result's spaces equal
+    `pipeline_spec(cfg)` (checked here).
 
     seed seeds the first reset (later resets continue the env's random stream) and the oracle.
     intervention: a source to use; None builds the one `pipeline.intervention.source` names.
@@ -68,20 +81,14 @@ def make_env(
         kin = env.unwrapped.kin if cfg.robot.type == "sim" else Kinematics(cfg.robot.mjcf)
         if intervention is None:
             intervention = make_intervention(cfg, seed)
-        env = W.ImageCrop(env, cfg)
-        env = W.ImageResize(env, cfg)
-        env = W.Proprioception(env, cfg, kin)
-        env = W.EEAction(env, cfg, kin)
-        env = W.Intervention(env, intervention)
-        if cfg.pipeline.reward.classifier is not None:
-            env = make_classifier_reward(env, cfg)
-        env = W.GripperPenalty(env, cfg)
-        env = gym.wrappers.TimeLimit(env, cfg.env.max_episode_steps)
+        parts = pipeline.Parts(kin, intervention, partial(make_classifier_reward, cfg=cfg))
+        for step in pipeline.STEPS:
+            env = step.online(env, cfg, parts)
     except BaseException:
         env.close()
         raise
-    spec = pipeline_spec(cfg)
-    built = W.final_spec(env, cfg)
+    spec = pipeline.pipeline_spec(cfg)
+    built = built_spec(env, cfg)
     if built.to_dict() != spec.to_dict():
         env.close()
         raise RuntimeError(
@@ -92,3 +99,27 @@ def make_env(
         env.unwrapped._np_random, _ = gym.utils.seeding.np_random(seed)
         env.action_space.seed(seed)
     return env
+
+
+def make_registered(
+    task: str,
+    cameras: list[str] | tuple[str, ...] = (),
+    camera_size: tuple[int, int] = (128, 128),
+    seed: int | None = None,
+    overrides: dict | None = None,
+    render_mode: str | None = None,
+):
+    """Entry point of the registered ids: a default TrainConfig for `task`, plus `overrides`
+    (state-only; pass `cameras=["front"]` etc. for image variants, or use the *Image ids)."""
+    data = {
+        "env": {
+            "task": task,
+            "cameras": [{"name": c, "height": camera_size[0], "width": camera_size[1]} for c in cameras],
+        },
+        "buffer": {"online_ratio": 1.0},
+    }
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values) if isinstance(values, dict) else data.update(
+            {section: values}
+        )
+    return make_env(TrainConfig.model_validate(data), seed=seed)
