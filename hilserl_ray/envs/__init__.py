@@ -21,6 +21,7 @@ def make_registered(
     render_mode: str | None = None,
 ):
     """Entry point of the registered ids: a default TrainConfig for `task`, plus `overrides`."""
+    from hilserl_ray.checks.config import require_valid
     from hilserl_ray.config import TrainConfig
     from hilserl_ray.envs.make import make_env
 
@@ -35,4 +36,4 @@ def make_registered(
         data.setdefault(section, {}).update(values) if isinstance(values, dict) else data.update(
             {section: values}
         )
-    return make_env(TrainConfig.model_validate(data), seed=seed)
+    return make_env(require_valid(TrainConfig.model_validate(data), "overrides"), seed=seed)
