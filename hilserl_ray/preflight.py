@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from hilserl_ray.checks.cluster import check_ray_address, cluster_problems
-from hilserl_ray.checks.dataset import check_dataset, check_dataset_readable
 from hilserl_ray.checks.files import check_files, check_fleet, check_reward_classifier
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.errors import HINT, ConfigError, Problem
@@ -23,7 +22,7 @@ def preflight(cfg: TrainConfig, source: str = "config") -> None:
     problems = (
         check_files(cfg)
         + check_fleet(cfg)
-        + check_dataset(cfg)
+        + dataset_problems(cfg)
         + check_reward_classifier(cfg)
         + check_ray_address(cfg)
     )
@@ -36,8 +35,26 @@ def preflight(cfg: TrainConfig, source: str = "config") -> None:
         raise ConfigError.of(source, hints)
 
 
+def dataset_problems(cfg: TrainConfig) -> list[Problem]:
+    """The dataset stage, when the config names a dataset."""
+    if not cfg.dataset.all_paths():
+        return []
+    from hilserl_ray.checks.dataset import check_dataset  # heavy (av, cv2, pyarrow): only with datasets
+
+    return check_dataset(cfg)
+
+
 def check_cluster(cfg: TrainConfig, resources: dict) -> None:
     """The cluster can place the learner and every robot actor (else Ray would wait forever)."""
     problems = cluster_problems(cfg, resources)
     if problems:
         raise ConfigError.of("the Ray cluster", problems)
+
+
+def check_dataset_readable(cfg: TrainConfig) -> None:
+    """Read and convert the dataset (into the offline cache the learner then loads), so every problem
+    the reader can name (truncated parquet or video, missing files or columns, NaN, gaps, video size)
+    is a DatasetError here, before Ray, not a dead learner actor."""
+    from hilserl_ray.data.convert import load_offline_datasets  # heavy (mujoco, av): only to convert
+
+    load_offline_datasets(cfg, progress=cfg.logging.progress_bar)

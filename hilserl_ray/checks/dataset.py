@@ -1,8 +1,8 @@
 """Dataset rules: every configured dataset is there, fits the offline buffer and the pipeline.
 
 `check_dataset` reads only each dataset's meta/info.json (and the values `formats.decide`
-needs); `check_dataset_readable` reads and converts everything, so a damaged file is named
-before Ray starts instead of killing the learner.
+needs); `preflight.check_dataset_readable` then reads and converts everything, so a damaged
+file is named before Ray starts instead of killing the learner.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.data.convert import load_offline_datasets
 from hilserl_ray.data.mapping import feature_problems
 from hilserl_ray.errors import HINT, Problem
 
@@ -71,10 +70,3 @@ def _capacity(cfg: TrainConfig, rows: int) -> list[Problem]:
             )
         ]
     return []
-
-
-def check_dataset_readable(cfg: TrainConfig) -> None:
-    """Read and convert the dataset (into the offline cache the learner then loads), so every problem
-    the reader can name (truncated parquet or video, missing files or columns, NaN, gaps, video size)
-    is a DatasetError here, before Ray, not a dead learner actor."""
-    load_offline_datasets(cfg, progress=cfg.logging.progress_bar)
