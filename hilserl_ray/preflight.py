@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from hilserl_ray.checks.cluster import check_ray_address, cluster_problems
-from hilserl_ray.checks.files import check_files, check_fleet, check_reward_classifier
+from hilserl_ray.checks.files import check_files, check_fleet
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.errors import HINT, ConfigError, Problem
+from hilserl_ray.reward.spec import check_classifier
 
 __all__ = ["check_cluster", "check_dataset_readable", "preflight"]
 
@@ -23,7 +24,7 @@ def preflight(cfg: TrainConfig, source: str = "config") -> None:
         check_files(cfg)
         + check_fleet(cfg)
         + dataset_problems(cfg)
-        + check_reward_classifier(cfg)
+        + check_classifier(cfg)
         + check_ray_address(cfg)
     )
     if problems:

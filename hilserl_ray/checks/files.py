@@ -1,8 +1,8 @@
 """File rules: what the config names on this machine exists and is usable.
 
 The MJCF, the calibrations (follower and leader), the serial ports and cameras, GPU/CUDA requests
-(with a local Ray, where this machine's devices are the run's), the encoder weights, the reward
-classifier; for a fleet each arm's own files and the one feature spec every arm must give.
+(with a local Ray, where this machine's devices are the run's), the encoder weights; for a fleet
+each arm's own files and the one feature spec every arm must give.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from hilserl_ray.features import FeatureSpec
 from hilserl_ray.fleet.arms import fleet
 from hilserl_ray.fleet.expand import arm_config, arm_path
 from hilserl_ray.hardware.calibration import CalibrationError, load_calibration
-from hilserl_ray.reward.spec import check_classifier
 
 # checked once for the whole run, not once per arm
 SHARED_PATHS = ("robot.mjcf", "policy.encoder_weights", "policy.device", "learner.num_gpus")
@@ -123,11 +122,6 @@ def _cuda(cfg: TrainConfig) -> list[Problem]:
     if cfg.learner.num_gpus > 0:
         problems.append(Problem("learner.num_gpus", cfg.learner.num_gpus, "0: this machine has no GPU"))
     return problems
-
-
-def check_reward_classifier(cfg: TrainConfig) -> list[Problem]:
-    """A configured reward classifier exists and was trained for this pipeline's features."""
-    return check_classifier(cfg)
 
 
 def check_fleet(cfg: TrainConfig) -> list[Problem]:
