@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             "--policy.hidden_dims=[64,64]",
             "--policy.latent_dim=32",
             "--learner.training_starts=100000000",
-            "--learner.env_steps_per_update=null",
+            "--actors.env_steps_per_update=null",
         ],
     )
     cfg_dict = cfg.model_dump(mode="json")

@@ -40,7 +40,7 @@ def make_cfg(task: str, n: int, out: str):
         base,
         [
             f"--actors.num_robot_actors={n}",
-            "--learner.env_steps_per_update=null",  # free-running: measure what the fleet can do
+            "--actors.env_steps_per_update=null",  # free-running: measure what the fleet can do
             "--learner.training_starts=300",
             "--buffer.online_capacity=30000",
             f"--output_dir={out}",

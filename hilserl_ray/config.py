@@ -1,9 +1,10 @@
-"""The whole run's configuration: typed pydantic models, the single source of truth.
+"""The whole run's configuration: typed pydantic models with their defaults and field docs.
 
-Every block forbids unknown keys, so a typo is an error (with a suggestion, see `configio`).
-Rules that involve more than one field live in `TrainConfig`'s validator, so a config that
-would fail minutes into a run (or move a robot wrongly) is rejected before Ray starts.
-Rules that need files on disk (dataset length, calibration contents) are in `preflight`.
+This is the schema only. Every block forbids unknown keys, so a typo is an error (with a
+suggestion, see `configio`; a key that moved names its new place, `MOVED_KEYS`). Rules that
+involve more than one field are in `hilserl_ray.checks.config` (run by `configio.load_config`),
+rules that need files on disk in `hilserl_ray.checks.files` / `.dataset`; a fleet's `robots`
+list is expanded into per-arm configs by `hilserl_ray.fleet`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -354,17 +355,19 @@ class LearnerConfig(Strict):
     num_gpus: Annotated[float, Field(ge=0)] = 0
     training_starts: Annotated[int, Field(ge=0)] = Field(500, description="online transitions before updates")
     weights_every: PositiveInt = Field(20, description="publish weights every N updates")
-    max_pending_chunks: PositiveInt = 8
-    env_steps_per_update: PositiveFloat | None = Field(
-        None,
-        description="sim: robot actors pause when this many env steps ahead of the learner's updates "
-        "(fixed data per update, as synchronous SAC); null = free-running, as a real arm must be",
-    )
 
 
 class ActorsConfig(Strict):
     num_robot_actors: PositiveInt = Field(1, description="sim without `robots`: this many copies of `robot`")
     chunk_size: PositiveInt = Field(64, description="transitions per call to the learner")
+    max_pending_chunks: PositiveInt = Field(
+        8, description="chunks a robot actor sends ahead of the learner's acknowledgements"
+    )
+    env_steps_per_update: PositiveFloat | None = Field(
+        None,
+        description="sim: robot actors pause when this many env steps ahead of the learner's updates "
+        "(fixed data per update, as synchronous SAC); null = free-running, as a real arm must be",
+    )
     max_restarts: int = Field(
         3, ge=-1, description="restarts of a failing robot actor before it is dead for good (-1: no limit)"
     )
@@ -381,6 +384,13 @@ class ActorsConfig(Strict):
         description="no env step from any robot actor for this long ends the run (never a silent stall); "
         "time paused from the console does not count",
     )
+
+
+# keys that moved: the old place -> the new one (an old key is an error naming its new place)
+MOVED_KEYS = {
+    "learner.max_pending_chunks": "actors.max_pending_chunks",
+    "learner.env_steps_per_update": "actors.env_steps_per_update",
+}
 
 
 class CheckpointConfig(Strict):
@@ -465,41 +475,6 @@ class TrainConfig(Strict):
         "(or actors.num_robot_actors copies of it in the sim)",
     )
 
-    def arm_config(self, i: int) -> TrainConfig:
-        """The single-robot config arm `i` of `robots` runs: the shared config with its overrides."""
-        a = self.robots[i]
-        own = {"type": a.type, "port": a.port, "calibration": a.calibration}
-        robot = self.robot.model_copy(update={k: v for k, v in own.items() if v is not None})
-        cams = [
-            c.model_copy(update={"device": a.cameras[c.name]}) if c.name in a.cameras else c
-            for c in self.env.cameras
-        ]
-        image = self.pipeline.image
-        if a.crop is not None:
-            image = image.model_copy(update={"crop": dict(a.crop)})
-        it = self.pipeline.intervention.model_copy(update=a.intervention.model_dump(exclude_none=True))
-        pipeline = self.pipeline.model_copy(update={"image": image, "intervention": it})
-        env = self.env.model_copy(update={"cameras": cams})
-        actors = self.actors.model_copy(update={"num_robot_actors": 1})
-        return self.model_copy(
-            update={"robot": robot, "env": env, "pipeline": pipeline, "actors": actors, "robots": []},
-            deep=True,
-        )
-
-    def arm_placement(self, i: int) -> tuple[dict[str, str], str | None]:
-        """(node label selector, custom resource) of arm `i` of `robots`; ({}, None) = anywhere."""
-        a = self.robots[i]
-        key = next(iter(self.ray.robot_label), "robot")
-        if isinstance(a.label, str):
-            label = {key: a.label}
-        elif a.label is not None:
-            label = dict(a.label)
-        else:
-            real = (a.type or self.robot.type) != "sim"
-            label = {key: a.name} if real else {}
-        resource = a.resource or (f"{self.ray.robot_resource}_{a.name}" if label else None)
-        return label, resource
-
     @field_validator("output_dir", mode="before")
     @classmethod
     def _output_dir_named(cls, v: object) -> object:
@@ -508,244 +483,3 @@ class TrainConfig(Strict):
                 "an empty path would mean the current directory; name a directory (outputs/<name>)"
             )
         return v
-
-    @model_validator(mode="after")
-    def _cross_field(self) -> TrainConfig:
-        problems = self._shared_problems()
-        if not self.robots:
-            problems += self._arm_problems()
-        else:
-            problems += self._fleet_problems()
-        if problems:
-            raise ConfigProblems(problems)
-        return self
-
-    def _fleet_problems(self) -> list[tuple[str, object, str]]:
-        problems: list[tuple[str, object, str]] = []
-        names = [a.name for a in self.robots]
-        if len(set(names)) != len(names):
-            problems.append(("robots", names, "arm names must be unique"))
-        if self.actors.num_robot_actors != 1:
-            problems.append(
-                (
-                    "actors.num_robot_actors",
-                    self.actors.num_robot_actors,
-                    "1 with `robots` (one actor per entry; add sim entries for more sim actors)",
-                )
-            )
-        cams = {c.name for c in self.env.cameras}
-        owners: dict[str, str] = {}
-        for i, a in enumerate(self.robots):
-            for cam in a.cameras:
-                if cam not in cams:
-                    problems.append(
-                        (f"robots.{i}.cameras.{cam}", a.cameras[cam], f"one of env.cameras {sorted(cams)}")
-                    )
-            resource = self.arm_placement(i)[1]
-            if resource is not None and resource in owners:
-                problems.append(
-                    (
-                        f"robots.{i}.resource",
-                        resource,
-                        f"each arm its own resource ('{owners[resource]}' has it): one actor per arm",
-                    )
-                )
-            owners.setdefault(resource, a.name)
-            for path, value, allowed in self.arm_config(i)._arm_problems():
-                problems.append(
-                    (
-                        arm_path(i, path, [c.name for c in self.env.cameras]),
-                        value,
-                        f"{allowed} (arm '{a.name}')",
-                    )
-                )
-        if self.console.enabled and self.console.port != 0:
-            nodes = [tuple(sorted(self.arm_placement(i)[0].items())) for i in range(len(self.robots))]
-            together = [
-                a.name for a, n in zip(self.robots, nodes, strict=True) if not n or nodes.count(n) > 1
-            ]
-            if len(together) > 1:
-                problems.append(
-                    (
-                        "console.port",
-                        self.console.port,
-                        f"0 (a free port each): arms {together} may share a node",
-                    )
-                )
-        return problems
-
-    def _arm_problems(self) -> list[tuple[str, object, str]]:
-        """Rules about the one robot this config drives (per arm in a fleet)."""
-        problems: list[tuple[str, object, str]] = []
-        cams = {c.name: c for c in self.env.cameras}
-        if self.robot.type == "sim":
-            for name in cams:
-                if name not in SIM_CAMERAS:
-                    problems.append(
-                        ("env.cameras", name, f"the sim has cameras {list(SIM_CAMERAS)}; rename or remove it")
-                    )
-        else:
-            if not self.robot.port:
-                problems.append(("robot.port", None, "a real robot needs its serial port, e.g. /dev/ttyACM0"))
-            if self.robot.calibration is None:
-                problems.append(
-                    (
-                        "robot.calibration",
-                        None,
-                        "a real robot needs a calibration JSON (python -m hilserl_ray.calibrate)",
-                    )
-                )
-            for i, c in enumerate(self.env.cameras):
-                if c.device is None:
-                    problems.append(
-                        (
-                            f"env.cameras.{i}.device",
-                            None,
-                            "a real camera needs a device (python -m hilserl_ray.find_cameras)",
-                        )
-                    )
-            if self.actors.num_robot_actors != 1:
-                problems.append(
-                    ("actors.num_robot_actors", self.actors.num_robot_actors, "a real arm has one actor: 1")
-                )
-        for cam, box in self.pipeline.image.crop.items():
-            if cam not in cams:
-                problems.append(
-                    (f"pipeline.image.crop.{cam}", box, f"no such camera; cameras are {list(cams)}")
-                )
-                continue
-            top, left, h, w = box
-            c = cams[cam]
-            if top < 0 or left < 0 or h <= 0 or w <= 0 or top + h > c.height or left + w > c.width:
-                problems.append(
-                    (
-                        f"pipeline.image.crop.{cam}",
-                        box,
-                        f"(top, left, height, width) inside the {c.height}x{c.width} image",
-                    )
-                )
-        it = self.pipeline.intervention
-        if it.source == "leader" and not it.leader_port:
-            problems.append(("pipeline.intervention.leader_port", None, "the leader arm's serial port"))
-        if it.source == "web" and not self.console.enabled:
-            problems.append(
-                ("console.enabled", False, "true: pipeline.intervention.source='web' is the console")
-            )
-        if it.source == "web" and not self.pipeline.ee_action.enabled:
-            problems.append(
-                (
-                    "pipeline.ee_action.enabled",
-                    False,
-                    "true: the console steers the end effector (source 'web')",
-                )
-            )
-        if self.console.port != 0 and self.robot.type == "sim" and self.actors.num_robot_actors > 1:
-            problems.append(
-                (
-                    "console.port",
-                    self.console.port,
-                    "0 (a free port each): several sim robot actors share a node",
-                )
-            )
-        if it.source == "oracle" and self.robot.type != "sim":
-            problems.append(("pipeline.intervention.source", "oracle", "the scripted oracle needs the sim"))
-        if it.source == "leader" and it.leader_calibration is None:
-            problems.append(
-                (
-                    "pipeline.intervention.leader_calibration",
-                    None,
-                    "the leader arm's calibration JSON (python -m hilserl_ray.calibrate --leader)",
-                )
-            )
-        if it.source in EE_ONLY_SOURCES and not self.pipeline.ee_action.enabled:
-            problems.append(
-                (
-                    "pipeline.ee_action.enabled",
-                    False,
-                    f"true: pipeline.intervention.source '{it.source}' acts in end-effector deltas "
-                    "(or --pipeline.intervention.source=none)",
-                )
-            )
-        return problems
-
-    def _shared_problems(self) -> list[tuple[str, object, str]]:
-        """Rules about what every arm shares."""
-        problems: list[tuple[str, object, str]] = []
-        cams = [c.name for c in self.env.cameras]
-        if len(set(cams)) != len(cams):
-            problems.append(("env.cameras", cams, "camera names must be unique"))
-        if len(self.robot.motor_ids) != len(JOINT_NAMES):
-            problems.append(
-                ("robot.motor_ids", self.robot.motor_ids, f"one id per joint: {len(JOINT_NAMES)} ids")
-            )
-        if len(self.robot.reset_pose_deg) != len(JOINT_NAMES):
-            problems.append(("robot.reset_pose_deg", self.robot.reset_pose_deg, f"{len(JOINT_NAMES)} values"))
-        lo, hi = self.pipeline.ee_action.workspace_low, self.pipeline.ee_action.workspace_high
-        if any(a >= b for a, b in zip(lo, hi, strict=True)):
-            problems.append(("pipeline.ee_action.workspace_high", hi, f"each bound > workspace_low {lo}"))
-        rw = self.pipeline.reward
-        if rw.classifier is not None and not self.env.cameras:
-            problems.append(
-                ("pipeline.reward.classifier", str(rw.classifier), "an image classifier needs env.cameras")
-            )
-        if rw.min_ee_height_m is not None and not self.pipeline.proprio.ee_pose:
-            problems.append(
-                (
-                    "pipeline.reward.min_ee_height_m",
-                    rw.min_ee_height_m,
-                    "needs pipeline.proprio.ee_pose: true",
-                )
-            )
-        p = self.policy
-        if p.num_subsample_critics is not None and p.num_subsample_critics > p.num_critics:
-            problems.append(
-                (
-                    "policy.num_subsample_critics",
-                    p.num_subsample_critics,
-                    f"<= policy.num_critics ({p.num_critics})",
-                )
-            )
-        if p.encoder == "pretrained" and p.encoder_weights is None:
-            problems.append(("policy.encoder_weights", None, "a local weights file (nothing is downloaded)"))
-        shared = self.pipeline.intervention.source
-        sources = {a.intervention.source or shared for a in self.robots} or {shared}
-        if self.buffer.online_ratio < 1 and not self.dataset.all_paths() and sources == {"none"}:
-            problems.append(
-                (
-                    "buffer.online_ratio",
-                    self.buffer.online_ratio,
-                    "1.0 when there is no dataset and no intervention source (the offline buffer would stay empty)",
-                )
-            )
-        return problems
-
-
-def arm_path(i: int, path: str, cameras: list[str]) -> str:
-    """An arm config's problem path -> where the user sets it in `robots.<i>` (or the shared key).
-
-    `cameras`: the shared `env.cameras` names, in order (an arm's devices are keyed by name)."""
-    for own, field in (
-        ("robot.port", "port"),
-        ("robot.calibration", "calibration"),
-        ("pipeline.image.crop", "crop"),
-        ("pipeline.intervention.source", "intervention.source"),
-        ("pipeline.intervention.leader_port", "intervention.leader_port"),
-        ("pipeline.intervention.leader_calibration", "intervention.leader_calibration"),
-        ("pipeline.intervention.keys_url", "intervention.keys_url"),
-    ):
-        if path == own or path.startswith(own + "."):
-            return f"robots.{i}.{field}{path[len(own) :]}"
-    if path.startswith("env.cameras.") and path.endswith(".device"):
-        j = int(path.split(".")[2])
-        return f"robots.{i}.cameras.{cameras[j] if j < len(cameras) else j}"
-    if path == "env.cameras":
-        return f"robots.{i}.type"
-    return path
-
-
-class ConfigProblems(ValueError):
-    """Cross-field problems, each (dotted path, value, what is allowed). Formatted by configio."""
-
-    def __init__(self, problems: list[tuple[str, object, str]]):
-        self.problems = problems
-        super().__init__("; ".join(f"{p}: got {v!r}; {m}" for p, v, m in problems))

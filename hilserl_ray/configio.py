@@ -1,8 +1,8 @@
-"""Loading a `TrainConfig`: YAML + dotted command-line overrides, and readable errors.
+"""Loading a `TrainConfig`: YAML + dotted command-line overrides, the static checks, readable errors.
 
 Every problem is collected and reported at once as `path: got X; allowed Y`, with the closest
-valid key for typos. `ConfigError` (hilserl_ray.errors) carries those lines; the CLI prints
-them and exits 2.
+valid key for typos: the schema's field errors and the static rules (`checks.config`) together.
+`ConfigError` (hilserl_ray.errors) carries those lines; the CLI prints them and exits 2.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from hilserl_ray.config import ConfigProblems, TrainConfig
-from hilserl_ray.errors import ConfigError  # noqa: F401  (re-exported: callers import it from here)
+from hilserl_ray.checks.config import config_problems
+from hilserl_ray.config import MOVED_KEYS, TrainConfig
+from hilserl_ray.errors import ConfigError  # (re-exported: callers import it from here)
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
@@ -127,20 +128,26 @@ def load_config(
 
 
 def validate(data: dict, source: str = "config") -> TrainConfig:
+    """The config `data` describes, or one `ConfigError` with every field and static problem."""
     try:
-        return TrainConfig.model_validate(data)
+        cfg = TrainConfig.model_validate(data)
     except ValidationError as e:
         lines = format_errors(e)
-        # pydantic skips the cross-field rules when a field is bad. To report every problem at
-        # once, drop the bad values (their defaults stand in) and collect the cross-field ones too.
+        # The static rules need a whole config. To report every problem at once, drop the bad
+        # values (their defaults stand in) and check the rest too.
         pruned = copy.deepcopy(data)
         for err in e.errors():
             _drop(pruned, list(err["loc"]))
         try:
-            TrainConfig.model_validate(pruned)
+            rest = [p.line() for p in config_problems(TrainConfig.model_validate(pruned))]
         except ValidationError as e2:
-            lines += [line for line in format_errors(e2) if line not in lines]
+            rest = format_errors(e2)
+        lines += [line for line in rest if line not in lines]
         raise ConfigError(source, lines) from None
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError.of(source, problems)
+    return cfg
 
 
 def _drop(data: Any, loc: list) -> None:
@@ -161,15 +168,10 @@ def format_errors(e: ValidationError) -> list[str]:
     lines = []
     for err in e.errors():
         loc = [str(p) for p in err["loc"]]
-        ctx_error = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, ConfigProblems):
-            prefix = ".".join(loc)
-            for path, value, allowed in ctx_error.problems:
-                full = f"{prefix}.{path}" if prefix else path
-                lines.append(f"{full}: got {value!r}; {allowed}")
-            continue
         path = ".".join(loc)
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and path in MOVED_KEYS:
+            lines.append(f"{path}: moved to {MOVED_KEYS[path]}; set it there")
+        elif err["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key{_suggest(loc)}")
         elif err["type"] == "missing":
             lines.append(f"{path}: required, but missing")

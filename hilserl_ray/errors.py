@@ -13,7 +13,8 @@ import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "HILSERL_DEBUG"
@@ -48,6 +49,21 @@ def _rebuild(cls: type, state: dict, args: tuple) -> UserError:
     return err
 
 
+class Problem(NamedTuple):
+    """One thing a check found wrong: the key (or file) it is about, what was found, the fix."""
+
+    key: str
+    found: object
+    fix: str
+
+    def line(self) -> str:
+        """`key: got found; fix`; a `HINT` is its text alone."""
+        return self.fix if self.key == HINT else f"{self.key}: got {self.found!r}; {self.fix}"
+
+
+HINT = "hint"  # a Problem with this key is advice printed as is (no key, no value)
+
+
 class ConfigError(UserError):
     """One or more problems in the configuration (or command line), each a line naming the field."""
 
@@ -56,10 +72,20 @@ class ConfigError(UserError):
         self.lines = list(lines)
         super().__init__(self.message(), where=source)
 
+    @classmethod
+    def of(cls, source: str, problems: Iterable[tuple[str, object, str]]) -> ConfigError:
+        """The one way problems become the user's error: a line per problem, in order."""
+        return cls(source, [Problem(*p).line() for p in problems])
+
     def message(self) -> str:
         n = len(self.lines)
         head = f"{n} problem{'s' if n != 1 else ''} in the configuration ({self.source}):"
         return "\n".join([head, *(f"  - {line}" for line in self.lines)])
+
+
+class InvalidConfig(ConfigError, ValueError):
+    """Problems in a config built in code (not loaded by `configio`): a user error, and a
+    `ValueError` as the schema's own field errors are."""
 
 
 def user_error(exc: BaseException | None) -> UserError | None:

@@ -12,6 +12,7 @@ from functools import partial
 
 import gymnasium as gym
 
+from hilserl_ray.checks.config import require_valid
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError
 from hilserl_ray.envs import pipeline
@@ -54,7 +55,7 @@ def make_classifier_reward(env: gym.Env, cfg: TrainConfig) -> gym.Env:
     """The reward-classifier step, after refusing a classifier trained for another pipeline."""
     problems = check_classifier(cfg)
     if problems:
-        raise ConfigError("pipeline.reward", [f"{p}: got {v!r}; {m}" for p, v, m in problems])
+        raise ConfigError.of("pipeline.reward", problems)
     from hilserl_ray.reward.model import Scorer  # torch: loaded only when a classifier is set
 
     scorer = Scorer(cfg.pipeline.reward.classifier)
@@ -122,4 +123,4 @@ def make_registered(
         data.setdefault(section, {}).update(values) if isinstance(values, dict) else data.update(
             {section: values}
         )
-    return make_env(TrainConfig.model_validate(data), seed=seed)
+    return make_env(require_valid(TrainConfig.model_validate(data), "overrides"), seed=seed)

@@ -79,6 +79,7 @@ def write_video(path, width: int = 64, height: int = 48, frames: int = 20):
 
 def real_config(port: str, calibration, video=None, **sections):
     """A TrainConfig for the real-robot env on the fake bus (fast: 50 Hz, short reset)."""
+    from hilserl_ray.checks.config import require_valid
     from hilserl_ray.config import TrainConfig
 
     data = {
@@ -99,4 +100,4 @@ def real_config(port: str, calibration, video=None, **sections):
         ]
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
-    return TrainConfig.model_validate(data)
+    return require_valid(TrainConfig.model_validate(data))

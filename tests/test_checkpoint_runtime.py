@@ -44,7 +44,7 @@ def test_resumed_learner_reports_no_bogus_updates_per_s(tmp_path, seeded_single_
     from hilserl_ray.buffer.synthetic import episodes_chunk
     from hilserl_ray.runtime.learner import Learner
 
-    cfg = small_cfg(tmp_path, "--learner.training_starts=20", "--learner.env_steps_per_update=null")
+    cfg = small_cfg(tmp_path, "--learner.training_starts=20", "--actors.env_steps_per_update=null")
     learner = Learner(cfg.model_dump(mode="json"))
     learner.add_chunk(episodes_chunk(learner.spec, [24, 24]))
     wait_for(lambda: learner.counters_now()["updates"] >= 30, 120, "30 updates")

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hilserl_ray.checks.config import require_valid
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError, load_config, write_config
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import UserError
 from hilserl_ray.preflight import preflight
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,3 +249,24 @@ def test_a_path_under_home_means_the_users_home(tmp_path):
     assert cfg.dataset.paths == [Path.home() / "data" / "a", Path("data/b")]
     write_config(cfg, tmp_path / "config.yaml")  # the run's own config names the real place
     assert str(Path.home()) in (tmp_path / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("key", ["max_pending_chunks", "env_steps_per_update"])
+def test_a_moved_key_names_its_new_place(key, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(ROOT / "configs" / "sim_reach.yaml", [f"--learner.{key}=2"])
+    assert f"learner.{key}: moved to actors.{key}" in e.value.message()
+    p = write_yaml(tmp_path / "c.yaml", {"learner": {key: 2}, "buffer": {"online_ratio": 1.0}})
+    r = cli("--config", str(p), "--dry-run")
+    assert r.returncode == 2 and f"learner.{key}: moved to actors.{key}" in r.stderr, r.stderr
+    assert getattr(load_config(ROOT / "configs" / "sim_reach.yaml", [f"--actors.{key}=2"]).actors, key) == 2
+
+
+def test_the_schema_types_fields_and_the_static_rules_refuse_combinations():
+    """`TrainConfig` alone is the schema; `require_valid` (run by load_config) adds the cross-field rules."""
+    cfg = TrainConfig.model_validate({"robot": {"motor_ids": [1, 2, 3]}, "buffer": {"online_ratio": 1.0}})
+    with pytest.raises(ValueError, match="robot.motor_ids: got \\[1, 2, 3\\]; one id per joint") as e:
+        require_valid(cfg)
+    assert isinstance(e.value, UserError)
+    ok = TrainConfig.model_validate({"buffer": {"online_ratio": 1.0}})
+    assert require_valid(ok) is ok

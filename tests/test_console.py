@@ -201,7 +201,7 @@ def test_operator_takes_over_steers_and_judges_a_robot_actor_from_the_page(brows
             *SMALL,
             f"--output_dir={tmp_path}",
             "--learner.training_starts=1000000",
-            "--learner.env_steps_per_update=null",
+            "--actors.env_steps_per_update=null",
         ],
     )
     ee_x = list(pipeline_spec(cfg).observation[STATE].names).index("ee.x")

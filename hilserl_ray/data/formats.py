@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.data.keys import NUM_JOINTS, dataset_key
+from hilserl_ray.data.lerobot_reader import LeRobotReader
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import Problem
 from hilserl_ray.features import ACTION, STATE
+from hilserl_ray.hardware.calibration import Normalizer, load_calibration
 
-Problem = tuple[str, object, str]
-NUM_JOINTS = 6
 RANGE_LIMIT = 100.0  # LeRobot's range units lie in [-100, 100]
 OUTSIDE_CALIBRATION_DEG = 5.0  # read as degrees, this far past the calibrated range is impossible
 
@@ -74,8 +76,6 @@ def value_ranges(root: Path, info: dict, keys: list[str], reader=None) -> dict[s
             missing.append(k)
     if missing:
         if reader is None:
-            from hilserl_ray.data.lerobot_reader import LeRobotReader
-
             reader = LeRobotReader(root)
         cols = reader.read([k for k in missing if k in reader.features])
         for k, v in cols.items():
@@ -120,7 +120,13 @@ def _action_format(cfg, spec, feature, arange, srange) -> tuple[str, str, list[P
             return (
                 "",
                 "",
-                [("dataset.action_format", "auto", f"the action {names} was recorded with {fix}; set them")],
+                [
+                    Problem(
+                        "dataset.action_format",
+                        "auto",
+                        f"the action {names} was recorded with {fix}; set them",
+                    )
+                ],
             )
     if n >= NUM_JOINTS and len(names) >= NUM_JOINTS and all(x.endswith(".pos") for x in names[:NUM_JOINTS]):
         return (
@@ -145,7 +151,7 @@ def _action_format(cfg, spec, feature, arange, srange) -> tuple[str, str, list[P
         "",
         "",
         [
-            (
+            Problem(
                 "dataset.action_format",
                 "auto",
                 f"cannot tell the action's format (shape {shape}, names {names or None}); set "
@@ -176,8 +182,6 @@ def calibration_limits(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray] | None
     path = cfg.robot.calibration
     if path is None or not Path(path).is_file():
         return None
-    from hilserl_ray.hardware.calibration import Normalizer, load_calibration
-
     return Normalizer(load_calibration(path, JOINT_NAMES), JOINT_NAMES).limits()
 
 
@@ -227,7 +231,7 @@ def _joint_units(cfg, fmt, srange, arange) -> tuple[str, str, list[Problem]]:
         "",
         "",
         [
-            (
+            Problem(
                 "dataset.joint_units",
                 "auto",
                 f"cannot tell degrees from LeRobot's -100..100 range units ({spans}; {why}); set "
@@ -239,6 +243,4 @@ def _joint_units(cfg, fmt, srange, arange) -> tuple[str, str, list[Problem]]:
 
 
 def state_and_action_keys(cfg: TrainConfig) -> tuple[str, str]:
-    from hilserl_ray.data.mapping import dataset_key
-
     return dataset_key(STATE, cfg), dataset_key(ACTION, cfg)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.errors import ConfigError
+from hilserl_ray.fleet.expand import arm_config, arm_placement
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Arm:
 
 def fleet(cfg: TrainConfig) -> list[Arm]:
     if cfg.robots:
-        return [Arm(i, a.name, cfg.arm_config(i), *cfg.arm_placement(i)) for i, a in enumerate(cfg.robots)]
+        return [Arm(i, a.name, arm_config(cfg, i), *arm_placement(cfg, i)) for i, a in enumerate(cfg.robots)]
     if cfg.robot.type != "sim":
         return [Arm(0, "arm0", cfg, dict(cfg.ray.robot_label), cfg.ray.robot_resource)]
     return [Arm(i, f"arm{i}", cfg, {}, None) for i in range(cfg.actors.num_robot_actors)]
@@ -42,8 +44,6 @@ def fleet(cfg: TrainConfig) -> list[Arm]:
 def one_arm(cfg: TrainConfig, name: str | None, source: str) -> TrainConfig:
     """The single-robot config a one-arm command (record, evaluate) runs: the fleet arm `name`
     (`--arm`), or `cfg` itself when it lists no arms."""
-    from hilserl_ray.errors import ConfigError
-
     names = [a.name for a in cfg.robots]
     if not names:
         if name is not None:
@@ -57,42 +57,7 @@ def one_arm(cfg: TrainConfig, name: str | None, source: str) -> TrainConfig:
             source,
             [f"--arm: {got}; one of {names} (this config is a fleet; run this on the node with that arm)"],
         )
-    return cfg.arm_config(names.index(name))
-
-
-def fleet_spec_problems(cfg: TrainConfig) -> list[tuple[str, object, str]]:
-    """Every arm's pipeline must give the learner's feature spec; name each difference."""
-    from hilserl_ray.envs.pipeline import pipeline_spec
-
-    want = _features(pipeline_spec(cfg))
-    problems = []
-    for arm in fleet(cfg) if cfg.robots else []:
-        got = _features(pipeline_spec(arm.cfg))
-        diffs = [
-            f"{k}: {_show(got.get(k))} where the shared config gives {_show(want.get(k))}"
-            for k in sorted(set(want) | set(got))
-            if want.get(k) != got.get(k)
-        ]
-        if diffs:
-            problems.append(
-                (
-                    f"robots.{arm.index}",
-                    arm.name,
-                    "the same features as every arm (the policy is shared); this arm's pipeline differs: "
-                    + "; ".join(diffs),
-                )
-            )
-    return problems
-
-
-def _features(spec) -> dict[str, tuple]:
-    out = {k: (f.shape, f.dtype, f.names) for k, f in spec.observation.items()}
-    out[spec.action.name] = (spec.action.shape, spec.action.dtype, spec.action.names)
-    return out
-
-
-def _show(f: tuple | None) -> str:
-    return "absent" if f is None else f"{f[0]} {f[1]}"
+    return arm_config(cfg, names.index(name))
 
 
 def local_node_placement(arms: list[Arm]) -> tuple[dict[str, str], dict[str, float]]:
@@ -102,8 +67,6 @@ def local_node_placement(arms: list[Arm]) -> tuple[dict[str, str], dict[str, flo
     for arm in arms:
         for k, v in arm.label.items():
             if labels.setdefault(k, v) != v:
-                from hilserl_ray.configio import ConfigError
-
                 raise ConfigError(
                     "robots",
                     [

@@ -3,7 +3,7 @@
 A classifier directory holds `model.safetensors` and `classifier.json`. The JSON names the image
 features it reads (name, shape, dtype), the image settings that shape their values (crop,
 resize) with a fingerprint of both, the whole pipeline's fingerprint (for the record) and the
-chosen threshold. No torch here: preflight reads it before Ray starts.
+chosen threshold. No torch here: the file checks (`checks.files`) read it before Ray starts.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.errors import Problem
 from hilserl_ray.features import FeatureSpec
 
 META_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-
-Problem = tuple[str, object, str]
 
 
 def input_spec(cfg: TrainConfig, cameras: list[str] | None = None) -> FeatureSpec:
@@ -98,7 +97,7 @@ def spec_problems(meta: dict, cfg: TrainConfig, key: str = "pipeline.reward.clas
     try:
         now = input_description(input_spec(cfg, cams), cfg)
     except ValueError as e:
-        return [(key, str(meta.get("directory", "")), f"a classifier for this pipeline: {e}")]
+        return [Problem(key, str(meta.get("directory", "")), f"a classifier for this pipeline: {e}")]
     problems: list[Problem] = []
     fix = (
         "retrain it for this config (python -m hilserl_ray.reward train --config ...) or restore the setting"
@@ -107,7 +106,7 @@ def spec_problems(meta: dict, cfg: TrainConfig, key: str = "pipeline.reward.clas
         got = now["features"][name]
         if (f["shape"], f["dtype"]) != (got["shape"], got["dtype"]):
             problems.append(
-                (
+                Problem(
                     f"{key} ({name})",
                     f"{got['shape']} {got['dtype']}",
                     f"the classifier was trained on {f['shape']} {f['dtype']}; {fix}",
@@ -115,7 +114,7 @@ def spec_problems(meta: dict, cfg: TrainConfig, key: str = "pipeline.reward.clas
             )
     if trained["image"]["size"] != now["image"]["size"]:
         problems.append(
-            (
+            Problem(
                 "pipeline.image.size",
                 now["image"]["size"],
                 f"the classifier was trained at {trained['image']['size']}; {fix}",
@@ -123,14 +122,16 @@ def spec_problems(meta: dict, cfg: TrainConfig, key: str = "pipeline.reward.clas
         )
     if trained["image"]["crop"] != now["image"]["crop"]:
         problems.append(
-            (
+            Problem(
                 "pipeline.image.crop",
                 now["image"]["crop"],
                 f"the classifier was trained with {trained['image']['crop']}; {fix}",
             )
         )
     if not problems and fingerprint(now) != meta["input_fingerprint"]:
-        problems.append((key, fingerprint(now), f"input fingerprint {meta['input_fingerprint']}; {fix}"))
+        problems.append(
+            Problem(key, fingerprint(now), f"input fingerprint {meta['input_fingerprint']}; {fix}")
+        )
     return problems
 
 
@@ -142,5 +143,5 @@ def check_classifier(cfg: TrainConfig) -> list[Problem]:
     try:
         meta = read_meta(Path(directory))
     except ValueError as e:
-        return [("pipeline.reward.classifier", str(directory), str(e))]
+        return [Problem("pipeline.reward.classifier", str(directory), str(e))]
     return spec_problems(meta, cfg)

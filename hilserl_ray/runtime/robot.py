@@ -63,7 +63,7 @@ class Robot:
         self._incarnation = secrets.randbits(40)
         self.sender = ChunkSender(
             f"robot{index}-{self._incarnation:010x}",
-            cfg.learner.max_pending_chunks,
+            cfg.actors.max_pending_chunks,
             self._reconnect,
             arm=self.name,
         )
@@ -127,12 +127,12 @@ class Robot:
     def _send(self, rows: list[dict], episodes: list[dict]) -> None:
         if rows:
             self.sender.send(stack_rows(rows), episodes)
-        if self.cfg.learner.env_steps_per_update is not None:
+        if self.cfg.actors.env_steps_per_update is not None:
             self._wait_for_learner()
 
     def _wait_for_learner(self) -> None:
         """Sim pacing: hold while the env steps run ahead of what the learner's updates allow."""
-        ratio, starts = self.cfg.learner.env_steps_per_update, self.cfg.learner.training_starts
+        ratio, starts = self.cfg.actors.env_steps_per_update, self.cfg.learner.training_starts
         self.sender.flush(give_up=self._stop.is_set)
         try:
             while not self._stop.is_set():

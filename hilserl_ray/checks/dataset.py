@@ -1,0 +1,72 @@
+"""Dataset rules: every configured dataset is there, fits the offline buffer and the pipeline.
+
+`check_dataset` reads only each dataset's meta/info.json (and the values `formats.decide`
+needs); `preflight.check_dataset_readable` then reads and converts everything, so a damaged
+file is named before Ray starts instead of killing the learner.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.data.mapping import feature_problems
+from hilserl_ray.errors import HINT, Problem
+
+
+def check_dataset(cfg: TrainConfig) -> list[Problem]:
+    """Datasets present, together fitting the offline buffer, each carrying every pipeline feature
+    with an action format and joint units that can be decided."""
+    problems: list[Problem] = []
+    rows = 0
+    roots = list(map(Path, cfg.dataset.all_paths()))
+    for root in roots:
+        key = "dataset.path" if root == cfg.dataset.path else "dataset.paths"
+        info, found = _read_info(key, root)
+        if info is None:
+            problems += found
+            continue
+        rows += int(info.get("total_frames", 0)) + int(info.get("total_episodes", 0))
+        problems += _fits(info, cfg, key, root, several=len(roots) > 1)
+    return problems + _capacity(cfg, rows)
+
+
+def _read_info(key: str, root: Path) -> tuple[dict | None, list[Problem]]:
+    info_path = root / "meta" / "info.json"
+    if not info_path.is_file():
+        return None, [Problem(key, str(root), "a LeRobot dataset directory containing meta/info.json")]
+    try:
+        return json.loads(info_path.read_text()), []
+    except json.JSONDecodeError as e:
+        return None, [Problem(key, str(info_path), f"valid JSON ({e})")]
+
+
+def _fits(info: dict, cfg: TrainConfig, key: str, root: Path, several: bool) -> list[Problem]:
+    """The dataset against the pipeline's features, with a hint to the command that prints the fix."""
+    try:
+        found = feature_problems(info, cfg, root)
+    except ValueError as e:  # DatasetError: an unreadable dataset
+        found = [Problem(key, str(root), f"a readable LeRobot dataset ({e})")]
+    if not found:
+        return []
+    where = f" [dataset {root}]" if several else ""
+    inspect = (
+        f"python -m hilserl_ray.data.inspect {root} --config <your config> prints the overrides that fit"
+    )
+    return [Problem(p, v, m + where) for p, v, m in found] + [Problem(HINT, str(root), inspect)]
+
+
+def _capacity(cfg: TrainConfig, rows: int) -> list[Problem]:
+    """The buffer stores each episode's final observation as one more row than its frames."""
+    cap = cfg.buffer.offline_capacity
+    if isinstance(cap, int) and cap <= rows:
+        return [
+            Problem(
+                "buffer.offline_capacity",
+                cap,
+                f"> {rows} (the datasets' frames + one row per episode end, plus room for online "
+                "interventions), or 'auto'",
+            )
+        ]
+    return []
