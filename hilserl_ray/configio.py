@@ -98,6 +98,7 @@ def load_yaml(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "config.yaml"
+    saved = (path.parent / "checkpoints").is_dir()  # a run's own config, written by `write_config`
     if not path.exists():
         raise ConfigError(str(path), ["the config file does not exist"])
     try:
@@ -114,6 +115,17 @@ def load_yaml(path: Path) -> dict:
         raise ConfigError(str(path), ["the file is empty (or only comments); start from configs/*.yaml"])
     if not isinstance(data, dict):
         raise ConfigError(str(path), [f"the top level must be a mapping, got {type(data).__name__}"])
+    return migrate_moved_keys(data) if saved else data
+
+
+def migrate_moved_keys(data: dict) -> dict:
+    """A config this program wrote before a key moved (a run's config.yaml, a classifier's
+    metadata) reads the old key as the new one; a hand-written config is told to move it."""
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = data.get(old_section)
+        if isinstance(section, dict) and old_key in section:
+            data.setdefault(new_section, {}).setdefault(new_key, section.pop(old_key))
     return data
 
 

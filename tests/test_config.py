@@ -262,6 +262,14 @@ def test_a_moved_key_names_its_new_place(key, tmp_path):
     assert getattr(load_config(ROOT / "configs" / "sim_reach.yaml", [f"--actors.{key}=2"]).actors, key) == 2
 
 
+def test_a_run_saved_before_a_key_moved_still_loads(tmp_path):
+    """A run's own config.yaml (written before the move) is read with the key in its new place."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    write_yaml(run / "config.yaml", {"learner": {"env_steps_per_update": 3}, "buffer": {"online_ratio": 1.0}})
+    assert load_config(run).actors.env_steps_per_update == 3
+
+
 def test_the_schema_types_fields_and_the_static_rules_refuse_combinations():
     """`TrainConfig` alone is the schema; `require_valid` (run by load_config) adds the cross-field rules."""
     cfg = TrainConfig.model_validate({"robot": {"motor_ids": [1, 2, 3]}, "buffer": {"online_ratio": 1.0}})

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.configio import ConfigError
+from hilserl_ray.configio import ConfigError, migrate_moved_keys
 from hilserl_ray.policy.augment import random_shift
 from hilserl_ray.reward import detector, report
 from hilserl_ray.reward.labels import Frames, load_frames, split_by_episode
@@ -176,10 +176,10 @@ def evaluate_classifier(
     scorer = Scorer(model_dir)
     meta = scorer.meta
     if cfg is None:
-        cfg = TrainConfig.model_validate(meta["config"])
+        cfg = TrainConfig.model_validate(migrate_moved_keys(meta["config"]))
     problems = spec_problems(meta, cfg, key="--model")
     if problems:
-        raise ConfigError("command line", [f"{p}: got {v!r}; {m}" for p, v, m in problems])
+        raise ConfigError.of("command line", problems)
     spec = input_spec(cfg, [k.split(".")[-1] for k in meta["input"]["features"]])
     frames = load_frames(cfg, spec, datasets, progress=progress)
     thr = float(meta["threshold"] if threshold is None else threshold)
