@@ -16,8 +16,6 @@ from hilserl_ray.buffer.synthetic import episodes_chunk, identity, split_rows
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def make_spec():
     cfg = TrainConfig(

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import ray
 from run_helpers import ROOT, wait_for
 
@@ -100,6 +101,7 @@ def poll_for(run, seconds: float) -> None:
     run.stop.event.clear()
 
 
+@pytest.mark.ray
 def test_checkpoints_are_named_for_their_contents_and_a_resume_saves_nothing_at_once(module_ray, tmp_path):
     out = tmp_path / "run"
     run = start_run(small_cfg(out, "--checkpoint.keep_last=10"))
@@ -123,6 +125,7 @@ def test_checkpoints_are_named_for_their_contents_and_a_resume_saves_nothing_at_
         resumed.shutdown()
 
 
+@pytest.mark.ray
 def test_checkpoint_failures_do_not_end_the_run(module_ray, tmp_path, capsys):
     out = tmp_path / "run"
     run = start_run(small_cfg(out))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -15,7 +14,7 @@ import uuid
 
 import numpy as np
 import pytest
-from run_helpers import ROOT
+from run_helpers import ROOT, module_command
 
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.console.controls import WebControls, WebSource
@@ -185,6 +184,7 @@ def forbidden(url: str) -> int:
     return 200
 
 
+@pytest.mark.ray
 def test_operator_takes_over_steers_and_judges_a_robot_actor_from_the_page(browser, tmp_path):
     """The robot actor (real Ray, real MuJoCo, real learner) serves the page; keys pressed in
     Chromium move the sim arm, and 'success' ends the episode with reward 1 and the human's steps
@@ -430,6 +430,7 @@ def test_a_taken_port_is_a_user_error_naming_the_key():
         assert f"127.0.0.1:{port}" in str(e.value) and "console.port=0" in str(e.value)
 
 
+@pytest.mark.subprocess
 def test_evaluate_counts_an_operators_takeover_apart_from_the_policy(browser, tmp_path):
     """`evaluate` serves the page too: an episode a person steered and judged is counted as a
     takeover, and the policy-alone success rate leaves it out."""
@@ -453,7 +454,7 @@ def test_evaluate_counts_an_operators_takeover_apart_from_the_policy(browser, tm
     write_checkpoint(out / "checkpoints", None, lambda d: {**learner.save(str(d)), "step": 0})  # untrained
     learner.close()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hilserl_ray.evaluate", str(out), "--episodes", "2", "--no-video"],
+        module_command("hilserl_ray.evaluate", str(out), "--episodes", "2", "--no-video"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
