@@ -30,9 +30,10 @@ browser:
 test: install browser
 	$(PY) -m pytest -q tests
 
-# the inner loop, under 2 minutes: no Ray, no package CLI in a subprocess (markers: pyproject.toml)
-test-fast: install browser
-	$(PY) -m pytest -q -m "not slow and not ray and not subprocess" tests
+# the inner loop, under 2 minutes: no Ray, no package CLI in a subprocess, nothing heavy
+# (the markers: pyproject.toml)
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not ray and not subprocess and not heavy" tests
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests

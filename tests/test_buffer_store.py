@@ -108,6 +108,7 @@ def write_until_killed(spec, store: Path, acks: Path, kill_after: int) -> None:
         os.write(fd, f"{seq + i}\n".encode())  # the acknowledgement
 
 
+@pytest.mark.heavy
 def test_a_kill_during_any_write_keeps_every_acknowledged_chunk_and_no_bad_link(spec, tmp_path):
     """A writer is killed half-way through its n-th pwrite, for many n, on a small wrapping ring."""
     store, acks = tmp_path / "s", tmp_path / "acks"

@@ -115,6 +115,7 @@ ck.write_checkpoint(pathlib.Path(sys.argv[1]), 5, write)
 """
 
 
+@pytest.mark.heavy
 def test_saving_the_same_step_twice_never_leaves_last_pointing_at_nothing(tmp_path):
     """A kill after any rename/delete of a same-step save leaves a complete step-5 checkpoint."""
     for n in range(1, 20):

@@ -40,6 +40,7 @@ def saved_updates(ckpt: Path) -> int:
     return json.loads((ckpt / "learner.json").read_text())["counters"]["updates"]
 
 
+@pytest.mark.heavy
 def test_resumed_learner_reports_no_bogus_updates_per_s(tmp_path, seeded_single_thread_torch):
     """The rate after a resume counts updates since the resume, not since update 0."""
     from hilserl_ray.buffer.synthetic import episodes_chunk
@@ -61,6 +62,7 @@ def test_resumed_learner_reports_no_bogus_updates_per_s(tmp_path, seeded_single_
     resumed.close()
 
 
+@pytest.mark.heavy
 def test_storage_not_durable_keeps_rows_in_ram_and_a_resume_starts_empty(tmp_path):
     """storage.durable=false (sim fleets faster than the disk): no replay files, the learner
     trains from RAM, and a resume keeps the agent and counters but not the rows."""

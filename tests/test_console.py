@@ -329,6 +329,7 @@ def live_console():
     console.close()
 
 
+@pytest.mark.heavy
 def test_page_buttons_pause_crop_tool_and_sounds(browser, live_console):
     console, episodes = live_console
     page, errors = open_page(browser, console.url)
@@ -378,6 +379,7 @@ def test_page_buttons_pause_crop_tool_and_sounds(browser, live_console):
     page.close()
 
 
+@pytest.mark.heavy
 def test_pause_holds_the_real_arm_with_torque_on_past_its_watchdog(tmp_path):
     """The real env on the fake servo bus: a pause longer than the watchdog's release time keeps
     the torque on (the paused env thread feeds it), then the run resumes."""
