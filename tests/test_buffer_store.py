@@ -157,6 +157,7 @@ def test_offline_dataset_is_sampled_in_place_with_the_ring_in_proportion(spec, t
     assert abs(share - 90 / 119) < 0.03, share
 
 
+@pytest.mark.heavy
 def test_syncs_from_the_timer_and_a_checkpoint_at_once_while_chunks_arrive(spec, tmp_path):
     import threading
 

@@ -94,6 +94,7 @@ def test_held_command_moves_the_arm_from_random_poses(scale, steps):
     assert not stalled, f"{len(stalled)} of {runs} held commands stalled: {stalled}"
 
 
+@pytest.mark.heavy
 def test_a_zero_step_holds_the_arm_where_it_is():
     """An idle operator (or a policy that says 'stay') must not see the arm creep: near full
     reach, IK re-solved from the sagged pose every step walked the EE up to 20 mm in 10 steps."""
