@@ -77,13 +77,15 @@ def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = No
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def start_local_ray(num_cpus: int = 3) -> None:
-    """A Ray of this test's own (address='local': never a cluster already on the machine)."""
+def start_local_ray(num_cpus: int = 3, **init_args) -> None:
+    """A Ray of this test's own (address='local': never a cluster already on the machine), whose
+    workers import this tree's package and the tests' modules (actor classes defined in a test)."""
     ray.init(
         address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}},
+        **init_args,
     )
 
 

@@ -14,7 +14,7 @@ import uuid
 
 import numpy as np
 import pytest
-from run_helpers import ROOT, module_command
+from run_helpers import ROOT, module_command, start_local_ray
 
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.console.controls import WebControls, WebSource
@@ -206,7 +206,7 @@ def test_operator_takes_over_steers_and_judges_a_robot_actor_from_the_page(brows
     )
     ee_x = list(pipeline_spec(cfg).observation[STATE].names).index("ee.x")
     cfg_dict = cfg.model_dump(mode="json")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2, log_to_driver=False)
     try:
         name = f"learner_{uuid.uuid4().hex[:8]}"
         learner = LearnerActor.options(num_cpus=1, name=name).remote(cfg_dict, None)

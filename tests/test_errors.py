@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
 
 import pytest
 import ray
-from run_helpers import ENV, ROOT, module_command
+from run_helpers import ENV, ROOT, module_command, start_local_ray
 
 from hilserl_ray.configio import ConfigError
 from hilserl_ray.data.lerobot_reader import DatasetError
@@ -73,10 +72,7 @@ def test_cli_user_error_vs_debug_vs_bug(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_ray():
-    path = f"{ROOT}{os.pathsep}{ROOT / 'tests'}"
-    ray.init(
-        address="local", num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}}
-    )
+    start_local_ray(num_cpus=1)
     yield
     ray.shutdown()
 
