@@ -169,6 +169,9 @@ def ray_head(env: dict):
             f"--temp-dir={temp_dir}",
             "--include-dashboard=true",
             f"--dashboard-port={dash}",
+            # the agent's own port too: its default (52365) is taken by any other Ray on the machine,
+            # and without it `ray job submit` gets "No available agent" for good
+            f"--dashboard-agent-listen-port={_free_port()}",
             "--dashboard-host=127.0.0.1",
             "--disable-usage-stats",
         ],
