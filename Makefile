@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install browser test test-slow smoke-test twin-test lint bench clean
+.PHONY: install browser test test-fast test-slow smoke-test twin-test lint bench clean
 
 install: $(STAMP)
 
@@ -26,8 +26,14 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 	  || { echo "install Debian's chromium (apt-get install chromium) for the console tests" >&2; exit 2; }
 
+# everything but the slow learning checks (pyproject.toml's addopts: -m 'not slow'); what CI runs
 test: install browser
 	$(PY) -m pytest -q tests
+
+# the inner loop, under 2 minutes: no Ray, no package CLI in a subprocess, nothing heavy
+# (the markers: pyproject.toml)
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not ray and not subprocess and not heavy" tests
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests

@@ -1,15 +1,14 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules.
+
+run_helpers is imported first: it gives every Ray of the session one token before any starts, so
+tests that start Ray in different ways (ray.init, a multi-node Cluster, drivers in other processes)
+pass in any order."""
 
 from __future__ import annotations
 
 import pytest
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """The multi-node tests (test_fleet.py) first: their in-process `Cluster` must be this process's
-    first Ray. After other tests' Rays here, Ray 2.60 (token auth on by default) ran it with a token
-    the drivers they start in other processes did not have, and refused them."""
-    items.sort(key=lambda item: item.path.name != "test_fleet.py")  # stable: the rest keep their order
+import ray
+from run_helpers import start_local_ray
 
 
 @pytest.fixture
@@ -33,9 +32,6 @@ def private_offline_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def local_ray():
     """A local Ray for one test."""
-    import ray
-    from run_helpers import start_local_ray
-
     start_local_ray()
     yield
     ray.shutdown()
@@ -44,9 +40,6 @@ def local_ray():
 @pytest.fixture(scope="module")
 def module_ray():
     """A local Ray shared by a module's tests (each starts its own actors)."""
-    import ray
-    from run_helpers import start_local_ray
-
     start_local_ray()
     yield
     ray.shutdown()

@@ -1,14 +1,50 @@
-"""What tests share: a small reach run, waiting for it, a local Ray, a wrapper in an env's chain."""
+"""What tests share: the repository root, the environment and command lines of the package's CLIs
+in a subprocess, a small reach run, waiting for it, the test Rays, a wrapper in an env's chain."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import ray
+from ray._raylet import AuthenticationTokenLoader, Config
+from ray.cluster_utils import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# One Ray token for the whole test session, set before any Ray starts. Ray 2.60 turns token auth on
+# in the first process-local `ray.init()` (RAY_AUTH_MODE=token in this process from then on), so a
+# `Cluster` started after it required a token that drivers started in other processes with an
+# explicit RAY_ADDRESS never sent. With the mode and token in the environment, every Ray here
+# (ray.init, Cluster, `ray start`) and every subprocess agree whatever ran first, and no test
+# writes ~/.ray/auth_token.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+Config.initialize("")  # `import ray` read the mode already: read it again (as Ray does when it turns it on)
+AuthenticationTokenLoader.instance().reset_cache()
+
+# The package's CLIs in a subprocess: this tree's package, headless MuJoCo, every Ray worker's line.
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(ROOT),
+    "RAY_DEDUP_LOGS": "0",
+    "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+}
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """`python -m <module> <args>` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def train_command(*args: str) -> list[str]:
+    """`python -m hilserl_ray.train` with `args` (`--config <yaml>` and overrides, e.g. SMALL_REACH)."""
+    return module_command("hilserl_ray.train", *args)
+
 
 # A reach run small enough for two shared cores: tiny nets, short episodes, training after 50 steps.
 SMALL_REACH = [
@@ -41,14 +77,31 @@ def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = No
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def start_local_ray(num_cpus: int = 3) -> None:
-    """A Ray of this test's own (address='local': never a cluster already on the machine)."""
+def start_local_ray(num_cpus: int = 3, **init_args) -> None:
+    """A Ray of this test's own (address='local': never a cluster already on the machine), whose
+    workers import this tree's package and the tests' modules (actor classes defined in a test)."""
     ray.init(
         address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}},
+        **init_args,
     )
+
+
+def start_cluster(*nodes: dict) -> tuple[Cluster, list]:
+    """A multi-node Ray on this machine: a head with 2 CPUs (driver + learner) and one 2-CPU node per
+    dict of `add_node` arguments (labels, resources); with the nodes, once all registered."""
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a loaded machine registers slowly
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    added = [cluster.add_node(num_cpus=2, **node) for node in nodes]
+    cluster.wait_for_nodes()
+    return cluster, added
+
+
+def driver_env(cluster: Cluster) -> dict:
+    """ENV for a driver in another process that joins `cluster`."""
+    return {**ENV, "RAY_ADDRESS": cluster.address}
 
 
 def find_wrapper(env, name: str):

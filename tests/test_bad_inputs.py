@@ -14,19 +14,17 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from run_helpers import ENV, ROOT, train_command
 
 from hilserl_ray import convert, evaluate, record, train
 from hilserl_ray.data.synthetic import write_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -288,12 +286,13 @@ def test_good_dataset_converts(good_dataset, tmp_path, capsys):
     assert "15 transitions, 3 episodes" in capsys.readouterr().out
 
 
+@pytest.mark.subprocess
 def test_train_names_a_damaged_dataset_before_ray_starts(good_dataset, tmp_path):
     root = tmp_path / "demos"
     shutil.copytree(good_dataset, root)
     _truncate(root / VIDEO, 0.4)
     r = subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.train", "--config", str(dataset_config(tmp_path, root))],
+        train_command("--config", str(dataset_config(tmp_path, root))),
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -338,13 +337,15 @@ def test_overwrite_never_deletes_what_is_not_a_run(good_dataset, tmp_path, capsy
     assert {**snapshot(home), **snapshot(ds), **snapshot(foreign)} == kept
 
 
+@pytest.mark.subprocess
 def test_overwrite_of_a_dataset_dir_refused_as_a_subprocess(good_dataset, tmp_path):
     ds = tmp_path / "demos"
     shutil.copytree(good_dataset, ds)
     before = snapshot(ds)
     r = subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.train", "--config", GOOD, "--overwrite"]
-        + [f"--output_dir={ds}", f"--dataset.path={ds}", *WITH_CAMERA],
+        train_command(
+            "--config", GOOD, "--overwrite", f"--output_dir={ds}", f"--dataset.path={ds}", *WITH_CAMERA
+        ),
         cwd=ROOT,
         env=ENV,
         capture_output=True,

@@ -153,6 +153,7 @@ def test_large_capacity_costs_ram_only_for_rows_written():
     assert buf.capacity * buf.bytes_per_transition > 4.5e9
 
 
+@pytest.mark.heavy
 def test_concurrent_add_and_sample_never_see_a_torn_or_mislinked_row(spec):
     buf = ReplayBuffer(spec, capacity=300, seed=1)
     buf.add_chunk(episodes_chunk(spec, [10], first_episode_id=0))

@@ -16,8 +16,6 @@ from hilserl_ray.buffer.synthetic import episodes_chunk, identity, split_rows
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def make_spec():
     cfg = TrainConfig(
@@ -110,6 +108,7 @@ def write_until_killed(spec, store: Path, acks: Path, kill_after: int) -> None:
         os.write(fd, f"{seq + i}\n".encode())  # the acknowledgement
 
 
+@pytest.mark.heavy
 def test_a_kill_during_any_write_keeps_every_acknowledged_chunk_and_no_bad_link(spec, tmp_path):
     """A writer is killed half-way through its n-th pwrite, for many n, on a small wrapping ring."""
     store, acks = tmp_path / "s", tmp_path / "acks"
@@ -158,6 +157,7 @@ def test_offline_dataset_is_sampled_in_place_with_the_ring_in_proportion(spec, t
     assert abs(share - 90 / 119) < 0.03, share
 
 
+@pytest.mark.heavy
 def test_syncs_from_the_timer_and_a_checkpoint_at_once_while_chunks_arrive(spec, tmp_path):
     import threading
 

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from run_helpers import ENV
 
 from hilserl_ray.runtime.checkpoint import COMPLETE, latest_checkpoint, write_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _writer(payload: str):
@@ -68,7 +67,7 @@ def test_kill_9_during_write_keeps_previous_last(tmp_path):
         write_checkpoint(pathlib.Path({str(tmp_path)!r}), 2, slow)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen([sys.executable, "-c", script], env=ENV)
     deadline = time.time() + 30
     while not (tmp_path / "started").exists():
         assert time.time() < deadline and proc.poll() is None
@@ -116,6 +115,7 @@ ck.write_checkpoint(pathlib.Path(sys.argv[1]), 5, write)
 """
 
 
+@pytest.mark.heavy
 def test_saving_the_same_step_twice_never_leaves_last_pointing_at_nothing(tmp_path):
     """A kill after any rename/delete of a same-step save leaves a complete step-5 checkpoint."""
     for n in range(1, 20):
@@ -124,7 +124,7 @@ def test_saving_the_same_step_twice_never_leaves_last_pointing_at_nothing(tmp_pa
         write_checkpoint(root, 5, _writer("old"))
         r = subprocess.run(
             [sys.executable, "-c", KILL_AFTER_NTH_FS_CALL, str(root), str(n)],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=ENV,
             capture_output=True,
             text=True,
         )

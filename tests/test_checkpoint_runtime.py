@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import ray
 from run_helpers import ROOT, wait_for
 
@@ -39,6 +40,7 @@ def saved_updates(ckpt: Path) -> int:
     return json.loads((ckpt / "learner.json").read_text())["counters"]["updates"]
 
 
+@pytest.mark.heavy
 def test_resumed_learner_reports_no_bogus_updates_per_s(tmp_path, seeded_single_thread_torch):
     """The rate after a resume counts updates since the resume, not since update 0."""
     from hilserl_ray.buffer.synthetic import episodes_chunk
@@ -60,6 +62,7 @@ def test_resumed_learner_reports_no_bogus_updates_per_s(tmp_path, seeded_single_
     resumed.close()
 
 
+@pytest.mark.heavy
 def test_storage_not_durable_keeps_rows_in_ram_and_a_resume_starts_empty(tmp_path):
     """storage.durable=false (sim fleets faster than the disk): no replay files, the learner
     trains from RAM, and a resume keeps the agent and counters but not the rows."""
@@ -100,6 +103,7 @@ def poll_for(run, seconds: float) -> None:
     run.stop.event.clear()
 
 
+@pytest.mark.ray
 def test_checkpoints_are_named_for_their_contents_and_a_resume_saves_nothing_at_once(module_ray, tmp_path):
     out = tmp_path / "run"
     run = start_run(small_cfg(out, "--checkpoint.keep_last=10"))
@@ -123,6 +127,7 @@ def test_checkpoints_are_named_for_their_contents_and_a_resume_saves_nothing_at_
         resumed.shutdown()
 
 
+@pytest.mark.ray
 def test_checkpoint_failures_do_not_end_the_run(module_ray, tmp_path, capsys):
     out = tmp_path / "run"
     run = start_run(small_cfg(out))

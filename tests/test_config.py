@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from run_helpers import ENV, ROOT, train_command
 
 from hilserl_ray.checks.config import require_valid
 from hilserl_ray.config import TrainConfig
@@ -17,16 +16,14 @@ from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import UserError
 from hilserl_ray.preflight import preflight
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.train", *args],
+        train_command(*args),
         cwd=cwd,
-        env=env,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=60,
@@ -76,6 +73,7 @@ def test_real_config_preflight_names_missing_calibration(tmp_path):
     preflight(load_config(ROOT / "configs" / "so101_real.yaml", ok))
 
 
+@pytest.mark.subprocess
 def test_dry_run_prints_config_and_feature_table():
     r = cli("--config", "configs/sim_pick_cube.yaml", "--dry-run")
     assert r.returncode == 0, r.stderr
@@ -84,6 +82,7 @@ def test_dry_run_prints_config_and_feature_table():
     assert "total_env_steps: 15000" in r.stdout
 
 
+@pytest.mark.subprocess
 def test_overrides_are_applied_both_spellings():
     r = cli(
         "--config", "configs/sim_pick_cube.yaml", "--dry-run", "--policy.batch_size=128", "--env.fps", "15"
@@ -109,6 +108,7 @@ def test_override_into_list_and_nested_dict():
     assert spec.observation["observation.images.gripper_cam"].shape == (64, 64, 3)
 
 
+@pytest.mark.subprocess
 def test_unknown_key_suggests_closest_and_exits_2():
     r = cli("--config", "configs/sim_pick_cube.yaml", "--dry-run", "--policy.batch_sise=128")
     assert r.returncode == 2
@@ -116,6 +116,7 @@ def test_unknown_key_suggests_closest_and_exits_2():
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.subprocess
 def test_unknown_key_in_yaml_file(tmp_path):
     p = write_yaml(
         tmp_path / "c.yaml", {"env": {"task": "reach", "fsp": 10}, "buffer": {"online_ratio": 1.0}}
@@ -125,6 +126,7 @@ def test_unknown_key_in_yaml_file(tmp_path):
     assert "env.fsp: unknown key; did you mean 'fps'?" in r.stderr
 
 
+@pytest.mark.subprocess
 def test_every_problem_reported_at_once_with_path_value_and_rule():
     r = cli(
         "--config",
@@ -209,6 +211,7 @@ def test_offline_capacity_smaller_than_dataset(tmp_path):
     )
 
 
+@pytest.mark.subprocess
 def test_bad_yaml_and_missing_file_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("env: [unclosed\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -15,7 +14,7 @@ import uuid
 
 import numpy as np
 import pytest
-from run_helpers import ROOT
+from run_helpers import ROOT, module_command, start_local_ray
 
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.console.controls import WebControls, WebSource
@@ -185,6 +184,7 @@ def forbidden(url: str) -> int:
     return 200
 
 
+@pytest.mark.ray
 def test_operator_takes_over_steers_and_judges_a_robot_actor_from_the_page(browser, tmp_path):
     """The robot actor (real Ray, real MuJoCo, real learner) serves the page; keys pressed in
     Chromium move the sim arm, and 'success' ends the episode with reward 1 and the human's steps
@@ -206,7 +206,7 @@ def test_operator_takes_over_steers_and_judges_a_robot_actor_from_the_page(brows
     )
     ee_x = list(pipeline_spec(cfg).observation[STATE].names).index("ee.x")
     cfg_dict = cfg.model_dump(mode="json")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2, log_to_driver=False)
     try:
         name = f"learner_{uuid.uuid4().hex[:8]}"
         learner = LearnerActor.options(num_cpus=1, name=name).remote(cfg_dict, None)
@@ -329,6 +329,7 @@ def live_console():
     console.close()
 
 
+@pytest.mark.heavy
 def test_page_buttons_pause_crop_tool_and_sounds(browser, live_console):
     console, episodes = live_console
     page, errors = open_page(browser, console.url)
@@ -378,6 +379,7 @@ def test_page_buttons_pause_crop_tool_and_sounds(browser, live_console):
     page.close()
 
 
+@pytest.mark.heavy
 def test_pause_holds_the_real_arm_with_torque_on_past_its_watchdog(tmp_path):
     """The real env on the fake servo bus: a pause longer than the watchdog's release time keeps
     the torque on (the paused env thread feeds it), then the run resumes."""
@@ -430,6 +432,7 @@ def test_a_taken_port_is_a_user_error_naming_the_key():
         assert f"127.0.0.1:{port}" in str(e.value) and "console.port=0" in str(e.value)
 
 
+@pytest.mark.subprocess
 def test_evaluate_counts_an_operators_takeover_apart_from_the_policy(browser, tmp_path):
     """`evaluate` serves the page too: an episode a person steered and judged is counted as a
     takeover, and the policy-alone success rate leaves it out."""
@@ -453,7 +456,7 @@ def test_evaluate_counts_an_operators_takeover_apart_from_the_policy(browser, tm
     write_checkpoint(out / "checkpoints", None, lambda d: {**learner.save(str(d)), "step": 0})  # untrained
     learner.close()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hilserl_ray.evaluate", str(out), "--episodes", "2", "--no-video"],
+        module_command("hilserl_ray.evaluate", str(out), "--episodes", "2", "--no-video"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

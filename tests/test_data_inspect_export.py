@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_sts3215 import write_calibration
+from run_helpers import ENV, ROOT, train_command
 
 from hilserl_ray import train
 from hilserl_ray.buffer.replay import ReplayBuffer
@@ -22,7 +22,6 @@ from hilserl_ray.data.lerobot_reader import LeRobotReader
 from hilserl_ray.data.synthetic import write_teleop_dataset
 from hilserl_ray.envs.pipeline import pipeline_spec
 
-ROOT = Path(__file__).resolve().parents[1]
 PICK = str(ROOT / "configs" / "sim_pick_cube.yaml")
 LENGTHS = [30, 20]
 
@@ -255,13 +254,14 @@ def test_import_registers_env_ids_lightly():
         "assert 'hilserl_ray/SO101ReachImage-v0' in gym.registry\n"
         "env.close()\n"
     )
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "(128, 128, 3)" in r.stdout
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.subprocess
 def test_real_run_on_a_teleop_dataset_then_export(datasets, tmp_path, capsys):
     """The whole path on local Ray: inspect's overrides -> train fills the offline buffer -> export."""
     assert inspect.main([str(datasets["degrees"]), "--config", PICK]) == 0
@@ -279,12 +279,11 @@ def test_real_run_on_a_teleop_dataset_then_export(datasets, tmp_path, capsys):
         "--logging.tensorboard=false",
         "--ray.num_cpus=2",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     r = subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.train", *args, *fast],
+        train_command(*args, *fast),
         capture_output=True,
         text=True,
-        env=env,
+        env=ENV,
         cwd=ROOT,
         timeout=480,
     )

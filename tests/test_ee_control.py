@@ -67,6 +67,7 @@ def held(env, wrapper, ee, axis: int, sign: int, scale: float, steps: int):
     return sign * moved[axis], float(np.linalg.norm(np.delete(moved, axis))), want
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("scale, steps", [(1.0, 7), (0.1, 10)], ids=["full-steps", "2mm-steps"])
 def test_held_command_moves_the_arm_from_random_poses(scale, steps):
     """+z / -x / +x held from 12 seeded random-walk poses. Before the fix, full steps stalled in
@@ -93,6 +94,7 @@ def test_held_command_moves_the_arm_from_random_poses(scale, steps):
     assert not stalled, f"{len(stalled)} of {runs} held commands stalled: {stalled}"
 
 
+@pytest.mark.heavy
 def test_a_zero_step_holds_the_arm_where_it_is():
     """An idle operator (or a policy that says 'stay') must not see the arm creep: near full
     reach, IK re-solved from the sagged pose every step walked the EE up to 20 mm in 10 steps."""

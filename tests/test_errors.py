@@ -3,26 +3,22 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import ray
+from run_helpers import ENV, ROOT, module_command, start_local_ray
 
 from hilserl_ray.configio import ConfigError
 from hilserl_ray.data.lerobot_reader import DatasetError
 from hilserl_ray.errors import EXIT_INTERRUPTED, EXIT_USER, UserError, command, deferred_init, user_error
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=120
+        module_command(*args), cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=120
     )
 
 
@@ -56,6 +52,7 @@ def test_command_wrapper_exit_codes(capsys):
     assert sees(["--a=1", "--debug"]) == 1  # --debug is taken out for every command
 
 
+@pytest.mark.subprocess
 def test_cli_user_error_vs_debug_vs_bug(tmp_path):
     r = run("hilserl_ray.train", "--config", str(tmp_path / "nope.yaml"))
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
@@ -75,10 +72,7 @@ def test_cli_user_error_vs_debug_vs_bug(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_ray():
-    path = f"{ROOT}{os.pathsep}{ROOT / 'tests'}"
-    ray.init(
-        address="local", num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}}
-    )
+    start_local_ray(num_cpus=1)
     yield
     ray.shutdown()
 
@@ -92,6 +86,7 @@ class _Broken:
         raise ConfigError("cfg.yaml", ["robot.port: got '/dev/nope'; an existing serial port"])
 
 
+@pytest.mark.ray
 def test_user_errors_raised_inside_actors_reach_the_driver_intact(small_ray):
     actor_cls = ray.remote(num_cpus=0)(deferred_init(_Broken))
     a = actor_cls.remote("init")

@@ -11,13 +11,21 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import ray
-from run_helpers import ROOT, SMALL_REACH, wait_for
+from run_helpers import (
+    ENV,
+    ROOT,
+    SMALL_REACH,
+    driver_env,
+    module_command,
+    start_cluster,
+    train_command,
+    wait_for,
+)
 
 from hilserl_ray.configio import ConfigError, load_config, write_config
 from hilserl_ray.fleet import fleet
@@ -162,20 +170,13 @@ def test_one_machine_cannot_carry_two_different_labels():
 @pytest.fixture(scope="module")
 def arm_cluster():
     """A head (driver + learner) and one node per arm, each with its label and its arm's resource."""
-    from ray.cluster_utils import Cluster
-
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a loaded machine registers slowly
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    cluster.driver_env = {"RAY_ADDRESS": cluster.address}  # for drivers in other processes
-    nodes = {
-        name: cluster.add_node(num_cpus=2, labels={"robot": name}, resources={f"so101_{name}": 1})
-        for name in ("arm1", "arm2")
-    }
-    cluster.wait_for_nodes()
-    yield cluster, {name: n.node_id for name, n in nodes.items()}
+    names = ("arm1", "arm2")
+    cluster, nodes = start_cluster(*({"labels": {"robot": n}, "resources": {f"so101_{n}": 1}} for n in names))
+    yield cluster, {name: n.node_id for name, n in zip(names, nodes, strict=True)}
     cluster.shutdown()
 
 
+@pytest.mark.ray
 def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_arm(arm_cluster, tmp_path):
     from hilserl_ray.runtime.learner import LearnerActor
     from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
@@ -244,6 +245,7 @@ def test_each_arm_on_its_own_node_never_two_on_one_arm_weights_and_metrics_per_a
         ray.shutdown()
 
 
+@pytest.mark.ray
 def test_supervisor_tells_a_restart_from_death_for_good(arm_cluster):
     from hilserl_ray.runtime.supervise import RobotSupervisor
 
@@ -286,22 +288,11 @@ def test_supervisor_tells_a_restart_from_death_for_good(arm_cluster):
         ray.shutdown()
 
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
-
-
 def driver(cluster, out: Path, log: Path, *extra: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "hilserl_ray.train",
-        "--config",
-        "configs/sim_reach.yaml",
-        *SMALL,
-        f"--output_dir={out}",
-        *extra,
-    ]
-    env = {**ENV, **cluster.driver_env}
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    cmd = train_command("--config", "configs/sim_reach.yaml", *SMALL, f"--output_dir={out}", *extra)
+    return subprocess.Popen(
+        cmd, env=driver_env(cluster), cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True
+    )
 
 
 def metrics(out: Path) -> list[dict]:
@@ -309,6 +300,8 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
+@pytest.mark.ray
+@pytest.mark.subprocess
 def test_run_goes_on_with_the_other_arm_when_one_fails_for_good(arm_cluster, tmp_path):
     cluster, _ = arm_cluster
     out, log = tmp_path / "run", tmp_path / "driver.log"
@@ -335,12 +328,12 @@ def test_run_goes_on_with_the_other_arm_when_one_fails_for_good(arm_cluster, tmp
     assert last["arm/arm2/alive"] == 0 and last["arm/arm1/alive"] == 1 and last["arms_alive"] == 1
     assert last["arm/arm1/weights_version"] > 0 and last["arm/arm2/episodes"] > 0
     assert re.search(r"arm1: \d+ ep .* \| arm2: \d+ ep.* FAILED", text())  # the console line, per arm
-    r = subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.plot", str(out)], env=ENV, capture_output=True, text=True
-    )
+    r = subprocess.run(module_command("hilserl_ray.plot", str(out)), env=ENV, capture_output=True, text=True)
     assert r.returncode == 0 and (out / "curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.ray
+@pytest.mark.subprocess
 def test_stop_policy_ends_the_run_when_one_arm_fails_for_good(arm_cluster, tmp_path):
     cluster, _ = arm_cluster
     out, log = tmp_path / "run", tmp_path / "driver.log"
@@ -389,6 +382,8 @@ def twin_arm(name: str, twin) -> str:
     return json.dumps(entry)
 
 
+@pytest.mark.ray
+@pytest.mark.subprocess
 def test_two_twins_on_two_labelled_nodes_train_together(arm_cluster, tmp_path):
     from hilserl_ray.twin.launch import TwinProcess
 
@@ -403,15 +398,15 @@ def test_two_twins_on_two_labelled_nodes_train_together(arm_cluster, tmp_path):
         for t in twins:
             t.wait_ready(timeout=120)
         robots = "[" + ", ".join(twin_arm(f"arm{i}", t) for i, t in zip((1, 2), twins, strict=True)) + "]"
-        cmd = [
-            sys.executable, "-m", "hilserl_ray.train", "--config", "configs/so101_twin.yaml",
+        cmd = train_command(
+            "--config", "configs/so101_twin.yaml",
             *SMALL, *fast, "--learner.training_starts=60", "--actors.max_restarts=5",
             "--logging.progress_bar=false", f"--robots={robots}", "--total_env_steps=240",
             f"--output_dir={out}",
-        ]  # fmt: skip
+        )  # fmt: skip
         proc = subprocess.Popen(
             cmd,
-            env={**ENV, **cluster.driver_env},
+            env=driver_env(cluster),
             cwd=ROOT,
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,

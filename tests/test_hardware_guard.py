@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from fake_sts3215 import INST_SYNC_WRITE, FakeBus, write_calibration
 
 from hilserl_ray.hardware.guard import pid_file
@@ -43,6 +44,7 @@ def _goal_writes(fake: FakeBus) -> int:
     return sum(1 for _, _, p in fake.instructions(INST_SYNC_WRITE) if p[0] == 42)
 
 
+@pytest.mark.heavy
 def test_kill_9_of_the_driving_process_holds_then_releases_the_arm(tmp_path):
     with FakeBus() as fake:
         code = _CHILD.format(

@@ -162,6 +162,7 @@ _CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("mode", ["sigint", "raise"])
 def test_ctrl_c_or_crash_in_another_process_turns_torque_off(fake, tmp_path, mode):
     """A script driving the arm dies (Ctrl+C mid-loop, or an unrelated exception): torque off."""

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from run_helpers import ROOT, train_command
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.subprocess
 def test_reach_learns_beyond_the_untrained_policy(tmp_path):
     from learn_reach import OVERRIDES
 
@@ -50,10 +51,7 @@ def test_reach_learns_beyond_the_untrained_policy(tmp_path):
     )
     out = tmp_path / "run"
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hilserl_ray.train",
+        train_command(
             "--config",
             "configs/sim_reach.yaml",
             *OVERRIDES,
@@ -61,7 +59,7 @@ def test_reach_learns_beyond_the_untrained_policy(tmp_path):
             f"--output_dir={out}",
             "--total_env_steps=2500",
             "--logging.tensorboard=false",
-        ],
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
-from run_helpers import ROOT, wait_for
+from run_helpers import ENV, ROOT, train_command, wait_for
 
 from hilserl_ray.configio import load_config
+
+pytestmark = pytest.mark.ray
 
 
 def test_a_normal_stop_sends_the_partial_chunk(module_ray, tmp_path):
@@ -189,6 +191,7 @@ def _name_free(name: str) -> bool:
         return True
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)  # two driver start-ups: Ray alone takes 30 s+ on a loaded 2-core machine
 def test_driver_killed_then_resume_finds_every_stored_transition(tmp_path):
     """kill -9 of the driver (its Ray and actors go with it): the store keeps at least what the
@@ -197,16 +200,12 @@ def test_driver_killed_then_resume_finds_every_stored_transition(tmp_path):
     import json
     import re
     import subprocess
-    import sys
 
     from hilserl_ray.buffer import ReplayBuffer
     from hilserl_ray.runtime.checkpoint import latest_checkpoint
 
     out, log = tmp_path / "run", tmp_path / "driver.log"
-    args = [
-        sys.executable,
-        "-m",
-        "hilserl_ray.train",
+    args = train_command(
         "--config",
         "configs/sim_reach.yaml",
         f"--output_dir={out}",
@@ -220,10 +219,9 @@ def test_driver_killed_then_resume_finds_every_stored_transition(tmp_path):
         "--logging.every_seconds=1",
         "--logging.tensorboard=false",
         "--ray.num_cpus=2",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+    )
     proc = subprocess.Popen(
-        [*args, "--total_env_steps=100000"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+        [*args, "--total_env_steps=100000"], cwd=ROOT, env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
 
     def reported() -> int:
@@ -265,7 +263,7 @@ def test_driver_killed_then_resume_finds_every_stored_transition(tmp_path):
     r = subprocess.run(
         [*args, "--resume", f"--total_env_steps={steps + 50}"],
         cwd=ROOT,
-        env=env,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=300,

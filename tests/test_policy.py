@@ -120,6 +120,7 @@ def test_temperature_moves_toward_the_target_entropy(target, direction):
     assert (after - before) * direction > 0 and abs(np.log(after / before)) > 0.1
 
 
+@pytest.mark.heavy
 def test_gripper_critic_learns_a_bandit_including_the_grasp_penalty():
     """close pays 1.0 but flips the gripper (penalty -0.5), open pays 0.7, stay 0: open is best."""
     spec = make_spec(state_dim=3, cont=1, gripper=True)

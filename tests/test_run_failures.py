@@ -7,23 +7,22 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from fake_sts3215 import FakeBus, write_calibration
-from run_helpers import ROOT, SMALL_REACH
+from run_helpers import ENV, ROOT, SMALL_REACH, module_command, train_command
 
 from hilserl_ray.runtime.checkpoint import complete_checkpoints, latest_checkpoint
 from hilserl_ray.runtime.procs import command_line, descendants
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+pytestmark = pytest.mark.subprocess
 
 
 def train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.train", *args],
+        train_command(*args),
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -85,6 +84,7 @@ def test_resume_after_state_size_change_names_both_shapes_before_ray(trained, tm
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written, nothing replaced
 
 
+@pytest.mark.ray
 def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
@@ -111,15 +111,7 @@ def test_damaged_checkpoints_fall_back_to_the_previous_complete_one(trained, tmp
 
     # evaluate on the truncated weights: one line naming the checkpoint, exit 2
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hilserl_ray.evaluate",
-            str(out),
-            "--checkpoint",
-            str(truncated),
-            "--no-video",
-        ],
+        module_command("hilserl_ray.evaluate", str(out), "--checkpoint", str(truncated), "--no-video"),
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -141,12 +133,13 @@ def _robot_actor_pid(parent: int) -> int | None:
     return next((p for p in descendants(parent) if command_line(p).startswith("ray::Robot")), None)
 
 
+@pytest.mark.ray
 def test_robot_actor_that_keeps_dying_ends_the_run_with_one_line(tmp_path):
     """kill -9 the robot actor more often than actors.max_restarts: no endless `env_steps`, the
     run stops (final checkpoint) with the error as one line and a non-zero exit."""
     out = tmp_path / "run"
     log = tmp_path / "driver.log"
-    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
+    cmd = train_command(*SMALL_REACH, f"--output_dir={out}")
     cmd += ["--total_env_steps=100000", "--actors.max_restarts=1"]
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=f, stderr=subprocess.PIPE, text=True)
@@ -177,6 +170,7 @@ def test_robot_actor_that_keeps_dying_ends_the_run_with_one_line(tmp_path):
     assert latest_checkpoint(out / "checkpoints") is not None  # the final checkpoint landed
 
 
+@pytest.mark.ray
 def test_robot_actor_that_cannot_start_ends_the_start_with_one_line(tmp_path):
     """The arm's gripper servo does not answer: the robot actor's constructor fails; the driver,
     which awaits it, stops at once (no `env_steps 0` forever), exit 2, the dir not claimed."""
@@ -216,17 +210,11 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("signals", [1, 2], ids=["ctrl_c", "ctrl_c_twice"])
 def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "hilserl_ray.train",
-        *SMALL_REACH,
-        f"--output_dir={out}",
-        "--total_env_steps=100000",
-    ]
+    cmd = train_command(*SMALL_REACH, f"--output_dir={out}", "--total_env_steps=100000")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # Ray is up, the learner is being built
@@ -256,6 +244,7 @@ def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, t
     assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()  # nothing claimed
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_robot_actor_whose_arm_stops_answering_crash_loops_to_one_line(tmp_path):
     """A servo goes silent mid-run: the control loop fails, the driver restarts the actor, whose
@@ -263,13 +252,7 @@ def test_robot_actor_whose_arm_stops_answering_crash_loops_to_one_line(tmp_path)
     out = tmp_path / "run"
     cal = write_calibration(tmp_path / "follower.json")
     with FakeBus() as fake:
-        cmd = [
-            sys.executable,
-            "-m",
-            "hilserl_ray.train",
-            "--config",
-            str(ROOT / "tests/bad_inputs/configs/good_reach.yaml"),
-        ]
+        cmd = train_command("--config", str(ROOT / "tests/bad_inputs/configs/good_reach.yaml"))
         cmd += [
             f"--output_dir={out}",
             "--robot.type=so101",

@@ -16,23 +16,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import ray
-from run_helpers import ROOT, SMALL_REACH, wait_for
+from run_helpers import ENV, ROOT, SMALL_REACH, module_command, start_cluster, train_command, wait_for
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.runtime.checkpoint import latest_checkpoint
 from hilserl_ray.runtime.procs import session
 
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(ROOT),
-    "RAY_DEDUP_LOGS": "0",
-    "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
-}
+pytestmark = pytest.mark.ray
 
 
 def train_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}", *extra]
+    return train_command(*SMALL_REACH, f"--output_dir={out}", *extra)
 
 
 def train(out: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -58,6 +54,7 @@ def trained(out: Path, min_updates: int = 1):
     return pred
 
 
+@pytest.mark.subprocess
 def test_end_to_end_resume_and_continue(tmp_path):
     out = tmp_path / "run"
     # --resume with no checkpoint: one warning line, then a fresh run
@@ -85,14 +82,12 @@ def test_end_to_end_resume_and_continue(tmp_path):
     assert second["env_steps"] >= 450 and second["updates"] > first["updates"]
     assert second["episodes"] > first["episodes"]
 
-    r = subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.plot", str(out)], env=ENV, capture_output=True, text=True
-    )
+    r = subprocess.run(module_command("hilserl_ray.plot", str(out)), env=ENV, capture_output=True, text=True)
     assert r.returncode == 0 and (out / "curves.png").stat().st_size > 10_000
 
     # the trained policy alone, deterministic, with a video of its episodes
     r = subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.evaluate", str(out), "--episodes", "2"],
+        module_command("hilserl_ray.evaluate", str(out), "--episodes", "2"),
         env=ENV,
         capture_output=True,
         text=True,
@@ -103,6 +98,7 @@ def test_end_to_end_resume_and_continue(tmp_path):
     assert ev["episodes"] == 2 and len(ev["per_episode"]) == 2 and (out / "eval.mp4").stat().st_size > 1000
 
 
+@pytest.mark.subprocess
 def test_learner_restart_then_sigint_leaves_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
     out_log = tmp_path / "driver.log"
@@ -173,6 +169,9 @@ def ray_head(env: dict):
             f"--temp-dir={temp_dir}",
             "--include-dashboard=true",
             f"--dashboard-port={dash}",
+            # the agent's own port too: its default (52365) is taken by any other Ray on the machine,
+            # and without it `ray job submit` gets "No available agent" for good
+            f"--dashboard-agent-listen-port={_free_port()}",
             "--dashboard-host=127.0.0.1",
             "--disable-usage-stats",
         ],
@@ -195,6 +194,7 @@ def ray_head(env: dict):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.subprocess
 def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
     """`ray start --head` on localhost, `ray job submit`, then `ray job stop` lands a final checkpoint."""
     env = {**ENV, "RAY_AUTH_MODE": "token"}
@@ -213,12 +213,7 @@ def test_ray_job_submit_and_job_stop_checkpoint(tmp_path):
             f"--working-dir={ROOT}",
             f"--runtime-env-json={runtime_env}",
             "--",
-            sys.executable,
-            "-m",
-            "hilserl_ray.train",
-            *SMALL_REACH,
-            f"--output_dir={out}",
-            "--total_env_steps=100000",
+            *train_cmd(out, "--total_env_steps=100000"),
         ]
 
         def submitted():  # the job agent needs a few seconds after `ray start` on a busy machine
@@ -284,17 +279,14 @@ def _stats_or_none(actor):
 
 
 def test_real_robot_actor_is_pinned_by_label_and_owns_the_arm():
-    from ray.cluster_utils import Cluster
-
     from hilserl_ray.runtime.robot import robot_actor_options
 
     cfg = load_config(ROOT / "configs" / "so101_real.yaml")
     opts = robot_actor_options(cfg)
     assert opts["label_selector"] == {"robot": "so101"} and opts["resources"] == {"so101": 1}
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    robot_node = cluster.add_node(num_cpus=2, resources={"so101": 1}, labels={"robot": "so101"})
-    cluster.add_node(num_cpus=2)  # a third node with no arm
+    # a robot node and a third node with no arm
+    cluster, (robot_node, _) = start_cluster({"resources": {"so101": 1}, "labels": {"robot": "so101"}}, {})
     ray.init(address=cluster.address)
     try:
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from run_helpers import ROOT
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.envs.kinematics import Kinematics
@@ -20,7 +20,6 @@ from hilserl_ray.rig import make_env
 from hilserl_ray.twin.launch import TwinProcess
 from hilserl_ray.twin.twin import Twin, TwinOptions
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "so101_twin.yaml")
 # the twin answers from Python threads a loaded CI machine can starve: generous bus timeouts
 FAST = ["--robot.reset_seconds=0.4", "--robot.bus_timeout_ms=500", "--env.fps=20"]
@@ -46,6 +45,7 @@ def _events(twin: TwinProcess, kind: str | None = None) -> list[dict]:
     return twin.events(None if kind is None else (kind,))
 
 
+@pytest.mark.subprocess
 def test_full_episode_through_make_env_with_the_twin_config(tmp_path):
     twin, args = _twin(tmp_path, "--env.max_episode_steps=8", no_intervene=True)
     try:
@@ -90,6 +90,7 @@ def test_full_episode_through_make_env_with_the_twin_config(tmp_path):
         twin.stop()
 
 
+@pytest.mark.subprocess
 def test_joint_limits_max_step_and_workspace_clamp_what_reaches_the_wire(tmp_path):
     twin, args = _twin(tmp_path, *NO_CAMERAS, "--robot.max_relative_target_deg=6", no_intervene=True)
     kin = Kinematics()
@@ -127,6 +128,7 @@ def test_joint_limits_max_step_and_workspace_clamp_what_reaches_the_wire(tmp_pat
         twin.stop()
 
 
+@pytest.mark.subprocess
 def test_the_leader_arm_takes_over_and_hands_back(tmp_path):
     target = (0.26, 0.06, 0.12)
     twin, args = _twin(
@@ -171,6 +173,7 @@ def test_the_leader_arm_takes_over_and_hands_back(tmp_path):
         twin.stop()
 
 
+@pytest.mark.subprocess
 def test_two_twins_run_side_by_side(tmp_path):
     """Two arms on one machine (two labelled nodes later): distinct ptys, ports, dirs, calibrations."""
     a, args = _twin(tmp_path / "a", *NO_CAMERAS)
@@ -208,6 +211,8 @@ def test_twin_errors_name_the_key_and_the_fix(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.subprocess
 def test_rehearsal_kill9_unplug_and_ctrl_c_through_ray(tmp_path):
     """What `make twin-test` runs (CI runs it there, not twice)."""
     from hilserl_ray.twin.rehearse import rehearse
