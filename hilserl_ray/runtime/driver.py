@@ -25,14 +25,17 @@ from pathlib import Path
 
 import ray
 
+from hilserl_ray.buffer.chunk import chunk_layout
+from hilserl_ray.buffer.store import check_store
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import write_config
+from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import UserError, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
 from hilserl_ray.preflight import check_cluster, check_dataset_readable
 from hilserl_ray.runtime import rundir
-from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
-from hilserl_ray.runtime.learner import LearnerActor
+from hilserl_ray.runtime.checkpoint import latest_checkpoint, set_aside_damaged, write_checkpoint
+from hilserl_ray.runtime.learner import LearnerActor, replay_dir
 from hilserl_ray.runtime.metrics import MetricsLogger, console_line
 from hilserl_ray.runtime.procs import descendants
 from hilserl_ray.runtime.resume import CheckpointLoadError, choose_checkpoint
@@ -166,6 +169,7 @@ class Run:
         self.metrics: MetricsLogger | None = None
         self.last_saved: dict | None = None  # counters of the newest checkpoint: never save it twice
         self.last_try_updates = 0  # updates at the last save, failed or not: the next is every_updates on
+        self.unloadable: dict[Path, str] = {}  # checkpoints the learner could not load: why
 
     def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
         """Print each robot actor's console page (one per actor; a restarted actor prints its own
@@ -220,6 +224,8 @@ class Run:
             except Exception as e:
                 err = user_error(e)
                 ray.kill(learner, no_restart=True)
+                if isinstance(err, CheckpointLoadError) and resume_from is not None:
+                    self.unloadable[resume_from] = err.message()
                 if isinstance(err, CheckpointLoadError) and i + 1 < len(tries):
                     say(f"warning: {err.message()}; trying the previous checkpoint {tries[i + 1].name}")
                     self._await_name_free()
@@ -293,7 +299,7 @@ class Run:
                 write_config(self.cfg, tmp / "config.yaml")
                 return {**counters, "step": counters["updates"]}
 
-            path = write_checkpoint(self.ckpt_root, None, write, self.cfg.checkpoint.keep_last)
+            path = write_checkpoint(self.ckpt_root, None, write, self.cfg.checkpoint.keep_last, report=say)
         except ray.exceptions.RayActorError:
             say("warning: the learner died during a checkpoint; the previous checkpoint stands")
             if restart:
@@ -391,12 +397,25 @@ class Run:
         ray.kill(self.learner, no_restart=True)
 
 
+def check_replay(cfg: TrainConfig) -> None:
+    """A resumed run's replay stores, their files checked against each other before Ray starts
+    (StoreDamaged naming the file and the fix), as the learner would find them after."""
+    if not cfg.storage.durable:
+        return
+    spec = pipeline_spec(cfg)
+    layout, root = chunk_layout(spec), replay_dir(cfg.output_dir)
+    check_store(root / "online", spec.fingerprint(), cfg.buffer.online_capacity, layout)
+    check_store(root / "interventions", spec.fingerprint(), 0, layout)  # sized by the datasets
+
+
 def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
     """One training run: checks, Ray, start (awaited), claim the output dir, loop, safe shutdown."""
     candidates = choose_checkpoint(cfg, warn=say) if resume else []
     if resume and not candidates:
         say(f"warning: --resume but no checkpoint in {Path(cfg.output_dir) / 'checkpoints'}: starting fresh")
     rundir.prepare(cfg, resume, overwrite)
+    if resume:
+        check_replay(cfg)
     if cfg.dataset.path is not None and cfg.dataset.cache:
         # every problem the reader can name, before any actor exists; the learner then loads the
         # cache this leaves (without a cache it would convert twice: the learner names them then)
@@ -418,6 +437,8 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
             r.abort()
             raise
         rundir.claim(cfg)  # started: from here on the dir is this run's
+        if resume:  # what was skipped as damaged never counts as one of checkpoint.keep_last
+            set_aside_damaged(r.ckpt_root, say, r.unloadable)
         write_config(cfg, out / "config.yaml")
         if cfg.console.enabled:
             r.list_consoles()
