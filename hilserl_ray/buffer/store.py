@@ -305,15 +305,21 @@ def check_store(
             where=str(d / COMMIT),
             fix=_fix(d, f"restore {COMMIT}"),
         )
-    if 0 < written <= cap:  # rows below `written` are never rewritten before the next commit
-        row_id = _row_ids(d / entries["row_id"][0])
-        bad = int(np.count_nonzero(row_id[:written] != g))
-        if bad:
-            raise StoreDamaged(
-                f"{bad:,} of the {written:,} committed rows are not marked as stored (row_id)",
-                where=str(d / entries["row_id"][0]),
-                fix=_fix(d, f"restore {entries['row_id'][0]}"),
-            )
+    # A kill or a power loss leaves in each row's row_id its global number, -1 (being
+    # overwritten) or a later number at the same position (written after the commit); anything
+    # else no write made.
+    row_id = _row_ids(d / entries["row_id"][0])
+    pos = np.arange(cap)
+    ok = (row_id == -1) | ((row_id >= written) & (row_id % cap == pos))
+    ok[g % cap] |= row_id[g % cap] == g
+    bad = int(np.count_nonzero(~ok))
+    if bad:
+        hit = int(np.count_nonzero(~ok[g % cap]))
+        raise StoreDamaged(
+            f"{bad:,} rows carry a row number no write leaves there ({hit:,} of the {g.size:,} stored rows)",
+            where=str(d / entries["row_id"][0]),
+            fix=_fix(d, f"restore {entries['row_id'][0]}"),
+        )
     return manifest
 
 
@@ -384,16 +390,19 @@ def _check_commit(d: Path) -> dict | None:
     """The commit record the store opens at (this boot's, else the last synced one), checked."""
     path = d / COMMIT
     latest = _read_commit(path)
-    if latest is None and _slots_written(path) > 1:  # only the very first commit may be torn
+    synced = _read_json(d / SYNCED)
+    if synced is None and (d / SYNCED).exists():
+        raise StoreDamaged("unreadable (not JSON)", where=str(d / SYNCED), fix=_fix(d, f"restore {SYNCED}"))
+    boot = boot_id()
+    # A kill tears at most the slot being written, and only the very first commit has no other;
+    # after a power loss (a synced record of another boot) the commit file does not count.
+    power_loss = synced is not None and synced.get("boot_id") != boot
+    if latest is None and _slots_written(path) > 1 and not power_loss:
         raise StoreDamaged(
             "no intact commit record (both slots fail their checksum)",
             where=str(path),
             fix=_fix(d, f"restore {COMMIT}"),
         )
-    synced = _read_json(d / SYNCED)
-    if synced is None and (d / SYNCED).exists():
-        raise StoreDamaged("unreadable (not JSON)", where=str(d / SYNCED), fix=_fix(d, f"restore {SYNCED}"))
-    boot = boot_id()
     record, where = (
         (latest, path) if latest is not None and latest.get("boot_id") == boot else (synced, d / SYNCED)
     )
