@@ -60,19 +60,19 @@ def names(root: Path) -> list[str]:
 def test_a_damaged_checkpoint_is_set_aside_and_never_counted(part, tmp_path):
     root = tmp_path / "checkpoints"
     for step in (10, 20, 30):
-        write_checkpoint(root, step, lambda d, s=step: fill(d, s), keep_last=2)
+        write_checkpoint(root, step, lambda d, s=step: fill(d, s), keep_last=2, check=damaged_file)
     assert names(root) == ["0000000020", "0000000030", POINTER]
     damage(root / "0000000030" / part)
     # a resumed run went on from 20 (30 did not load) and saves 40: 30 must not count as kept
     lines: list[str] = []
-    write_checkpoint(root, 40, lambda d: fill(d, 40), keep_last=2, report=lines.append)
+    write_checkpoint(root, 40, lambda d: fill(d, 40), keep_last=2, check=damaged_file, report=lines.append)
     assert names(root) == ["0000000020", "0000000030.damaged", "0000000040", POINTER]
     assert len(lines) == 1 and lines[0].startswith("warning: checkpoint 0000000030 is damaged (")
     assert f"{root / '0000000030' / part} (" in lines[0] and lines[0].endswith(
         f"set aside as {root}/0000000030.damaged"
     )
     # the next save deletes 20 (two good, newer ones are complete); the damaged one stays aside
-    write_checkpoint(root, 50, lambda d: fill(d, 50), keep_last=2, report=lines.append)
+    write_checkpoint(root, 50, lambda d: fill(d, 50), keep_last=2, check=damaged_file, report=lines.append)
     assert names(root) == ["0000000030.damaged", "0000000040", "0000000050", POINTER] and len(lines) == 1
 
 

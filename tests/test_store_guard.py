@@ -162,7 +162,15 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
 
 def resume(out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}", "--resume"],
+        [
+            sys.executable,
+            "-m",
+            "hilserl_ray.train",
+            *SMALL_REACH,
+            f"--output_dir={out}",
+            "--resume",
+            "--total_env_steps=60",
+        ],
         cwd=ROOT,
         env=ENV,
         capture_output=True,

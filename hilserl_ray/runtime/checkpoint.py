@@ -38,13 +38,15 @@ def write_checkpoint(
     step: int | None,
     write: Callable[[Path], dict],
     keep_last: int = 3,
+    check: Callable[[Path], str | None] | None = None,
     report: Callable[[str], None] = print,
 ) -> Path:
     """Call `write(tmp_dir)` (which fills the dir and returns a JSON-able summary), then publish it.
 
     With `step=None` the directory is named for the summary's "step": the step the contents
     were taken at, known only once `write` has run (training goes on until the learner saves).
-    `report` gets one line per damaged checkpoint that rotation sets aside.
+    With `check` (a checkpoint -> what is damaged in it, or None; the run's: `damaged_file`)
+    rotation sets damaged checkpoints aside and does not count them; `report` gets one line each.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ def write_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _write_pointer(root, name)
-    _prune(root, keep_last, keep=name, report=report)
+    _prune(root, keep_last, keep=name, check=check, report=report)
     return final
 
 
@@ -118,11 +120,12 @@ def latest_checkpoint(root: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def _prune(root: Path, keep_last: int, keep: str, report: Callable[[str], None]) -> None:
+def _prune(root: Path, keep_last: int, keep: str, check, report: Callable[[str], None]) -> None:
     """Keep the newest `keep_last` good checkpoints (and `keep`, just written); set damaged ones aside."""
     for leftover in root.glob(".tmp-*"):  # from a run killed mid-write
         shutil.rmtree(leftover, ignore_errors=True)
-    set_aside_damaged(root, report, trusted=keep)
+    if check is not None:
+        set_aside_damaged(root, report, trusted=keep, check=check)
     good = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
     for old in good[:-keep_last]:
         if old.name != keep:
@@ -165,18 +168,19 @@ def set_aside_damaged(
     report: Callable[[str], None] = print,
     unloadable: dict[Path, str] | None = None,
     trusted: str | None = None,
+    check: Callable[[Path], str | None] | None = None,
 ) -> list[Path]:
     """Rename every complete checkpoint whose files do not read back, or that is in `unloadable`
     (what a full load found, by checkpoint), to `<name>.damaged`, one `report` line each; `last`
-    then names the newest good one. `trusted`: a checkpoint not read (just written). Returns the
-    new paths."""
+    then names the newest good one. `trusted`: a checkpoint not read (just written); `check`:
+    what is damaged in a checkpoint (default `damaged_file`). Returns the new paths."""
     root = Path(root)
     unloadable = {Path(k).name: v for k, v in (unloadable or {}).items()}
     moved = []
     for ckpt in sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file()):
         if ckpt.name == trusted:
             continue
-        problem = unloadable.get(ckpt.name) or damaged_file(ckpt)
+        problem = unloadable.get(ckpt.name) or (check or damaged_file)(ckpt)
         if problem is None:
             continue
         target = ckpt.with_name(ckpt.name + DAMAGED)

@@ -34,7 +34,12 @@ from hilserl_ray.errors import UserError, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
 from hilserl_ray.preflight import check_cluster, check_dataset_readable
 from hilserl_ray.runtime import rundir
-from hilserl_ray.runtime.checkpoint import latest_checkpoint, set_aside_damaged, write_checkpoint
+from hilserl_ray.runtime.checkpoint import (
+    damaged_file,
+    latest_checkpoint,
+    set_aside_damaged,
+    write_checkpoint,
+)
 from hilserl_ray.runtime.learner import LearnerActor, replay_dir
 from hilserl_ray.runtime.metrics import MetricsLogger, console_line
 from hilserl_ray.runtime.procs import descendants
@@ -299,7 +304,8 @@ class Run:
                 write_config(self.cfg, tmp / "config.yaml")
                 return {**counters, "step": counters["updates"]}
 
-            path = write_checkpoint(self.ckpt_root, None, write, self.cfg.checkpoint.keep_last, report=say)
+            keep = self.cfg.checkpoint.keep_last
+            path = write_checkpoint(self.ckpt_root, None, write, keep, check=damaged_file, report=say)
         except ray.exceptions.RayActorError:
             say("warning: the learner died during a checkpoint; the previous checkpoint stands")
             if restart:
