@@ -175,6 +175,7 @@ class Run:
         self.last_saved: dict | None = None  # counters of the newest checkpoint: never save it twice
         self.last_try_updates = 0  # updates at the last save, failed or not: the next is every_updates on
         self.unloadable: dict[Path, str] = {}  # checkpoints the learner could not load: why
+        self.resumed_from: Path | None = None
 
     def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
         """Print each robot actor's console page (one per actor; a restarted actor prints its own
@@ -240,6 +241,7 @@ class Run:
                 ray.kill(learner, no_restart=True)
                 raise
             d = ray.get(learner.describe.remote())
+            self.resumed_from = resume_from
             if resume_from is not None:
                 self.last_saved = ray.get(learner.counters_now.remote())
                 self.last_try_updates = self.last_saved["updates"]
@@ -444,7 +446,8 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
             raise
         rundir.claim(cfg)  # started: from here on the dir is this run's
         if resume:  # what was skipped as damaged never counts as one of checkpoint.keep_last
-            set_aside_damaged(r.ckpt_root, say, r.unloadable)
+            loaded = r.resumed_from.name if r.resumed_from else None
+            set_aside_damaged(r.ckpt_root, say, r.unloadable, trusted=loaded, check=damaged_file)
         write_config(cfg, out / "config.yaml")
         if cfg.console.enabled:
             r.list_consoles()
