@@ -24,6 +24,12 @@ Crash consistency, in write order per chunk:
 On open, the newest commit of this boot (`commit.bin`; after a reboot `synced.json`, the record
 of the last fdatasync) defines what is stored: a row whose `row_id` is not its global number was
 overwritten after that commit and is dropped, and links to rows past it are cut.
+
+Before any of that, `check_store` holds the files against each other (the manifest, the commit
+record, every field file's header and size, the committed rows' `row_id`s), reading headers and
+`row_id` only. A store that fails is `StoreDamaged`, naming the file, what is wrong, how many
+stored rows it touches and the fix: never an empty store in its place (a missing manifest used
+to make a new, empty store over the old files) and never numpy's error from deep inside a load.
 """
 
 from __future__ import annotations
@@ -51,6 +57,12 @@ HEADER = struct.Struct("<QII")  # commit sequence number, JSON length, CRC32 of 
 
 class StoreError(UserError):
     """A replay store that cannot be opened as asked (other spec or capacity, held by a writer)."""
+
+
+class StoreDamaged(UserError):
+    """A replay store whose files disagree with each other (missing, cut short, unreadable).
+
+    Not a StoreError: a tool that takes StoreError for "no store here" must not take this so."""
 
 
 def boot_id() -> str:
@@ -94,13 +106,10 @@ class RowStore:
     def _open(self, capacity, layout, spec_dict, fingerprint) -> None:
         readonly = self.readonly
         self._fds: dict[str, int] = {}
-        manifest_path = self.dir / MANIFEST
-        if manifest_path.is_file():
-            manifest = json.loads(manifest_path.read_text())
-            self._check(manifest, capacity, fingerprint)
-        elif readonly:
+        manifest = check_store(self.dir, fingerprint, capacity, layout)
+        if manifest is None and readonly:
             raise StoreError(f"{self.dir}: no replay store here ({MANIFEST} not found)")
-        else:
+        if manifest is None:
             manifest = self._create(layout, capacity, spec_dict, fingerprint)
         self.manifest = manifest
         mode = "r" if readonly else "r+"
@@ -146,24 +155,6 @@ class RowStore:
         }
         _write_json(self.dir / MANIFEST, manifest, fsync=True)
         return manifest
-
-    def _check(self, manifest: dict, capacity: int, fingerprint: str) -> None:
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise StoreError(
-                f"{self.dir / MANIFEST}: format {manifest.get('format')!r} v{manifest.get('version')}, "
-                f"expected {FORMAT!r} v{VERSION}"
-            )
-        if fingerprint and manifest["spec_fingerprint"] != fingerprint:
-            raise StoreError(
-                f"{self.dir}: replay data stored for another feature spec (fingerprint "
-                f"{manifest['spec_fingerprint']}, this config {fingerprint}); resume with the run's own "
-                "config.yaml, or start a new run in another output_dir"
-            )
-        if capacity and manifest["capacity"] != capacity:
-            raise StoreError(
-                f"{self.dir}: replay data stored with capacity {manifest['capacity']:,} rows, this config asks "
-                f"for {capacity:,}; set the capacity back to {manifest['capacity']} to resume this run"
-            )
 
     # ------------------------------------------------------------------------------ write
     def write(self, name: str, src: np.ndarray, g0: int) -> None:
@@ -234,6 +225,222 @@ class RowStore:
             self._lock_fd = None
 
 
+# ------------------------------------------------------------------------------------ checks
+def check_store(
+    directory: Path,
+    fingerprint: str = "",
+    capacity: int = 0,
+    layout: dict[str, tuple[tuple[int, ...], str]] | None = None,
+) -> dict | None:
+    """The store's manifest, once its files agree with it and with each other; None where there
+    is no store (a new one may be made). Reads headers, the commit record and `row_id` only.
+
+    `fingerprint`, `capacity`, `layout` (when given) must match what the store was made with
+    (StoreError, as before); files that disagree with the manifest are StoreDamaged."""
+    d = Path(directory)
+    present = (
+        sorted(p.name for p in d.iterdir() if p.name != LOCK and not p.name.startswith("."))
+        if d.is_dir()
+        else []
+    )
+    if not present or (MANIFEST not in present and COMMIT not in present and SYNCED not in present):
+        return None  # nothing, or a creation cut short before its first open: no row was ever stored
+    if MANIFEST not in present:
+        shown = ", ".join(present[:4]) + (f" and {len(present) - 4} more" if len(present) > 4 else "")
+        raise StoreDamaged(
+            f"missing, while the store holds {shown}: without it none of its rows can be read",
+            where=str(d / MANIFEST),
+            fix=_fix(d, f"restore {MANIFEST} from a copy of the run"),
+        )
+    manifest = _read_json(d / MANIFEST)
+    if not isinstance(manifest, dict):
+        raise StoreDamaged(
+            "not a JSON object (unreadable)", where=str(d / MANIFEST), fix=_fix(d, "restore it")
+        )
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise StoreError(
+            f"{d / MANIFEST}: format {manifest.get('format')!r} v{manifest.get('version')}, "
+            f"expected {FORMAT!r} v{VERSION}"
+        )
+    try:
+        cap, fields = int(manifest["capacity"]), dict(manifest["fields"])
+        entries = {
+            n: (str(e["file"]), tuple(int(x) for x in e["shape"]), np.dtype(e["dtype"]))
+            for n, e in fields.items()
+        }
+        str(manifest["spec_fingerprint"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreDamaged(
+            f"incomplete ({type(e).__name__}: {e}); expected capacity, spec_fingerprint and fields "
+            "with file, shape and dtype",
+            where=str(d / MANIFEST),
+            fix=_fix(d, "restore it"),
+        ) from None
+    _check_manifest(d, manifest, capacity, fingerprint)
+    for name in [*(layout or {}), *LINKS]:
+        if name not in entries:
+            raise StoreDamaged(
+                f"no entry for field '{name}'", where=str(d / MANIFEST), fix=_fix(d, "restore it")
+            )
+    commit = _check_commit(d)
+    written = int(commit["written"]) if commit else 0
+    g = np.arange(max(0, written - cap), written)
+    for name, (file, shape, dtype) in entries.items():
+        path = d / file
+        want = (cap, *layout[name][0]) if layout and name in layout else shape
+        intact = _check_field(path, shape, dtype, want, cap, g % cap, d)
+        if intact < cap:
+            lost = int(np.count_nonzero(g % cap >= intact))
+            raise StoreDamaged(
+                f"cut short: its {path.stat().st_size:,} B hold {intact:,} of its {cap:,} ring positions; "
+                f"{lost:,} of the {g.size:,} stored rows lie past the cut (rows at positions below "
+                f"{intact:,} are whole)",
+                where=str(path),
+                fix=_fix(d, f"restore {file} from a copy of the run"),
+            )
+    no_record = not (d / COMMIT).exists() and not (d / SYNCED).exists()  # (made at the first open)
+    if no_record and _row_ids(d / entries["row_id"][0]).max(initial=-1) >= 0:
+        raise StoreDamaged(
+            f"missing, while rows are stored: no commit record says which ({SYNCED} missing too)",
+            where=str(d / COMMIT),
+            fix=_fix(d, f"restore {COMMIT}"),
+        )
+    # A kill or a power loss leaves in each row's row_id its global number, -1 (being
+    # overwritten) or a later number at the same position (written after the commit); anything
+    # else no write made.
+    row_id = _row_ids(d / entries["row_id"][0])
+    pos = np.arange(cap)
+    ok = (row_id == -1) | ((row_id >= written) & (row_id % cap == pos))
+    ok[g % cap] |= row_id[g % cap] == g
+    bad = int(np.count_nonzero(~ok))
+    if bad:
+        hit = int(np.count_nonzero(~ok[g % cap]))
+        raise StoreDamaged(
+            f"{bad:,} rows carry a row number no write leaves there ({hit:,} of the {g.size:,} stored rows)",
+            where=str(d / entries["row_id"][0]),
+            fix=_fix(d, f"restore {entries['row_id'][0]}"),
+        )
+    return manifest
+
+
+LINKS = ("next", "is_start", "row_id")  # the store's own per-row fields, besides the layout's
+
+
+def _fix(d: Path, restore: str) -> str:
+    return (
+        f"{restore}; or move {d} aside (e.g. to {d.name}.damaged) to resume with this buffer empty; "
+        "or start over with --overwrite"
+    )
+
+
+def _check_manifest(d: Path, manifest: dict, capacity: int, fingerprint: str) -> None:
+    """What the store was made for against what this run asks (StoreError: another spec or size)."""
+    if fingerprint and manifest["spec_fingerprint"] != fingerprint:
+        raise StoreError(
+            f"{d}: replay data stored for another feature spec (fingerprint "
+            f"{manifest['spec_fingerprint']}, this config {fingerprint}); resume with the run's own "
+            "config.yaml, or start a new run in another output_dir"
+        )
+    if capacity and manifest["capacity"] != capacity:
+        raise StoreError(
+            f"{d}: replay data stored with capacity {manifest['capacity']:,} rows, this config asks "
+            f"for {capacity:,}; set the capacity back to {manifest['capacity']} to resume this run"
+        )
+
+
+def _check_field(path: Path, shape: tuple, dtype: np.dtype, want: tuple, cap: int, live, d: Path) -> int:
+    """How many ring positions the field file holds (== cap when whole); StoreDamaged when it is
+    missing, not a .npy, or not the shape and dtype the manifest (and the config) give it."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            found_shape, fortran, found_dtype = read(f)
+            offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise StoreDamaged(
+            f"missing ({live.size:,} stored rows have a part in it)",
+            where=str(path),
+            fix=_fix(d, f"restore {path.name}"),
+        ) from None
+    except (OSError, ValueError) as e:
+        raise StoreDamaged(
+            f"not a readable .npy file ({type(e).__name__}: {' '.join(str(e).split())[:160]})",
+            where=str(path),
+            fix=_fix(d, f"restore {path.name}"),
+        ) from None
+    if tuple(found_shape) != shape or found_dtype != dtype or shape != want or fortran or shape[0] != cap:
+        raise StoreDamaged(
+            f"holds {tuple(found_shape)} {found_dtype}, the manifest says {shape} {dtype}"
+            + (f" and the config {want}" if want != shape else ""),
+            where=str(path),
+            fix=_fix(d, f"restore {path.name}"),
+        )
+    row_bytes = found_dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+    if size >= offset + cap * row_bytes:
+        return cap
+    return max(0, size - offset) // max(row_bytes, 1)
+
+
+def _check_commit(d: Path) -> dict | None:
+    """The commit record the store opens at (this boot's, else the last synced one), checked."""
+    path = d / COMMIT
+    latest = _read_commit(path)
+    synced = _read_json(d / SYNCED)
+    if synced is None and (d / SYNCED).exists():
+        raise StoreDamaged("unreadable (not JSON)", where=str(d / SYNCED), fix=_fix(d, f"restore {SYNCED}"))
+    boot = boot_id()
+    # A kill tears at most the slot being written, and only the very first commit has no other;
+    # after a power loss (a synced record of another boot) the commit file does not count.
+    power_loss = synced is not None and synced.get("boot_id") != boot
+    if latest is None and _slots_written(path) > 1 and not power_loss:
+        raise StoreDamaged(
+            "no intact commit record (both slots fail their checksum)",
+            where=str(path),
+            fix=_fix(d, f"restore {COMMIT}"),
+        )
+    record, where = (
+        (latest, path) if latest is not None and latest.get("boot_id") == boot else (synced, d / SYNCED)
+    )
+    if record is None:
+        return None
+    try:
+        ok = int(record["written"]) >= 0
+        [(int(e), int(g)) for e, g in record["open_episodes"]]
+        {str(k): int(v) for k, v in record["senders"].items()}
+        dict(record["meta"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise StoreDamaged(
+            "the commit record lacks written, open_episodes, senders or meta",
+            where=str(where),
+            fix=_fix(d, "restore it"),
+        )
+    return record
+
+
+def _slots_written(path: Path) -> int:
+    """Commit slots holding anything (a header that is not all zeros)."""
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            for slot in (0, 1):
+                f.seek(slot * SLOT)
+                n += any(f.read(HEADER.size))
+    except OSError:
+        return 0
+    return n
+
+
+def _row_ids(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r")
+
+
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while len(data):
         n = os.pwrite(fd, data, offset)
@@ -297,7 +504,8 @@ def _read_json(path: Path) -> dict | None:
 
 
 def read_manifest(directory: Path) -> dict:
-    manifest = _read_json(Path(directory) / MANIFEST)
-    if manifest is None or manifest.get("format") != FORMAT:
+    """A store's manifest, its files checked (StoreDamaged); StoreError where no store is."""
+    manifest = check_store(Path(directory))
+    if manifest is None:
         raise StoreError(f"{directory}: no replay store here ({MANIFEST} missing or unreadable)")
     return manifest

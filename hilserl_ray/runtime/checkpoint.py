@@ -4,6 +4,11 @@ A checkpoint is written into a temp dir, renamed into place, and only then is `l
 (itself by rename). A kill at any moment leaves the previous `last` intact and loadable. The same
 step saved twice (a final save right after a periodic one) swaps the new directory in with one
 atomic exchange, so the name never points at nothing.
+
+Rotation (`keep_last`) counts only checkpoints whose files read back: a damaged one is renamed
+`<name>.damaged` (kept for a look, never loaded, never counted) and reported in one line, so
+it never takes the place of a good one, and a checkpoint is deleted only once `keep_last`
+newer good ones are complete.
 """
 
 from __future__ import annotations
@@ -18,17 +23,30 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+from safetensors import safe_open
+
 from hilserl_ray.fsutil import fsync_dir
 
 COMPLETE = "COMPLETE"  # marker written last inside a checkpoint dir
 POINTER = "last"
+DAMAGED = ".damaged"  # suffix of a checkpoint set aside: its name no longer matches a step
 
 
-def write_checkpoint(root: Path, step: int | None, write: Callable[[Path], dict], keep_last: int = 3) -> Path:
+def write_checkpoint(
+    root: Path,
+    step: int | None,
+    write: Callable[[Path], dict],
+    keep_last: int = 3,
+    check: Callable[[Path], str | None] | None = None,
+    report: Callable[[str], None] = print,
+) -> Path:
     """Call `write(tmp_dir)` (which fills the dir and returns a JSON-able summary), then publish it.
 
     With `step=None` the directory is named for the summary's "step": the step the contents
     were taken at, known only once `write` has run (training goes on until the learner saves).
+    With `check` (a checkpoint -> what is damaged in it, or None; the run's: `damaged_file`)
+    rotation sets damaged checkpoints aside and does not count them; `report` gets one line each.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -49,7 +67,7 @@ def write_checkpoint(root: Path, step: int | None, write: Callable[[Path], dict]
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _write_pointer(root, name)
-    _prune(root, keep_last, keep=name)
+    _prune(root, keep_last, keep=name, check=check, report=report)
     return final
 
 
@@ -102,13 +120,87 @@ def latest_checkpoint(root: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def _prune(root: Path, keep_last: int, keep: str) -> None:
+def _prune(root: Path, keep_last: int, keep: str, check, report: Callable[[str], None]) -> None:
+    """Keep the newest `keep_last` good checkpoints (and `keep`, just written); set damaged ones aside."""
     for leftover in root.glob(".tmp-*"):  # from a run killed mid-write
         shutil.rmtree(leftover, ignore_errors=True)
-    done = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
-    for old in done[:-keep_last]:
+    if check is not None:
+        set_aside_damaged(root, report, trusted=keep, check=check)
+    good = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
+    for old in good[:-keep_last]:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def damaged_file(ckpt: Path) -> str | None:
+    """The first file of `ckpt` that does not read back (agent, counters, RNG), or None."""
+    agent = ckpt / "agent"
+    try:
+        meta = json.loads((agent / "agent.json").read_text())
+        for key in ("spec", "policy_config", "num_updates"):
+            meta[key]  # noqa: B018 (a KeyError names the missing part)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{agent / 'agent.json'} ({_short(e)})"
+    for name in ("model.safetensors", "train.safetensors"):
+        try:
+            with safe_open(str(agent / name), framework="np") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types for a bad header
+            return f"{agent / name} ({_short(e)})"
+    try:
+        json.loads((ckpt / "learner.json").read_text())["counters"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{ckpt / 'learner.json'} ({_short(e)})"
+    try:
+        np.load(ckpt / "torch_rng.npy")
+    except (OSError, ValueError, EOFError) as e:
+        return f"{ckpt / 'torch_rng.npy'} ({_short(e)})"
+    return None
+
+
+def _short(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
+
+
+def set_aside_damaged(
+    root: Path,
+    report: Callable[[str], None] = print,
+    unloadable: dict[Path, str] | None = None,
+    trusted: str | None = None,
+    check: Callable[[Path], str | None] | None = None,
+) -> list[Path]:
+    """Rename every complete checkpoint whose files do not read back, or that is in `unloadable`
+    (what a full load found, by checkpoint), to `<name>.damaged`, one `report` line each; `last`
+    then names the newest good one. `trusted`: a checkpoint not read (just written); `check`:
+    what is damaged in a checkpoint (default `damaged_file`). Returns the new paths."""
+    root = Path(root)
+    unloadable = {Path(k).name: v for k, v in (unloadable or {}).items()}
+    moved = []
+    for ckpt in sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file()):
+        if ckpt.name == trusted:
+            continue
+        problem = unloadable.get(ckpt.name) or (check or damaged_file)(ckpt)
+        if problem is None:
+            continue
+        target = ckpt.with_name(ckpt.name + DAMAGED)
+        n = 2
+        while target.exists():
+            target, n = ckpt.with_name(f"{ckpt.name}{DAMAGED}-{n}"), n + 1
+        os.replace(ckpt, target)
+        moved.append(target)
+        report(f"warning: checkpoint {ckpt.name} is damaged ({problem}); set aside as {target}")
+    if moved:
+        fsync_dir(root)
+        pointer = root / POINTER
+        named = root / pointer.read_text().strip() if pointer.is_file() else None
+        if named is None or not (named / COMPLETE).is_file():
+            newest = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
+            if newest:
+                _write_pointer(root, newest[-1].name)
+            elif pointer.is_file():
+                pointer.unlink()
+    return moved
 
 
 def complete_checkpoints(root: Path) -> list[Path]:

@@ -25,14 +25,22 @@ from pathlib import Path
 
 import ray
 
+from hilserl_ray.buffer.chunk import chunk_layout
+from hilserl_ray.buffer.store import check_store
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import write_config
+from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import UserError, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
 from hilserl_ray.preflight import check_cluster, check_dataset_readable
 from hilserl_ray.runtime import rundir
-from hilserl_ray.runtime.checkpoint import latest_checkpoint, write_checkpoint
-from hilserl_ray.runtime.learner import LearnerActor
+from hilserl_ray.runtime.checkpoint import (
+    damaged_file,
+    latest_checkpoint,
+    set_aside_damaged,
+    write_checkpoint,
+)
+from hilserl_ray.runtime.learner import LearnerActor, replay_dir
 from hilserl_ray.runtime.metrics import MetricsLogger, console_line
 from hilserl_ray.runtime.procs import descendants
 from hilserl_ray.runtime.resume import CheckpointLoadError, choose_checkpoint
@@ -166,6 +174,8 @@ class Run:
         self.metrics: MetricsLogger | None = None
         self.last_saved: dict | None = None  # counters of the newest checkpoint: never save it twice
         self.last_try_updates = 0  # updates at the last save, failed or not: the next is every_updates on
+        self.unloadable: dict[Path, str] = {}  # checkpoints the learner could not load: why
+        self.resumed_from: Path | None = None
 
     def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
         """Print each robot actor's console page (one per actor; a restarted actor prints its own
@@ -220,6 +230,8 @@ class Run:
             except Exception as e:
                 err = user_error(e)
                 ray.kill(learner, no_restart=True)
+                if isinstance(err, CheckpointLoadError) and resume_from is not None:
+                    self.unloadable[resume_from] = err.message()
                 if isinstance(err, CheckpointLoadError) and i + 1 < len(tries):
                     say(f"warning: {err.message()}; trying the previous checkpoint {tries[i + 1].name}")
                     self._await_name_free()
@@ -229,6 +241,7 @@ class Run:
                 ray.kill(learner, no_restart=True)
                 raise
             d = ray.get(learner.describe.remote())
+            self.resumed_from = resume_from
             if resume_from is not None:
                 self.last_saved = ray.get(learner.counters_now.remote())
                 self.last_try_updates = self.last_saved["updates"]
@@ -293,7 +306,8 @@ class Run:
                 write_config(self.cfg, tmp / "config.yaml")
                 return {**counters, "step": counters["updates"]}
 
-            path = write_checkpoint(self.ckpt_root, None, write, self.cfg.checkpoint.keep_last)
+            keep = self.cfg.checkpoint.keep_last
+            path = write_checkpoint(self.ckpt_root, None, write, keep, check=damaged_file, report=say)
         except ray.exceptions.RayActorError:
             say("warning: the learner died during a checkpoint; the previous checkpoint stands")
             if restart:
@@ -391,12 +405,25 @@ class Run:
         ray.kill(self.learner, no_restart=True)
 
 
+def check_replay(cfg: TrainConfig) -> None:
+    """A resumed run's replay stores, their files checked against each other before Ray starts
+    (StoreDamaged naming the file and the fix), as the learner would find them after."""
+    if not cfg.storage.durable:
+        return
+    spec = pipeline_spec(cfg)
+    layout, root = chunk_layout(spec), replay_dir(cfg.output_dir)
+    check_store(root / "online", spec.fingerprint(), cfg.buffer.online_capacity, layout)
+    check_store(root / "interventions", spec.fingerprint(), 0, layout)  # sized by the datasets
+
+
 def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
     """One training run: checks, Ray, start (awaited), claim the output dir, loop, safe shutdown."""
     candidates = choose_checkpoint(cfg, warn=say) if resume else []
     if resume and not candidates:
         say(f"warning: --resume but no checkpoint in {Path(cfg.output_dir) / 'checkpoints'}: starting fresh")
     rundir.prepare(cfg, resume, overwrite)
+    if resume:
+        check_replay(cfg)
     if cfg.dataset.path is not None and cfg.dataset.cache:
         # every problem the reader can name, before any actor exists; the learner then loads the
         # cache this leaves (without a cache it would convert twice: the learner names them then)
@@ -418,6 +445,9 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
             r.abort()
             raise
         rundir.claim(cfg)  # started: from here on the dir is this run's
+        if resume:  # what was skipped as damaged never counts as one of checkpoint.keep_last
+            loaded = r.resumed_from.name if r.resumed_from else None
+            set_aside_damaged(r.ckpt_root, say, r.unloadable, trusted=loaded, check=damaged_file)
         write_config(cfg, out / "config.yaml")
         if cfg.console.enabled:
             r.list_consoles()

@@ -88,7 +88,10 @@ class Learner:
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
         # env_steps, episodes, intervention_steps and the recent episodes (overall and per arm) are
-        # committed with the rows (they describe the stored data); updates come with the agent.
+        # committed with the rows (they describe the stored data); so is the update count, which
+        # never goes back: a learner restarted from an older checkpoint (or none) counts on from
+        # it, so robots paced by env_steps_per_update step on at once instead of waiting while it
+        # makes up the updates lost with the dead learner's agent.
         stored = self.online.meta
         self.counters = {"updates": 0, **dict.fromkeys(DATA_COUNTERS, 0), **stored.get("counters", {})}
         self.recent = collections.deque(stored.get("recent", []), maxlen=EPISODE_WINDOW)
@@ -154,6 +157,7 @@ class Learner:
                 return self.counters_now()["env_steps"]
             with self._lock:
                 c = {k: self.counters[k] for k in DATA_COUNTERS}
+                updates = self.counters["updates"]
                 recent = [*self.recent, *episodes][-EPISODE_WINDOW:]
             c["env_steps"] += int((~chunk["is_last"]).sum())
             c["intervention_steps"] += int((chunk["is_intervention"] & ~chunk["is_last"]).sum())
@@ -168,7 +172,9 @@ class Learner:
             # ring skips it by its own sequence number.
             self.offline.add_chunk(chunk, only_interventions=True, source=src)
             self.online.add_chunk(
-                chunk, source=src, meta={"counters": c, "recent": recent, "arms": arms.state()}
+                chunk,
+                source=src,
+                meta={"counters": {**c, "updates": updates}, "recent": recent, "arms": arms.state()},
             )
             with self._lock:
                 self.counters.update(c)
@@ -277,7 +283,7 @@ class Learner:
 
         self.agent = SACAgent.load(d / "agent", device=self.device, policy=self.cfg.policy)
         state = json.loads((d / "learner.json").read_text())
-        self.counters["updates"] = int(state["counters"]["updates"])
+        self.counters["updates"] = max(self.counters["updates"], int(state["counters"]["updates"]))
         if not self.online.meta and state["counters"].get("env_steps"):
             # A checkpoint from before the replay store (buffers inside it), a deleted store, or
             # rows kept in RAM only (storage.durable=false).

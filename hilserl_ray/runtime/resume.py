@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.errors import ConfigError, UserError
 from hilserl_ray.features import FeatureSpec
+from hilserl_ray.runtime.checkpoint import complete_checkpoints, damaged_file
 
 # policy fields that change the networks' shapes: a checkpoint cannot be loaded into others
 NETWORK_FIELDS = ("hidden_dims", "latent_dim", "num_critics", "encoder", "image_head")
@@ -25,43 +24,8 @@ class CheckpointLoadError(UserError):
     """A checkpoint that cannot be loaded; the message names the damaged file."""
 
 
-def damaged_file(ckpt: Path) -> str | None:
-    """The first file of `ckpt` that does not read back (agent, counters, RNG), or None."""
-    from safetensors import safe_open
-
-    agent = ckpt / "agent"
-    try:
-        meta = json.loads((agent / "agent.json").read_text())
-        for key in ("spec", "policy_config", "num_updates"):
-            meta[key]  # noqa: B018 (a KeyError names the missing part)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"{agent / 'agent.json'} ({_short(e)})"
-    for name in ("model.safetensors", "train.safetensors"):
-        try:
-            with safe_open(str(agent / name), framework="np") as f:
-                f.keys()
-        except Exception as e:  # safetensors raises its own error types for a bad header
-            return f"{agent / name} ({_short(e)})"
-    try:
-        json.loads((ckpt / "learner.json").read_text())["counters"]  # noqa: B018
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"{ckpt / 'learner.json'} ({_short(e)})"
-    try:
-        np.load(ckpt / "torch_rng.npy")
-    except (OSError, ValueError, EOFError) as e:
-        return f"{ckpt / 'torch_rng.npy'} ({_short(e)})"
-    return None
-
-
-def _short(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
-
-
 def loadable_checkpoints(root: Path, warn=print) -> list[Path]:
     """Complete checkpoints whose files read back, newest first; each damaged one warned about."""
-    from hilserl_ray.runtime.checkpoint import complete_checkpoints
-
     good, bad = [], []
     for ckpt in complete_checkpoints(root):
         problem = damaged_file(ckpt)

@@ -1,0 +1,123 @@
+"""A learner killed with kill -9 mid-run: the driver restarts it and the robots send again within
+5 s of it being up (they used to wait, paced, while it redid the updates since its checkpoint)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from run_helpers import ROOT, SMALL_REACH
+
+from hilserl_ray.runtime.procs import descendants
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+EPISODE = 5  # env steps per episode: the most a robot sends again after a learner death (paced)
+STEPS = re.compile(r"env_steps\s+(\d+) \| updates\s+(\d+)")
+UP = re.compile(r"learner up \(pid (\d+)")
+
+
+class Timeline:
+    """The driver's stdout, each line stamped when it arrived."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            with self._lock:
+                self.lines.append((time.monotonic(), line.rstrip()))
+
+    def snapshot(self) -> list[tuple[float, str]]:
+        with self._lock:
+            return list(self.lines)
+
+    def steps(self) -> list[tuple[float, int, int]]:
+        """(time, env_steps, updates) of each console line."""
+        return [(t, int(m[1]), int(m[2])) for t, s in self.snapshot() if (m := STEPS.search(s))]
+
+    def learners(self) -> list[tuple[float, int]]:
+        """(time, pid) of each `learner up` line."""
+        return [(t, int(m[1])) for t, s in self.snapshot() if (m := UP.search(s))]
+
+    def text(self) -> str:
+        return "\n".join(s for _, s in self.snapshot())
+
+
+@pytest.mark.ray
+@pytest.mark.subprocess
+@pytest.mark.timeout(600)
+def test_robots_send_again_within_5_s_of_a_restarted_learner_being_up(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
+    # paced one update per env step (sim_reach.yaml); no checkpoint before the kill, so the
+    # restarted learner starts from scratch with the stored rows: the most updates to make up
+    cmd += [f"--env.max_episode_steps={EPISODE}", "--total_env_steps=100000"]
+    cmd += ["--checkpoint.every_updates=100000", "--logging.every_seconds=0.5"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    log = Timeline(proc)
+
+    def wait(pred, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = pred()
+            if value:
+                return value
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"the run exited {proc.returncode} waiting for {what}:\n{log.text()[-4000:]}"
+                )
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{log.text()[-4000:]}")
+
+    try:
+        (_, pid), *_ = wait(log.learners, 300, "the learner")
+        # well past training_starts (50): a fresh learner would owe ~250 updates to the pacing
+        wait(lambda: any(s >= 300 for _, s, _ in log.steps()), 300, "300 env steps")
+        before = max(s for _, s, _ in log.steps())
+        os.kill(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        ups = wait(lambda: log.learners()[1:], 240, "the restarted learner")
+        t_up, new_pid = ups[0]
+        assert new_pid != pid
+        # the first figure after it is up may lack the episode a robot sends again (acknowledged
+        # by no one before the kill); two episodes more are new ones, collected after the restart
+        first = wait(lambda: [s for t, s, _ in log.steps() if t > t_up], 60, "a console line")[0]
+        target = first + 2 * EPISODE
+
+        def moving():
+            return next((t for t, s, _ in log.steps() if t > t_up and s >= target), None)
+
+        try:
+            t_moving = wait(moving, 90, f"env_steps >= {target}")
+        except AssertionError:
+            t_moving = float("inf")
+        died = next(t for t, s in log.snapshot() if "learner died" in s)
+        timeline = [(round(t - t_up, 1), s, u) for t, s, u in log.steps() if t > t_kill - 2]
+        print(
+            f"\nkilled at env_steps >= {before}; the driver saw it {died - t_kill:.1f} s later, the learner "
+            f"was up {t_up - t_kill:.1f} s after the kill; env_steps {first} -> {target} "
+            f"{t_moving - t_up:.1f} s after it was up; (s after up, env_steps, updates): {timeline[:40]}"
+        )
+        assert t_moving - t_up < 5.0, (t_moving - t_up, timeline[:40])
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                for p in descendants(proc.pid):
+                    with contextlib.suppress(OSError):
+                        os.kill(p, signal.SIGKILL)
+                proc.kill()
