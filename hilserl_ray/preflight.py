@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError
+from hilserl_ray.so101 import JOINT_NAMES
 
 Problem = tuple[str, object, str]
 # checked once for the whole run, not once per arm
@@ -101,7 +102,6 @@ def check_reward_classifier(cfg: TrainConfig) -> list[Problem]:
 
 def check_calibrations(cfg: TrainConfig) -> list[Problem]:
     """The follower's and the leader's calibration files: present, every joint, sane ranges."""
-    from hilserl_ray.config import JOINT_NAMES
     from hilserl_ray.hardware.calibration import CalibrationError, load_calibration
 
     files = []

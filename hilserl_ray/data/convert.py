@@ -35,6 +35,7 @@ from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec
 from hilserl_ray.envs.transforms import proprio_state
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
+from hilserl_ray.so101 import JOINT_NAMES, NUM_JOINTS
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def convert(
     out: dict[str, np.ndarray] = {}
 
     # ---- state: full proprioception per episode, from the joint positions
-    joints = joint_degrees(cols[key[STATE]][:, : mapping.NUM_JOINTS], cfg, decision.joint_units)
+    joints = joint_degrees(cols[key[STATE]][:, :NUM_JOINTS], cfg, decision.joint_units)
     _check_finite(joints, key[STATE], eps)
     kin = Kinematics(cfg.robot.mjcf)
     state = alloc(STATE, (rows, *spec.observation[STATE].shape), "float32")
@@ -126,10 +127,10 @@ def convert(
     if decision.action_format == "pipeline":
         action = _check_actions(cols[key[ACTION]], key[ACTION], spec, eps)
     else:
-        raw = cols[key[ACTION]][:, : mapping.NUM_JOINTS].astype(np.float64)
+        raw = cols[key[ACTION]][:, :NUM_JOINTS].astype(np.float64)
         _check_finite(raw, key[ACTION], eps)
         if decision.action_format == "joint_deltas":  # in the dataset's units, then converted
-            raw = cols[key[STATE]][:, : mapping.NUM_JOINTS].astype(np.float64) + raw
+            raw = cols[key[STATE]][:, :NUM_JOINTS].astype(np.float64) + raw
         target = joint_degrees(raw, cfg, decision.joint_units)
         action, clipped = joint_targets_to_action(target, joints, kin, JointActionParams.from_config(cfg))
     out[ACTION] = alloc(ACTION, (rows, *spec.action.shape), "float32")
@@ -238,7 +239,6 @@ def joint_degrees(values: np.ndarray, cfg: TrainConfig, units: str | None = None
     units = units or cfg.dataset.joint_units
     if units in ("degrees", "auto"):
         return values
-    from hilserl_ray.config import JOINT_NAMES
     from hilserl_ray.hardware.calibration import Normalizer, load_calibration
 
     return (

@@ -15,6 +15,7 @@ from hilserl_ray.data.layout import DEFAULT_FEATURES
 from hilserl_ray.data.lerobot_reader import image_hw
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec, uses_environment_state
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
+from hilserl_ray.so101 import NUM_JOINTS
 
 Problem = tuple[str, object, str]
 
@@ -25,7 +26,6 @@ PENALTY = "complementary_info.discrete_penalty"
 TRUNCATED = "complementary_info.truncated"
 # per frame: success is visible in this frame's observation (sim ground truth, or the human's held key)
 SUCCESS_LABEL = "complementary_info.success"
-NUM_JOINTS = 6
 CAMERA_DTYPES = ("video", "image")
 
 
