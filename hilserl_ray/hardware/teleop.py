@@ -3,7 +3,8 @@
 Both produce the wrapped env's action: (dx, dy, dz) in [-1, 1], then the gripper (index 0 close,
 1 stay, 2 open, or a continuous value in [-1, 1]). The devices are read through pynput / pygame,
 imported only when a source starts (`pip install 'hilserl_ray[teleop]'`); the key and button
-state is plain Python, so the same logic runs from injected events in tests.
+state is plain Python, so the same logic runs from injected events in tests. The key state and
+the key bindings are in `keys.py` (the leader-arm source and the console read them too).
 
 Keyboard: space takes over / hands back; arrows move x (up/down) and y (left/right); page up /
 page down move z; o opens, c closes the gripper; s = success, f or esc = failure, r = re-record;
@@ -23,7 +24,6 @@ import numpy as np
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.intervention import EVENT_KEYS, no_events
 from hilserl_ray.hardware.keys import SUCCESS_HELD_KEY, KeyboardListener, KeyEvents, make_keys, require
-from hilserl_ray.hardware.leader import make_leader_source
 from hilserl_ray.so101 import CLOSE, OPEN, STAY
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,9 @@ def make_teleop_source(cfg: TrainConfig):
     if source == "gamepad":
         return GamepadSource(discrete)
     if source == "leader":
+        # here, not at the top: the leader's bus and kinematics stay out of the sim and the console
+        from hilserl_ray.hardware.leader import make_leader_source
+
         return make_leader_source(cfg)
     raise ValueError(
         f"pipeline.intervention.source: {source!r} is not a human device (keyboard, gamepad, leader)"
