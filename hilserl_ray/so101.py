@@ -14,7 +14,6 @@ ARM_JOINTS = JOINT_NAMES[:5]  # the joints that place the end effector (degrees)
 NUM_ARM_JOINTS = len(ARM_JOINTS)  # 5
 ARM = slice(0, NUM_ARM_JOINTS)  # `q[ARM]`, `q[..., ARM]`: the arm joints of joint vectors
 GRIPPER = NUM_JOINTS - 1  # the gripper's index in a joint vector: `q[GRIPPER]`
-GRIPPER_CLOSED, GRIPPER_OPENED = 0.0, 100.0  # the gripper's range (LeRobot's range units)
 
 # The discrete gripper command, the last entry of an end-effector action when
 # `pipeline.gripper.discrete` (what `EEAction` reads, and what the gripper critic chooses among).

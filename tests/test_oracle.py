@@ -9,7 +9,7 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.intervention import InterventionSource
 from hilserl_ray.envs.make import make_env
 from hilserl_ray.envs.oracle import OracleSource, ScriptedExpert
-from hilserl_ray.envs.wrappers import STAY
+from hilserl_ray.so101 import STAY
 
 IDLE = np.array([0.0, 0.0, 0.0, STAY], np.float32)
 
