@@ -179,6 +179,19 @@ def test_the_graph_resolves_submodules_and_packages():
     assert "hilserl_ray.policy" in graph["hilserl_ray.runtime.learner"]
 
 
+def test_relative_imports_resolve_as_python_does():
+    def targets(source: str, module: str, is_package: bool = False) -> list[str]:
+        return _targets(ast.parse(source).body[0], module, is_package)
+
+    assert targets("from . import batch", "hilserl_ray.buffer.replay") == ["hilserl_ray.buffer.batch"]
+    assert targets("from .replay import ReplayBuffer", "hilserl_ray.buffer", True) == [
+        "hilserl_ray.buffer.replay"
+    ]
+    assert targets("from .. import errors", "hilserl_ray.buffer.replay") == ["hilserl_ray.errors"]
+    assert targets("from ..policy import SACAgent", "hilserl_ray.runtime.learner") == ["hilserl_ray.policy"]
+    assert targets("import hilserl_ray.so101 as so101", "hilserl_ray.train") == ["hilserl_ray.so101"]
+
+
 def test_no_import_cycles():
     graph = import_graph()
     report = []
