@@ -33,7 +33,8 @@ from hilserl_ray.buffer.synthetic import episodes_chunk, split_rows
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import load_config
 from hilserl_ray.runtime.checkpoint import write_checkpoint
-from hilserl_ray.runtime.learner import Learner, replay_dir
+from hilserl_ray.runtime.learner import Learner
+from hilserl_ray.runtime.rundir import replay_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERAS = ["gripper_cam", "front"]

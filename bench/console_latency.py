@@ -32,6 +32,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+import ray  # noqa: E402
+
+from hilserl_ray.configio import load_config  # noqa: E402
+from hilserl_ray.console.headless import launch  # noqa: E402
+from hilserl_ray.runtime.learner import LearnerActor  # noqa: E402
+from hilserl_ray.runtime.robot import RobotActor, robot_actor_options  # noqa: E402
+
 
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
@@ -44,13 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chromium", default=None, help="default: $HILSERL_CHROMIUM or /usr/bin/chromium")
     args = p.parse_args(argv)
 
-    import ray
-    from playwright.sync_api import sync_playwright
-
-    from hilserl_ray.configio import load_config
-    from hilserl_ray.console.headless import launch
-    from hilserl_ray.runtime.learner import LearnerActor
-    from hilserl_ray.runtime.robot import RobotActor, robot_actor_options
+    from playwright.sync_api import sync_playwright  # optional: only this benchmark drives a browser
 
     out = tempfile.mkdtemp(prefix="console_latency_")
     cfg = load_config(

@@ -28,6 +28,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tqdm import tqdm  # noqa: E402
+
+from hilserl_ray.configio import load_config  # noqa: E402
+from hilserl_ray.data.convert import load_offline_transitions  # noqa: E402
+from hilserl_ray.data.lerobot_reader import LeRobotReader  # noqa: E402
+from hilserl_ray.data.synthetic import write_dataset  # noqa: E402
+from hilserl_ray.data.video import CODECS, decode, decode_frames  # noqa: E402
+
 
 def episode_lengths(total: int, seed: int = 0) -> list[int]:
     rng = np.random.default_rng(seed)
@@ -42,10 +50,6 @@ def episode_lengths(total: int, seed: int = 0) -> list[int]:
 
 
 def generate(path: Path, frames: int, codec: str) -> Path:
-    from tqdm import tqdm
-
-    from hilserl_ray.data.synthetic import write_dataset
-
     stamp = path / "meta" / "info.json"
     if stamp.exists() and json.loads(stamp.read_text())["total_frames"] == frames:
         return path
@@ -67,9 +71,6 @@ def raw_decode(root: Path, convert: bool = True) -> tuple[int, float, float]:
 
     Returns (frames, wall seconds, CPU seconds of all the process's threads).
     """
-    from hilserl_ray.data.lerobot_reader import LeRobotReader
-    from hilserl_ray.data.video import decode, decode_frames
-
     reader = LeRobotReader(root)
     files = sorted({p for e in reader.episodes for p, _ in e.videos.values()})
     t0, c0 = time.perf_counter(), time.process_time()
@@ -85,8 +86,6 @@ def _convert_job(root: str, out: str, queue) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from hilserl_ray.configio import load_config
-    from hilserl_ray.data.convert import load_offline_transitions
 
     cfg = load_config(
         None,
@@ -136,7 +135,6 @@ def convert_cold(root: Path, out: Path) -> dict:
 
 
 def main() -> None:
-    from hilserl_ray.data.video import CODECS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=15_858)

@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from hilserl_ray.configio import load_config
-from hilserl_ray.envs.wrappers import STAY
 from hilserl_ray.rig import make_env
+from hilserl_ray.so101 import STAY
 
 DIRECTIONS = {"+x": (0, 1), "-x": (0, -1), "+y": (1, 1), "-y": (1, -1), "+z": (2, 1), "-z": (2, -1)}
 MIN_ROOM_M = 0.01  # a run with less room than this to the workspace bound says nothing

@@ -22,6 +22,10 @@ from pathlib import Path
 
 from learning import parse_args, print_table, run, table
 
+from hilserl_ray import train
+from hilserl_ray.runtime.metrics import read_metrics
+from hilserl_ray.twin.launch import running_twin
+
 # configs/sim_reach.yaml already holds the benchmark's settings; only the logging differs.
 OVERRIDES = ["--learner.weights_every=10", "--logging.every_seconds=10"]
 
@@ -83,10 +87,6 @@ def start_ray(tries: int = 5) -> None:
 
 def run_twin(args) -> None:
     import ray
-
-    from hilserl_ray import train
-    from hilserl_ray.runtime.metrics import read_metrics
-    from hilserl_ray.twin.launch import running_twin
 
     for seed in args.seeds:
         out = args.out or Path("outputs/bench/reach_twin") / f"seed{seed}"

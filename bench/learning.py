@@ -17,8 +17,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the classifier's training here: see policy/perf.py
 
 import numpy as np
+from demos import record_demos, record_mix, train_classifier
 
-from hilserl_ray import record, train
+from hilserl_ray import train
 from hilserl_ray.evaluate import evaluate
 from hilserl_ray.plot import plot
 from hilserl_ray.runtime.metrics import read_metrics
@@ -54,30 +55,6 @@ def parse_args(description: str, default_steps: int) -> argparse.Namespace:
     return args
 
 
-def record_demos(config: str, args: list[str], episodes: int, out: Path) -> Path:
-    """`hilserl_ray.record` with the oracle as the demonstrator; `args`: record's and the config's."""
-    if (out / "meta" / "info.json").is_file():
-        return out  # recorded by an earlier run of this benchmark: same config, same seed
-    rc = record.main(
-        [
-            "--config",
-            config,
-            "--episodes",
-            str(episodes),
-            "--out",
-            str(out),
-            "--codec",
-            "h264",
-            "--no-progress",
-            *args,
-            "--pipeline.intervention.source=oracle",
-        ]
-    )
-    if rc != 0:
-        raise SystemExit(f"recording {out} failed (exit {rc})")
-    return out
-
-
 def table(rows: list[dict], total_steps: int, buckets: int = 10) -> list[dict]:
     """The last metrics row at or below each tenth of the run's env steps."""
     out = []
@@ -106,8 +83,6 @@ def print_table(rows: list[dict]) -> None:
 def classifier_overrides(config: str, overrides: list[str], seed: int, root: Path) -> list[str]:
     """Record labelled episodes with the run's pipeline, train a classifier, return the overrides
     that make it the run's only reward (see bench/reward_classifier.py)."""
-    from reward_classifier import record_mix, train_classifier
-
     base = [*overrides, "--env.dense_reward=false"]
     data = record_mix(config, base, 60, seed + 200, root / f"classifier_data_seed{seed}")
     clf = root / f"classifier_seed{seed}"

@@ -23,9 +23,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see policy/perf.py
 
 import numpy as np  # noqa: E402
-from learning import record_demos  # noqa: E402
+import torch  # noqa: E402
+from demos import record_mix, train_classifier  # noqa: E402
 
 from hilserl_ray.reward.__main__ import main as reward_main  # noqa: E402
+from hilserl_ray.reward.model import Scorer  # noqa: E402
 
 CONFIG = "configs/sim_pick_cube.yaml"
 OVERRIDES = [
@@ -35,31 +37,8 @@ OVERRIDES = [
 ]
 
 
-def record_mix(config: str, overrides: list[str], episodes: int, seed: int, out: Path) -> Path:
-    """A dataset of mixed expert successes and deliberate failures (reused when it exists)."""
-    return record_demos(
-        config, [*overrides, "--expert", "mix", "--until-time-limit", f"--seed={seed}"], episodes, out
-    )
-
-
-def train_classifier(config: str, overrides: list[str], datasets: list[Path], out: Path, steps: int) -> float:
-    """Train into `out` (reused when it exists); returns the wall-clock seconds of training."""
-    meta = out / "classifier.json"
-    if not meta.is_file():
-        args = ["train", "--config", config, "--out", str(out), "--steps", str(steps), *overrides]
-        for d in datasets:
-            args += ["--dataset", str(d)]
-        if reward_main(args) != 0:
-            raise SystemExit("training the classifier failed")
-    return json.loads(meta.read_text())["train"]["seconds"]
-
-
 def inference_ms(model: Path, repeats: int = 300) -> float:
     """Median wall-clock ms of one Scorer call (one observation, CPU, one torch thread as the actor)."""
-    import torch
-
-    from hilserl_ray.reward.model import Scorer
-
     torch.set_num_threads(1)
     scorer = Scorer(model)
     rng = np.random.default_rng(0)

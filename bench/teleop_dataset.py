@@ -29,18 +29,18 @@ STATE_ONLY = ["--env.environment_state=false", "--buffer.online_ratio=0.5"]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fake_sts3215 import write_calibration  # noqa: E402
+
+from hilserl_ray.configio import load_config, parse_overrides  # noqa: E402
+from hilserl_ray.data import convert, inspect  # noqa: E402
+from hilserl_ray.data.synthetic import write_teleop_dataset  # noqa: E402
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--frames", type=int, default=15_858)
     p.add_argument("--episodes", type=int, default=50)
     args = p.parse_args()
-    from fake_sts3215 import write_calibration
-
-    from hilserl_ray.configio import load_config, parse_overrides
-    from hilserl_ray.data import convert, inspect
-    from hilserl_ray.data.synthetic import write_teleop_dataset
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cal = write_calibration(tmp / "follower.json", ranges={"wrist_flex": (1348, 2748)})

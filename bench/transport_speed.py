@@ -25,8 +25,11 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import load_config
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.features import FeatureSpec
+from hilserl_ray.policy import ActorPolicy
 from hilserl_ray.runtime.learner import LearnerActor
 
 CHUNK_SIZES = (1, 16, 64, 256)
@@ -49,8 +52,6 @@ def make_cfg(durable: bool = True):
 @ray.remote(num_cpus=1)
 class Sender:
     def __init__(self, spec_dict: dict):
-        from hilserl_ray.features import FeatureSpec
-
         self.spec = FeatureSpec.from_dict(spec_dict)
 
     def chunk(self, k: int, episode: int) -> dict:
@@ -87,9 +88,6 @@ class Sender:
         return sent / (time.perf_counter() - t0)
 
     def weights_latency(self, learner, cfg_dict: dict, repeats: int = 5) -> list[float]:
-        from hilserl_ray.config import TrainConfig
-        from hilserl_ray.policy import ActorPolicy
-
         cfg = TrainConfig.model_validate(cfg_dict)
         policy = ActorPolicy(self.spec, cfg.policy)
         out = []

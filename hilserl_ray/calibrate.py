@@ -15,10 +15,10 @@ import sys
 import threading
 from pathlib import Path
 
-from hilserl_ray.config import JOINT_NAMES
 from hilserl_ray.errors import UserError, command
 from hilserl_ray.hardware.calibration import calibrate, save_calibration
 from hilserl_ray.hardware.feetech import FeetechBus
+from hilserl_ray.so101 import JOINT_NAMES
 
 
 def _ids(text: str) -> list[int]:

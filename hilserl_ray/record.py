@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, SUCCESS_LABEL, TRUNCATED
 from hilserl_ray.envs.pipeline import pipeline_spec, robot_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, STATE, FeatureSpec
+from hilserl_ray.so101 import JOINT_NAMES, NUM_JOINTS
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def raw_frame(cfg: TrainConfig, raw: dict, features: dict[str, dict]) -> dict[st
         k: np.asarray(raw[k], features[k]["dtype"] if features[k]["dtype"] != "video" else np.uint8)
         for k in wanted
     }
-    out[STATE] = out[STATE][: len(JOINT_NAMES)]
+    out[STATE] = out[STATE][:NUM_JOINTS]
     return out
 
 

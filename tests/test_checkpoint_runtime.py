@@ -67,7 +67,8 @@ def test_storage_not_durable_keeps_rows_in_ram_and_a_resume_starts_empty(tmp_pat
     """storage.durable=false (sim fleets faster than the disk): no replay files, the learner
     trains from RAM, and a resume keeps the agent and counters but not the rows."""
     from hilserl_ray.buffer.synthetic import episodes_chunk
-    from hilserl_ray.runtime.learner import Learner, replay_dir
+    from hilserl_ray.runtime.learner import Learner
+    from hilserl_ray.runtime.rundir import replay_dir
 
     cfg = small_cfg(tmp_path, "--storage.durable=false", "--learner.training_starts=1000000")
     learner = Learner(cfg.model_dump(mode="json"))

@@ -15,7 +15,6 @@ import pytest
 from fake_sts3215 import FakeBus, real_config, write_calibration, write_video
 
 from hilserl_ray.buffer.replay import ReplayBuffer
-from hilserl_ray.config import JOINT_NAMES
 from hilserl_ray.configio import load_config
 from hilserl_ray.data import convert as convert_mod
 from hilserl_ray.data.convert import convert, load_offline_datasets
@@ -24,6 +23,7 @@ from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.synthetic import teleop_motion, write_teleop_dataset
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.pipeline import pipeline_spec
+from hilserl_ray.so101 import JOINT_NAMES
 
 LENGTHS = [40, 25]
 RENAME = {"observation.images.wrist": "observation.images.front"}

@@ -8,8 +8,8 @@ import pytest
 from run_helpers import find_wrapper
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.envs.wrappers import STAY
 from hilserl_ray.rig import make_env
+from hilserl_ray.so101 import STAY
 
 
 def make(**ee_action) -> tuple:

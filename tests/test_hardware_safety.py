@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from fake_sts3215 import FakeBus, real_config, write_calibration
 
-from hilserl_ray.config import JOINT_NAMES
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.hardware.follower import SO101Follower
 from hilserl_ray.hardware.robot_env import make_real_env
 from hilserl_ray.hardware.safety import SafetyLimits
+from hilserl_ray.so101 import JOINT_NAMES
 
 KIN = Kinematics()
 LOW = np.array([-90.0] * 5 + [0.0])

@@ -10,8 +10,9 @@ from fake_sts3215 import FakeBus, real_config, write_calibration
 
 from hilserl_ray.envs.intervention import InterventionSource
 from hilserl_ray.envs.kinematics import Kinematics
+from hilserl_ray.hardware.keys import KeyboardListener
 from hilserl_ray.hardware.leader import make_leader_source
-from hilserl_ray.hardware.teleop import GamepadSource, KeyboardListener, KeyboardSource, make_teleop_source
+from hilserl_ray.hardware.teleop import GamepadSource, KeyboardSource, make_teleop_source
 
 RESET = np.array([0.0, -20.0, 30.0, 70.0, 0.0, 30.0], dtype=np.float32)
 

@@ -109,7 +109,7 @@ def streamer_class():
 
 def stored_rows(out: Path) -> tuple[list[tuple[int, int]], dict]:
     from hilserl_ray.buffer import ReplayBuffer
-    from hilserl_ray.runtime.learner import replay_dir
+    from hilserl_ray.runtime.rundir import replay_dir
 
     buf = ReplayBuffer.open(replay_dir(out) / "online")
     pos = buf.live_positions()

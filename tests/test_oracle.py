@@ -8,8 +8,8 @@ import pytest
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.intervention import InterventionSource
 from hilserl_ray.envs.oracle import OracleSource, ScriptedExpert
-from hilserl_ray.envs.wrappers import STAY
 from hilserl_ray.rig import make_env
+from hilserl_ray.so101 import STAY
 
 IDLE = np.array([0.0, 0.0, 0.0, STAY], np.float32)
 

@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from policy_helpers import make_spec, numpy_obs, random_batch, small_cfg
 from safetensors.torch import save_file
 
-from hilserl_ray.config import JOINT_NAMES, PolicyConfig
+from hilserl_ray.config import PolicyConfig
 from hilserl_ray.features import STATE, Feature
 from hilserl_ray.policy import ActorPolicy, SACAgent
 from hilserl_ray.policy.augment import random_shift
 from hilserl_ray.policy.normalize import resolve_stats
+from hilserl_ray.so101 import JOINT_NAMES
 
 CAM = "observation.images.front"
 

@@ -11,8 +11,8 @@ from hilserl_ray.envs.intervention import InterventionSource, no_events
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.envs.transforms import process_image, proprio_state
-from hilserl_ray.envs.wrappers import CLOSE, OPEN, STAY
 from hilserl_ray.rig import make_env
+from hilserl_ray.so101 import CLOSE, OPEN, STAY
 
 STATE = "observation.state"
 KIN = Kinematics()

@@ -17,13 +17,6 @@ from hilserl_ray.features import ACTION, FeatureSpec
 BATCH_SCALARS = ("reward", "terminated", "discrete_penalty", "is_intervention")
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"buffer device '{device}': CUDA is not available here; use device='cpu'")
-    return d
-
-
 def allocate(spec: FeatureSpec, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Host tensors for one batch (pinned when the batch goes to CUDA); fill them via `as_numpy`."""
     pin = device.type == "cuda"

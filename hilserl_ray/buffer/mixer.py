@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from hilserl_ray.buffer import batch as batching
+from hilserl_ray.buffer.persist import spec_diff
 from hilserl_ray.buffer.replay import ReplayBuffer
 
 
@@ -19,8 +20,6 @@ class MixedSampler:
         if not 0.0 <= online_ratio <= 1.0:
             raise ValueError(f"online_ratio: expected a share in [0, 1], got {online_ratio}")
         if online.spec.fingerprint() != offline.spec.fingerprint():
-            from hilserl_ray.buffer.persist import spec_diff
-
             raise ValueError(
                 "the online and offline buffers hold different features: "
                 f"{spec_diff(offline.spec, online.spec, ('offline', 'online'))}; build both from pipeline_spec(cfg)"

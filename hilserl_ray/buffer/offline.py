@@ -70,12 +70,12 @@ class OfflineBuffer:
     def rng_states(self) -> dict:
         return {
             "split": self._rng.bit_generator.state,
-            "ring": self.ring._rng.bit_generator.state,
+            "ring": self.ring.rng_state,
             "datasets": [d._rng.bit_generator.state for d in self.datasets],
         }
 
     def set_rng_states(self, states: dict) -> None:
         self._rng.bit_generator.state = states["split"]
-        self.ring._rng.bit_generator.state = states["ring"]
+        self.ring.rng_state = states["ring"]
         for d, st in zip(self.datasets, states.get("datasets", []), strict=False):
             d._rng.bit_generator.state = st

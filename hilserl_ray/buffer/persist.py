@@ -13,16 +13,12 @@ import shutil
 import uuid
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hilserl_ray.errors import UserError
 from hilserl_ray.features import FeatureSpec
 from hilserl_ray.fsutil import fsync_dir
-
-if TYPE_CHECKING:
-    from hilserl_ray.buffer.replay import ReplayBuffer
 
 FORMAT = "hilserl_ray.replay_buffer"
 VERSION = 1
@@ -33,7 +29,8 @@ class BufferFileError(UserError, ValueError):
     """A saved buffer that cannot be loaded as asked (missing/corrupt files, other spec)."""
 
 
-def save(buf: ReplayBuffer, directory: Path) -> Path:
+def save(buf, directory: Path) -> Path:
+    """Write the ReplayBuffer `buf` (its caller holds its lock) into `directory`."""
     directory = directory.absolute()
     if directory.exists() and any(directory.iterdir()) and not (directory / MANIFEST).exists():
         raise BufferFileError(
@@ -62,11 +59,11 @@ def save(buf: ReplayBuffer, directory: Path) -> Path:
             "spec": buf.spec.to_dict(),
             "capacity": buf.capacity,
             "size": n,
-            "written": buf._written,
+            "written": buf.written,
             "transitions": len(buf),
             "bytes_per_transition": buf.bytes_per_transition,
             "open_episodes": [[int(e), int(g)] for e, g in buf._open.items()],
-            "rng": buf._rng.bit_generator.state,  # a resumed run samples on, not from the seed again
+            "rng": buf.rng_state,  # a resumed run samples on, not from the seed again
             "arrays": arrays,
         }
         with open(tmp / MANIFEST, "w") as f:
@@ -89,6 +86,7 @@ def save(buf: ReplayBuffer, directory: Path) -> Path:
 
 
 def load(cls, directory: Path, device, spec: FeatureSpec | None, capacity: int | None, seed: int, mmap: bool):
+    """A `cls` (ReplayBuffer, passed in: this module does not import it) holding the save in `directory`."""
     directory = _existing(directory)
     manifest = _manifest(directory)
     saved_spec = FeatureSpec.from_dict(manifest["spec"])
@@ -125,9 +123,9 @@ def load(cls, directory: Path, device, spec: FeatureSpec | None, capacity: int |
         buf._written = m
         buf._open = {int(e): int(g) - offset for e, g in manifest["open_episodes"] if g - offset >= 0}
     if "rng" in manifest:
-        buf._rng.bit_generator.state = manifest["rng"]
+        buf.rng_state = manifest["rng"]
     d = buf._data
-    low = buf._written - buf.capacity
+    low = buf.written - buf.capacity
     d["valid"][:] = d["is_start"] & (d["next"] >= 0) & (d["next"] >= low)
     buf._n_valid = int(np.count_nonzero(d["valid"]))
     return buf

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 
 from hilserl_ray.buffer import batch as batching
+from hilserl_ray.buffer import persist
 from hilserl_ray.buffer.chunk import chunk_layout, validate_chunk
 from hilserl_ray.buffer.prefault import Prefaulter
-from hilserl_ray.buffer.store import RowStore
+from hilserl_ray.buffer.store import RowStore, read_manifest
+from hilserl_ray.device import resolve_device
 from hilserl_ray.features import FeatureSpec
 
 # Bookkeeping arrays per row, besides the chunk fields.
@@ -72,7 +74,7 @@ class ReplayBuffer:
             raise ValueError(f"ReplayBuffer capacity: expected a positive number of rows, got {capacity}")
         self.spec = spec
         self.capacity = int(capacity)
-        self.device = batching.resolve_device(device)
+        self.device = resolve_device(device, where="ReplayBuffer device")
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._layout = chunk_layout(spec)
@@ -106,8 +108,6 @@ class ReplayBuffer:
 
         Read-only by default: for tools that read a run's transitions (`replay_dirs`), also while
         the run's learner writes more."""
-        from hilserl_ray.buffer.store import read_manifest
-
         manifest = read_manifest(Path(directory))
         spec = FeatureSpec.from_dict(manifest["spec"])
         return cls(spec, manifest["capacity"], device=device, storage=directory, readonly=readonly)
@@ -124,6 +124,29 @@ class ReplayBuffer:
     def size(self) -> int:
         """Rows held (observations, including each episode's final one)."""
         return min(self._written, self.capacity)
+
+    @property
+    def written(self) -> int:
+        """Rows ever written (the position in the stored data; above `capacity` once it wrapped)."""
+        return self._written
+
+    @property
+    def rng_state(self) -> dict:
+        """The sampling generator's state: a checkpoint keeps it, so a resumed run samples on."""
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The stored chunk fields (observations, action, scalars, episode ids), in layout order."""
+        return tuple(self._layout)
+
+    def column(self, name: str) -> np.ndarray:
+        """One stored field's rows by ring position (memory-mapped for a store; do not write)."""
+        return self._data[name]
 
     @property
     def bytes_per_transition(self) -> int:
@@ -368,8 +391,6 @@ class ReplayBuffer:
     # ---------------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
         """Write the buffer atomically (temp dir + rename): .npy per field + manifest.json."""
-        from hilserl_ray.buffer import persist
-
         with self._lock:
             return persist.save(self, Path(directory))
 
@@ -389,6 +410,4 @@ class ReplayBuffer:
         newest rows). `mmap=True` maps the files copy-on-write instead of reading them, when the
         saved buffer is full at the requested capacity (an offline buffer sized to its dataset).
         """
-        from hilserl_ray.buffer import persist
-
         return persist.load(cls, Path(directory), device, spec, capacity, seed, mmap)

@@ -8,9 +8,10 @@ concern: what every arm shares, the one robot an arm config drives, and a fleet'
 
 from __future__ import annotations
 
-from hilserl_ray.config import EE_ONLY_SOURCES, JOINT_NAMES, SIM_CAMERAS, TrainConfig
+from hilserl_ray.config import EE_ONLY_SOURCES, SIM_CAMERAS, TrainConfig
 from hilserl_ray.errors import InvalidConfig, Problem
 from hilserl_ray.fleet.expand import arm_config, arm_path, arm_placement
+from hilserl_ray.so101 import JOINT_NAMES
 
 
 def config_problems(cfg: TrainConfig) -> list[Problem]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import Problem
 from hilserl_ray.features import FeatureSpec
 from hilserl_ray.fleet.arms import fleet
 from hilserl_ray.fleet.expand import arm_config, arm_path
 from hilserl_ray.hardware.calibration import CalibrationError, load_calibration
+from hilserl_ray.so101 import JOINT_NAMES
 
 # checked once for the whole run, not once per arm
 SHARED_PATHS = ("robot.mjcf", "policy.encoder_weights", "policy.device", "learner.num_gpus")

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from hilserl_ray.envs.intervention import EVENT_KEYS, InterventionSource, success_held
-from hilserl_ray.hardware.teleop import EVENT_BINDINGS, KeyboardListener, KeyboardSource, ee_action
+from hilserl_ray.hardware.keys import EVENT_BINDINGS, KeyboardListener
+from hilserl_ray.hardware.teleop import KeyboardSource, ee_action
 
 PAUSE_KEY = "p"
 TAKEOVER_KEY = "space"

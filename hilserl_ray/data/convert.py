@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.data import cache, formats, mapping
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
 from hilserl_ray.envs import pipeline
@@ -39,6 +39,7 @@ from hilserl_ray.envs.offline import ImagePlan, Recorded
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
 from hilserl_ray.hardware.calibration import Normalizer, load_calibration
+from hilserl_ray.so101 import JOINT_NAMES, NUM_JOINTS
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def read_recorded(
     (joint targets in degrees, or already the pipeline's), images as a decoding plan; every
     value checked finite (and a pipeline action in range), naming the episode and frame."""
     eps = reader.episodes
-    joints = joint_degrees(state_col[:, : mapping.NUM_JOINTS], cfg, decision.joint_units)
+    joints = joint_degrees(state_col[:, :NUM_JOINTS], cfg, decision.joint_units)
     _check_finite(joints, key[STATE], eps)
     obs = {STATE: joints}
     if ENV_STATE in spec.observation:  # privileged sim state (state-only sim tasks): as recorded
@@ -170,10 +171,10 @@ def read_recorded(
     if in_pipeline:
         action = _check_actions(action_col, key[ACTION], spec, eps)
     else:  # joint targets, or deltas in the dataset's units made targets, in degrees
-        raw = action_col[:, : mapping.NUM_JOINTS].astype(np.float64)
+        raw = action_col[:, :NUM_JOINTS].astype(np.float64)
         _check_finite(raw, key[ACTION], eps)
         if decision.action_format == "joint_deltas":
-            raw = state_col[:, : mapping.NUM_JOINTS].astype(np.float64) + raw
+            raw = state_col[:, :NUM_JOINTS].astype(np.float64) + raw
         action = joint_degrees(raw, cfg, decision.joint_units)
     return Recorded(
         joints=joints,

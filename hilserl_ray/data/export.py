@@ -25,11 +25,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hilserl_ray.buffer import ReplayBuffer
+from hilserl_ray.buffer.store import StoreError
 from hilserl_ray.configio import load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, TRUNCATED
 from hilserl_ray.errors import UserError, command
 from hilserl_ray.features import ACTION, FeatureSpec
+from hilserl_ray.runtime.rundir import replay_dir
 
 SUCCESS = "complementary_info.episode_success"
 
@@ -45,10 +48,6 @@ def read_run_replay(run_dir: Path) -> tuple[FeatureSpec, dict[str, np.ndarray], 
     `<run>/replay/online/` (`buffer/store.py`), opened read-only as of its last commit, also while
     the run goes on. Arrays are memory maps, rows gathered only when indexed.
     """
-    from hilserl_ray.buffer import ReplayBuffer
-    from hilserl_ray.buffer.store import StoreError
-    from hilserl_ray.runtime.learner import replay_dir
-
     d = replay_dir(run_dir) / "online"
     try:
         buf = ReplayBuffer.open(d)
@@ -58,8 +57,8 @@ def read_run_replay(run_dir: Path) -> tuple[FeatureSpec, dict[str, np.ndarray], 
             fix="pass the output_dir of a run that collected transitions",
         ) from None
     order = buf.live_positions()  # global row order -> ring position
-    arrays = {name: _Ordered(buf._data[name], order) for name in buf._layout}
-    wrapped = buf._written > buf.capacity
+    arrays = {name: _Ordered(buf.column(name), order) for name in buf.fields}
+    wrapped = buf.written > buf.capacity
     return buf.spec, arrays, whole_episodes(arrays["episode_id"][:], arrays["is_last"][:], wrapped)
 
 

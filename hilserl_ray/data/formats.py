@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
-from hilserl_ray.data.keys import NUM_JOINTS, dataset_key
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.data.keys import dataset_key
 from hilserl_ray.data.lerobot_reader import LeRobotReader
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import Problem
 from hilserl_ray.features import ACTION, STATE
 from hilserl_ray.hardware.calibration import Normalizer, load_calibration
+from hilserl_ray.so101 import ARM, ARM_JOINTS, JOINT_NAMES, NUM_JOINTS
 
 RANGE_LIMIT = 100.0  # LeRobot's range units lie in [-100, 100]
 OUTSIDE_CALIBRATION_DEG = 5.0  # read as degrees, this far past the calibrated range is impossible
@@ -143,7 +144,7 @@ def _action_format(cfg, spec, feature, arange, srange) -> tuple[str, str, list[P
         if inside:
             return "pipeline", f"{n} values inside the pipeline's action bounds", []
     if arange is not None and srange is not None and n >= NUM_JOINTS and len(srange["mean"]) >= NUM_JOINTS:
-        a, s = arange["mean"][:5], srange["mean"][:5]
+        a, s = arange["mean"][ARM], srange["mean"][ARM]
         if np.abs(a - s).sum() < np.abs(a).sum():
             return "joint_targets", "the action's means follow the state's (absolute joint targets)", []
         return "joint_deltas", "the action's means sit near zero, away from the state's (joint deltas)", []
@@ -193,8 +194,8 @@ def _joint_units(cfg, fmt, srange, arange) -> tuple[str, str, list[Problem]]:
     parts = [p for p in parts if p is not None and len(p["min"]) >= NUM_JOINTS]
     if not parts:
         return "degrees", "no joint values to judge; degrees", []
-    lo = np.min([p["min"][:5] for p in parts], axis=0)
-    hi = np.max([p["max"][:5] for p in parts], axis=0)
+    lo = np.min([p["min"][ARM] for p in parts], axis=0)
+    hi = np.max([p["max"][ARM] for p in parts], axis=0)
     peak = np.maximum(np.abs(lo), np.abs(hi))
     if (peak > RANGE_LIMIT + 1e-3).any():
         j = int(np.argmax(peak))
@@ -203,7 +204,7 @@ def _joint_units(cfg, fmt, srange, arange) -> tuple[str, str, list[Problem]]:
         return "degrees", "pipeline-format actions are recorded in degrees (EE control needs them)", []
     limits = calibration_limits(cfg)
     if limits is not None:
-        clo, chi = limits[0][:5], limits[1][:5]
+        clo, chi = limits[0][ARM], limits[1][ARM]
         out = np.maximum(clo - lo, hi - chi)
         if (out > OUTSIDE_CALIBRATION_DEG).any():
             j = int(np.argmax(out))
@@ -221,7 +222,7 @@ def _joint_units(cfg, fmt, srange, arange) -> tuple[str, str, list[Problem]]:
             f"{JOINT_NAMES[j]} stops at exactly +-100 (LeRobot clips range units there)",
             [],
         )
-    spans = ", ".join(f"{j} {a:.1f}..{b:.1f}" for j, a, b in zip(JOINT_NAMES[:5], lo, hi, strict=True))
+    spans = ", ".join(f"{j} {a:.1f}..{b:.1f}" for j, a, b in zip(ARM_JOINTS, lo, hi, strict=True))
     why = (
         "with robot.calibration the ranges fit both"
         if limits is not None

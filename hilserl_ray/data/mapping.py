@@ -12,12 +12,13 @@ from pathlib import Path
 
 from hilserl_ray.config import CameraConfig, TrainConfig
 from hilserl_ray.data import formats
-from hilserl_ray.data.keys import NUM_JOINTS, dataset_key
+from hilserl_ray.data.keys import dataset_key
 from hilserl_ray.data.layout import DEFAULT_FEATURES
 from hilserl_ray.data.lerobot_reader import image_hw
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec, uses_environment_state
 from hilserl_ray.errors import Problem
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
+from hilserl_ray.so101 import NUM_JOINTS
 
 REWARD = "next.reward"
 DONE = "next.done"

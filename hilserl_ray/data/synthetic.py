@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD
+from hilserl_ray.so101 import JOINT_NAMES
 
 CODE_ROWS, CODE_COLS = 2, 8
 RESET_POSE_DEG = np.array([0.0, -20.0, 30.0, 70.0, 0.0, 30.0])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLOSE, STAY, OPEN = 0.0, 1.0, 2.0  # the discrete gripper command (as EEAction reads it)
+from hilserl_ray.so101 import ARM, CLOSE, GRIPPER, NUM_JOINTS, OPEN, STAY
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,13 @@ def joint_targets_to_action(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, 6) targets and present joints (state units: degrees, gripper 0..100) -> (N, A) float32
     actions in the pipeline's format, and (N,) bool: whether any continuous value was clipped."""
-    target = np.asarray(target, np.float64).reshape(-1, 6)
-    present = np.asarray(present, np.float64).reshape(-1, 6)
+    target = np.asarray(target, np.float64).reshape(-1, NUM_JOINTS)
+    present = np.asarray(present, np.float64).reshape(-1, NUM_JOINTS)
     if params.ee:
         arm = (kin.fk(target)[0] - kin.fk(present)[0]) / params.step_size_m
     else:
-        arm = (target[:, :5] - present[:, :5]) / params.max_relative_target_deg
-    dg = target[:, 5] - present[:, 5]
+        arm = (target[:, ARM] - present[:, ARM]) / params.max_relative_target_deg
+    dg = target[:, GRIPPER] - present[:, GRIPPER]
     if params.discrete_gripper:
         cont = arm
         grip = np.where(np.abs(dg) <= params.gripper_threshold, STAY, np.where(dg > 0, OPEN, CLOSE))

@@ -15,12 +15,11 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES
+from hilserl_ray.so101 import ARM, GRIPPER, JOINT_NAMES, NUM_ARM_JOINTS, NUM_JOINTS
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MJCF = ASSETS / "so101.xml"
 EE_SITE = "gripperframe"
-ARM = JOINT_NAMES[:5]
 
 
 def mat_to_euler(mat: np.ndarray) -> np.ndarray:
@@ -92,35 +91,35 @@ class Kinematics:
         """State units (..., 6) -> joint radians (..., 6); gripper 0..100 -> its joint range."""
         q = np.deg2rad(np.asarray(q_deg, dtype=np.float64))
         lo, hi = self.gripper_range
-        q[..., 5] = lo + np.asarray(q_deg, dtype=np.float64)[..., 5] / 100.0 * (hi - lo)
+        q[..., GRIPPER] = lo + np.asarray(q_deg, dtype=np.float64)[..., GRIPPER] / 100.0 * (hi - lo)
         return q
 
     def to_state(self, q_rad: np.ndarray) -> np.ndarray:
         """Joint radians (..., 6) -> state units (..., 6)."""
         q = np.rad2deg(np.asarray(q_rad, dtype=np.float64))
         lo, hi = self.gripper_range
-        q[..., 5] = (np.asarray(q_rad, dtype=np.float64)[..., 5] - lo) / (hi - lo) * 100.0
+        q[..., GRIPPER] = (np.asarray(q_rad, dtype=np.float64)[..., GRIPPER] - lo) / (hi - lo) * 100.0
         return q
 
     def clip_state(self, q_deg: np.ndarray) -> np.ndarray:
         """Clip joint targets (state units) to the model's joint ranges."""
         q = np.array(q_deg, dtype=np.float64)
-        q[..., :5] = np.clip(q[..., :5], np.rad2deg(self.ranges[:5, 0]), np.rad2deg(self.ranges[:5, 1]))
-        q[..., 5] = np.clip(q[..., 5], 0.0, 100.0)
+        q[..., ARM] = np.clip(q[..., ARM], np.rad2deg(self.ranges[ARM, 0]), np.rad2deg(self.ranges[ARM, 1]))
+        q[..., GRIPPER] = np.clip(q[..., GRIPPER], 0.0, 100.0)
         return q
 
     # ------------------------------------------------------------------- FK
     def _set(self, q_rad_arm: np.ndarray) -> None:
-        self.data.qpos[self.qpos_adr[:5]] = q_rad_arm
+        self.data.qpos[self.qpos_adr[ARM]] = q_rad_arm
         mujoco.mj_kinematics(self.model, self.data)
 
     def fk(self, q_deg: np.ndarray, site: str = EE_SITE) -> tuple[np.ndarray, np.ndarray]:
         """Pose of `site` in the base frame: (pos (..., 3) metres, euler (..., 3) rad)."""
         q_deg = np.asarray(q_deg, dtype=np.float64)
-        if q_deg.shape[-1] not in (5, 6):
+        if q_deg.shape[-1] not in (NUM_ARM_JOINTS, NUM_JOINTS):
             raise ValueError(f"fk: q_deg must end in 6 joint values (state units), got shape {q_deg.shape}")
         sid = self.ee_site if site == EE_SITE else self.site_id(site)
-        flat = np.deg2rad(q_deg[..., :5].reshape(-1, 5))
+        flat = np.deg2rad(q_deg[..., ARM].reshape(-1, NUM_ARM_JOINTS))
         pos = np.empty((len(flat), 3))
         mat = np.empty((len(flat), 3, 3))
         for i, q in enumerate(flat):
@@ -133,7 +132,7 @@ class Kinematics:
     def fk_mat(self, q_deg: np.ndarray, site: str = EE_SITE) -> tuple[np.ndarray, np.ndarray]:
         """Like `fk` for one configuration, but the rotation as a 3x3 matrix."""
         sid = self.ee_site if site == EE_SITE else self.site_id(site)
-        self._set(np.deg2rad(np.asarray(q_deg, dtype=np.float64)[:5]))
+        self._set(np.deg2rad(np.asarray(q_deg, dtype=np.float64)[ARM]))
         return self.data.site_xpos[sid].copy(), self.data.site_xmat[sid].reshape(3, 3).copy()
 
     # ------------------------------------------------------------------- IK
@@ -169,7 +168,7 @@ class Kinematics:
         at the target are tried (`restarts`), so the result stays deterministic.
         """
         q_init_deg = np.asarray(q_init_deg, dtype=np.float64)
-        if q_init_deg.shape != (6,):
+        if q_init_deg.shape != (NUM_JOINTS,):
             raise ValueError(f"ik: q_init_deg must have shape (6,) in state units, got {q_init_deg.shape}")
         target_pos = np.asarray(target_pos, dtype=np.float64).reshape(3)
         sid = self.ee_site if site == EE_SITE else self.site_id(site)
@@ -180,7 +179,7 @@ class Kinematics:
             down = down / np.linalg.norm(down)
         turn = np.inf if max_turn_rad is None else max_turn_rad
         args = (target_pos, sid, target_mat, down, roll_weight, tol, max_iters, damping, max_step_rad, turn)
-        q, err = self._solve(np.deg2rad(q_init_deg[:5]), *args)
+        q, err = self._solve(np.deg2rad(q_init_deg[ARM]), *args)
         if restarts and err > tol:
             pan = -np.arctan2(target_pos[1], target_pos[0] - self.model.body("shoulder").pos[0])
             for lift, elbow, flex in _RESTART_SEEDS:
@@ -191,17 +190,17 @@ class Kinematics:
                 if err <= tol:
                     break
         out = q_init_deg.copy()
-        out[:5] = np.rad2deg(q)
+        out[ARM] = np.rad2deg(q)
         return out
 
     def _solve(self, q0, target_pos, sid, target_mat, down, w, tol, max_iters, damping, max_step_rad, turn):
         """One damped-least-squares descent from q0 (radians); returns (q, position error).
         `turn`: what is left of the orientation task's joint motion budget (max-norm, summed)."""
-        lo, hi = self.ranges[:5, 0], self.ranges[:5, 1]
+        lo, hi = self.ranges[ARM, 0], self.ranges[ARM, 1]
         q = np.clip(q0, lo, hi)
         jacp = np.zeros((3, self.model.nv))
         jacr = np.zeros((3, self.model.nv))
-        cols = self.dof_adr[:5]
+        cols = self.dof_adr[ARM]
         for _ in range(max_iters):
             self._set(q)
             pos = self.data.site_xpos[sid]

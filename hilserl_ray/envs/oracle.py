@@ -17,8 +17,8 @@ from hilserl_ray.envs.intervention import no_events
 from hilserl_ray.envs.scene import CUBE_HALF
 from hilserl_ray.envs.sim import SO101SimEnv
 from hilserl_ray.features import STATE
+from hilserl_ray.so101 import CLOSE, GRIPPER, OPEN, STAY
 
-CLOSE, STAY, OPEN = 0, 1, 2
 HOVER_M = 0.05  # approach height above the grasp point
 ALIGN_M = 0.005  # horizontal error below which the gripper descends
 GRASP_TOL_M = 0.006
@@ -54,7 +54,7 @@ class ScriptedExpert:
         if self.task == "reach":
             return self._action(self.sim.target_pos() - ee, STAY)
         cube = self.aim()
-        gripper = float(obs[STATE][5]) if obs is not None else float(self.sim.joint_state()[5])
+        gripper = float(obs[STATE][GRIPPER]) if obs is not None else float(self.sim.joint_state()[GRIPPER])
         # Where gripperframe (in the fixed jaw's pad) must be for the cube to sit between the
         # pads: the pad's inner face is 6.4 mm along the site's z axis (towards the moving jaw).
         grasp = cube - self.sim.ee_mat()[:, 2] * (CUBE_HALF + PAD_FACE_M + CLEARANCE_M)

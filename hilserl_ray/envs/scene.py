@@ -12,8 +12,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES
 from hilserl_ray.envs.kinematics import DEFAULT_MJCF
+from hilserl_ray.so101 import JOINT_NAMES
 
 TIMESTEP = 0.004  # s; 25 substeps per 10 Hz control step
 CUBE_HALF = 0.0125  # m: a 25 mm cube, narrower than the 40 mm the jaw pads are parallel at

@@ -23,11 +23,12 @@ import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig  # noqa: E402
+from hilserl_ray.config import TrainConfig  # noqa: E402
 from hilserl_ray.envs.kinematics import EE_SITE, Kinematics  # noqa: E402
 from hilserl_ray.envs.scene import CUBE_HALF, build_scene  # noqa: E402
 from hilserl_ray.envs.specs import ENV_STATE, robot_spec  # noqa: E402
 from hilserl_ray.features import IMAGE_PREFIX, STATE  # noqa: E402
+from hilserl_ray.so101 import ARM, JOINT_NAMES, NUM_ARM_JOINTS  # noqa: E402
 
 REACH_SUCCESS_M = 0.02  # gripperframe within 2 cm of the target
 LIFT_M = 0.04  # cube bottom lifted 4 cm off the table
@@ -114,8 +115,8 @@ class SO101SimEnv(gym.Env):
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         q = self.kin.to_radians(self.reset_pose)
-        q[:5] += rng.normal(0.0, self.cfg.env.reset_noise, 5)
-        q[:5] = np.clip(q[:5], self.kin.ranges[:5, 0], self.kin.ranges[:5, 1])
+        q[ARM] += rng.normal(0.0, self.cfg.env.reset_noise, NUM_ARM_JOINTS)
+        q[ARM] = np.clip(q[ARM], self.kin.ranges[ARM, 0], self.kin.ranges[ARM, 1])
         d.qpos[self._qadr] = q
         d.ctrl[self._act] = q
         self._ctrl_state = self.kin.to_state(q)

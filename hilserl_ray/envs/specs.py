@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, Feature, FeatureSpec
+from hilserl_ray.so101 import ARM_JOINTS, JOINT_NAMES
 
-ARM_JOINTS = JOINT_NAMES[:5]
 ENV_STATE = "observation.environment_state"
 
 

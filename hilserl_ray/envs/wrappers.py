@@ -23,8 +23,8 @@ from hilserl_ray.envs.sim import space_from_features
 from hilserl_ray.envs.transforms import process_image, proprio_state
 from hilserl_ray.features import IMAGE_PREFIX, STATE, FeatureSpec
 from hilserl_ray.reward.detector import SuccessDetector
+from hilserl_ray.so101 import ARM, CLOSE, GRIPPER, NUM_JOINTS, OPEN, STAY
 
-CLOSE, STAY, OPEN = 0, 1, 2  # discrete gripper commands
 GRIPPER_OPEN_ABOVE = 5.0  # gripper state (0..100) above which the jaws count as open
 IK_TOL_M = 0.005  # EEAction: a fingers-down IK solution farther than this from the target is dropped
 MAX_TURN_RAD = 0.2  # EEAction: fingers-down may turn a joint this much per step (see Kinematics.ik)
@@ -82,7 +82,7 @@ class Proprioception(_ObsStep):
         return super().reset(**kwargs)
 
     def observation(self, obs):
-        q = np.asarray(obs[STATE], np.float64)[:6]
+        q = np.asarray(obs[STATE], np.float64)[:NUM_JOINTS]
         vel = np.zeros(6) if self._prev is None else (q - self._prev) / self.dt
         self._prev = q
         obs = dict(obs)
@@ -132,14 +132,14 @@ class EEAction(gym.Wrapper):
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._q = np.asarray(obs[STATE], np.float64)[:6].copy()
+        self._q = np.asarray(obs[STATE], np.float64)[:NUM_JOINTS].copy()
         self._commanded = self._held = None
-        self._gripper_target = float(self._q[5])
+        self._gripper_target = float(self._q[GRIPPER])
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(self.joint_targets(action))
-        self._q = np.asarray(obs[STATE], np.float64)[:6].copy()
+        self._q = np.asarray(obs[STATE], np.float64)[:NUM_JOINTS].copy()
         return obs, reward, terminated, truncated, info
 
     def ee_target(self, action: np.ndarray) -> np.ndarray:
@@ -168,7 +168,7 @@ class EEAction(gym.Wrapper):
             )
         q = self._q.copy()
         if self.ee.enabled and self._held is not None and not np.any(action[:3]):
-            q[:5] = self._held  # a zero step holds the joints: re-solving IK from the sagged pose creeps
+            q[ARM] = self._held  # a zero step holds the joints: re-solving IK from the sagged pose creeps
         elif self.ee.enabled:
             down = np.array([0.0, 0.0, -1.0]) if self.ee.point_down else None
             self._commanded = target = self.ee_target(action)
@@ -179,7 +179,7 @@ class EEAction(gym.Wrapper):
                 # fingers-down drove a joint into its limit short of the target: position first
                 q = self.kin.ik(target, self._q, max_iters=20, restarts=False)
         else:
-            q[:5] += np.clip(action[:5], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
+            q[ARM] += np.clip(action[ARM], -1.0, 1.0) * self.cfg.robot.max_relative_target_deg
         g = action[-1]
         if self.discrete:
             cmd = int(np.clip(np.rint(g), CLOSE, OPEN))
@@ -188,9 +188,9 @@ class EEAction(gym.Wrapper):
         else:
             step = np.clip(g, -1.0, 1.0) * self.cfg.pipeline.gripper.step_deg
             self._gripper_target = float(np.clip(self._gripper_target + step, 0.0, 100.0))
-        q[5] = self._gripper_target
+        q[GRIPPER] = self._gripper_target
         q = self.kin.clip_state(q)
-        self._held = q[:5].copy()
+        self._held = q[ARM].copy()
         return q.astype(np.float32)
 
 
@@ -344,7 +344,7 @@ class GripperPenalty(gym.Wrapper):
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._open = float(obs[STATE][5]) > GRIPPER_OPEN_ABOVE
+        self._open = float(obs[STATE][GRIPPER]) > GRIPPER_OPEN_ABOVE
         return obs, info
 
     def step(self, action):

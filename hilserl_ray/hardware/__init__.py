@@ -8,7 +8,7 @@
 - `camera`: OpenCV cameras with a background reader (`python -m hilserl_ray.find_cameras`).
 - `follower` + `robot_env`: the follower arm and `make_real_env(cfg)`, the raw env that
   `rig.make_env` wraps in the pipeline when `robot.type == "so101"`.
-- `teleop` + `leader`: keyboard, gamepad and leader-arm `InterventionSource`s
+- `teleop` + `leader` (+ `keys`, the keyboard both read): keyboard, gamepad and leader-arm `InterventionSource`s
   (`make_teleop_source(cfg)`); pynput/pygame come with the `teleop` extra.
 
 Modules are imported on demand, so the sim never loads serial or camera code.

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hilserl_ray.hardware.feetech import FeetechBus, check_sdk
+
 log = logging.getLogger(__name__)
 
 GUARD_MODULE = "hilserl_ray.hardware.guard"
@@ -106,8 +108,6 @@ class GuardLink:
 
 # ---------------------------------------------------------------------------- the guard process
 def _stop_arm(port: str, ids: list[int], margin_ms: float, release_at: float, stop) -> None:
-    from hilserl_ray.hardware.feetech import FeetechBus
-
     motors = {f"id{i}": i for i in ids}
     held = False
     while not stop():
@@ -143,8 +143,6 @@ def run_guard(port: str, ids: list[int], release_s: float, margin_ms: float) -> 
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C meant for the trainer is not for us
-    from hilserl_ray.hardware.feetech import check_sdk
-
     check_sdk()  # import and check the SDK now: the moment the robot dies is no time for it
     fd = sys.stdin.fileno()
     last_kick = last_beat = time.monotonic()

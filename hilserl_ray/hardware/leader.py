@@ -25,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.intervention import no_events
 from hilserl_ray.envs.joint_actions import JointActionParams, joint_targets_to_action
+from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.hardware.calibration import Normalizer, apply_calibration, check_ids, load_calibration
 from hilserl_ray.hardware.feetech import FeetechBus
-from hilserl_ray.hardware.teleop import SUCCESS_HELD_KEY, KeyboardListener, KeyEvents, make_keys
+from hilserl_ray.hardware.keys import SUCCESS_HELD_KEY, KeyboardListener, KeyEvents, make_keys
+from hilserl_ray.so101 import ARM, JOINT_NAMES, NUM_JOINTS
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ class LeaderSource:
                 self._key_engaged = self.engaged = self.control.engaged
                 if not self.engaged:
                     self.reference = q_leader.copy()
-        moved = float(np.max(np.abs(q_leader[:5] - self.reference[:5])))
+        moved = float(np.max(np.abs(q_leader[ARM] - self.reference[ARM])))
         if not self.engaged and moved > self.divergence_deg:
             self.engaged = True
             if self.control is not None:
@@ -127,7 +129,7 @@ class LeaderSource:
         self._update_engagement(q_leader)
         if not self.engaged:
             return None
-        q_follower = np.asarray(obs["observation.state"], dtype=np.float64)[:6]
+        q_follower = np.asarray(obs["observation.state"], dtype=np.float64)[:NUM_JOINTS]
         return self.action_towards(q_leader, q_follower)
 
     def action_towards(self, q_leader: np.ndarray, q_follower: np.ndarray) -> np.ndarray:
@@ -160,8 +162,6 @@ def make_leader_source(
             "pipeline.intervention.leader_calibration: a calibration JSON for the leader arm is required "
             "(python -m hilserl_ray.calibrate --port <leader port> --out calibration/leader.json --leader)"
         )
-    from hilserl_ray.envs.kinematics import Kinematics
-
     if keys is None and use_keyboard:
         try:
             keys = make_keys(cfg)

@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.pipeline import robot_spec
 from hilserl_ray.features import IMAGE_PREFIX, STATE
 from hilserl_ray.hardware.camera import OpenCVCamera
@@ -162,8 +163,6 @@ def make_real_env(cfg: TrainConfig) -> RealSO101Env:
     """The raw real-robot env for `cfg.robot.type == "so101"` (make_env wraps it in the pipeline)."""
     if cfg.robot.type != "so101":
         raise ValueError(f"robot.type: make_real_env needs 'so101', got {cfg.robot.type!r}")
-    from hilserl_ray.envs.kinematics import Kinematics
-
     kin = Kinematics(cfg.robot.mjcf)
     ws_low = cfg.robot.workspace_low or cfg.pipeline.ee_action.workspace_low
     ws_high = cfg.robot.workspace_high or cfg.pipeline.ee_action.workspace_high

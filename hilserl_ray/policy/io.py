@@ -19,10 +19,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from hilserl_ray.config import PolicyConfig
-from hilserl_ray.features import FeatureSpec
-from hilserl_ray.policy.encoders import backbone_weights_from
-
 FORMAT = "hilserl_ray.sac/1"
 _RNG_KEY = "rng.generator"
 
@@ -62,12 +58,8 @@ def save_agent(agent, directory: Path) -> None:
     _atomic(directory / "agent.json", lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
 
 
-def load_agent(directory: Path, device=None, policy: PolicyConfig | None = None):
-    """The agent saved in `directory`. `policy`: go on with these settings (learning rates,
-    discount, batch size, ...) instead of the saved ones; its network fields must match the
-    checkpoint's (a resume checks that first)."""
-    from hilserl_ray.policy.sac import SACAgent
-
+def read_agent(directory: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(agent.json, the model's tensors, the optimizers' tensors and RNG state) of a saved agent."""
     meta_path = directory / "agent.json"
     if not meta_path.is_file():
         raise FileNotFoundError(
@@ -78,11 +70,15 @@ def load_agent(directory: Path, device=None, policy: PolicyConfig | None = None)
         raise ValueError(f"{meta_path}: format {meta.get('format')!r}, this version reads {FORMAT!r}")
     model = load_file(str(directory / "model.safetensors"))
     train = load_file(str(directory / "train.safetensors"))
-    spec = FeatureSpec.from_dict(meta["spec"])
-    cfg = policy or PolicyConfig(**meta["policy_config"])
-    agent = SACAgent(
-        spec, cfg, meta["stats"], device, backbone_weights=backbone_weights_from(model, "policy.encoder.")
-    )
+    return meta, model, train
+
+
+def restore_agent(agent, directory: Path, meta: dict, model: dict, train: dict, new_policy: bool) -> None:
+    """Put a saved agent's state into `agent` (built from the saved spec and stats).
+
+    `new_policy`: the agent goes on with other settings than the saved ones (learning rates,
+    discount, batch size, ...): its optimizers take the new learning rates, it keeps its own
+    target entropy."""
     missing, extra = (
         sorted(set(agent.nets.state_dict()) - set(model)),
         sorted(set(model) - set(agent.nets.state_dict())),
@@ -104,15 +100,15 @@ def load_agent(directory: Path, device=None, policy: PolicyConfig | None = None)
         _match_layouts(opt)
     agent.generator.set_state(train[_RNG_KEY])
     agent.num_updates = int(meta["num_updates"])
-    if policy is None:
+    if not new_policy:
         agent.target_entropy = float(meta["target_entropy"])
     else:  # the optimizers' saved state carries the old learning rates
+        cfg = agent.cfg
         lrs = {"critic": cfg.critic_lr, "gripper": cfg.critic_lr, "actor": cfg.actor_lr}
         lrs["temperature"] = cfg.temperature_lr
         for name, opt in agent.optimizers.items():
             for group in opt.param_groups:
                 group["lr"] = lrs[name]
-    return agent
 
 
 def _match_layouts(opt: torch.optim.Optimizer) -> None:

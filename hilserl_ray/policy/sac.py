@@ -29,23 +29,17 @@ import torch
 from torch import nn
 
 from hilserl_ray.config import PolicyConfig
+from hilserl_ray.device import resolve_device
 from hilserl_ray.features import ACTION, FeatureSpec
 from hilserl_ray.policy.actor import ActorPolicy
 from hilserl_ray.policy.augment import random_shift
+from hilserl_ray.policy.encoders import backbone_weights_from
+from hilserl_ray.policy.io import read_agent, restore_agent, save_agent
 from hilserl_ray.policy.networks import CriticEnsemble
 from hilserl_ray.policy.perf import tune_allocator
 
 Batch = dict  # {"observation": {...}, "next_observation": {...}, "action", "reward", "terminated", ...}
 _BATCH_VECTORS = ("reward", "terminated", "discrete_penalty", "is_intervention")
-
-
-def resolve_device(device: str | torch.device | None, cfg: PolicyConfig) -> torch.device:
-    d = str(device) if device is not None else cfg.device
-    if d == "auto":
-        d = "cuda" if torch.cuda.is_available() else "cpu"
-    if d.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"policy.device: '{d}' requested but CUDA is not available; use 'cpu' or 'auto'")
-    return torch.device(d)
 
 
 class _Nets(nn.Module):
@@ -89,7 +83,7 @@ class SACAgent:
         backbone_weights: dict[str, torch.Tensor] | None = None,
     ):
         self.spec, self.cfg = spec, cfg
-        self.device = resolve_device(device, cfg)
+        self.device = resolve_device(device if device is not None else cfg.device)
         if self.device.type == "cpu":
             tune_allocator()  # see perf.py: without it every batch's image tensor is page-faulted in
         policy = ActorPolicy(spec, cfg, stats, backbone_weights)
@@ -171,17 +165,23 @@ class SACAgent:
         return self.nets.log_alpha.detach().exp()
 
     def save(self, directory: Path) -> None:
-        from hilserl_ray.policy.io import save_agent
-
         save_agent(self, Path(directory))
 
     @classmethod
     def load(
         cls, directory: Path, device: str | torch.device | None = None, policy: PolicyConfig | None = None
     ) -> SACAgent:
-        from hilserl_ray.policy.io import load_agent
-
-        return load_agent(Path(directory), device, policy)
+        """The agent saved in `directory`. `policy`: go on with these settings (learning rates,
+        discount, batch size, ...) instead of the saved ones; its network fields must match the
+        checkpoint's (a resume checks that first)."""
+        directory = Path(directory)
+        meta, model, train = read_agent(directory)
+        spec = FeatureSpec.from_dict(meta["spec"])
+        cfg = policy or PolicyConfig(**meta["policy_config"])
+        backbone = backbone_weights_from(model, "policy.encoder.")  # the frozen backbone: no file read
+        agent = cls(spec, cfg, meta["stats"], device, backbone_weights=backbone)
+        restore_agent(agent, directory, meta, model, train, new_policy=policy is not None)
+        return agent
 
     def td_targets(self, batch: Batch, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The critic's and the gripper critic's regression targets for a batch (for inspection)."""

@@ -24,11 +24,17 @@ import numpy as np
 import ray
 import torch
 
+from hilserl_ray.buffer import MixedSampler, ReplayBuffer
+from hilserl_ray.buffer.offline import DatasetRows, OfflineBuffer
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.data.convert import load_offline_datasets
+from hilserl_ray.device import resolve_device
 from hilserl_ray.envs.pipeline import pipeline_spec
-from hilserl_ray.errors import UserError, deferred_init
+from hilserl_ray.errors import deferred_init
 from hilserl_ray.fleet.stats import ArmStats, episode_summary
-from hilserl_ray.runtime.rundir import REPLAY_DIR
+from hilserl_ray.policy import SACAgent
+from hilserl_ray.runtime.resume import CheckpointLoadError
+from hilserl_ray.runtime.rundir import replay_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,36 +42,15 @@ EPISODE_WINDOW = 50  # episodes behind the "recent" success/return/intervention 
 DATA_COUNTERS = ("env_steps", "episodes", "intervention_steps")  # committed with the stored rows
 
 
-def replay_dir(output_dir) -> Path:
-    """Where a run's replay store lives: `online/` and `interventions/` stores under it."""
-    return Path(output_dir) / REPLAY_DIR
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"got {name!r}, but torch sees no CUDA device on this node",
-            where="policy.device",
-            fix="--policy.device=cpu (or auto), or run the learner on a GPU node (learner.num_gpus)",
-        )
-    return name
-
-
 class Learner:
     """Plain class (testable without Ray); `LearnerActor` below is its Ray actor."""
 
     def __init__(self, cfg_dict: dict, resume_from: str | None = None):
-        from hilserl_ray.buffer import MixedSampler, ReplayBuffer
-        from hilserl_ray.buffer.offline import DatasetRows, OfflineBuffer
-        from hilserl_ray.policy import SACAgent
-
         self.cfg = cfg = TrainConfig.model_validate(cfg_dict)
         self.spec = spec = pipeline_spec(cfg)
         self.device = resolve_device(cfg.policy.device)
         torch.manual_seed(cfg.seed)
-        if self.device == "cpu":
+        if self.device.type == "cpu":
             torch.set_num_threads(
                 max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
                 if ray.is_initialized()
@@ -108,8 +93,6 @@ class Learner:
             try:
                 self._restore(Path(resume_from))
             except Exception as e:  # the driver then tries the previous checkpoint
-                from hilserl_ray.runtime.resume import CheckpointLoadError
-
                 cause = " ".join(str(e).split())[:300]
                 raise CheckpointLoadError(
                     f"checkpoint {resume_from} cannot be loaded ({type(e).__name__}: {cause})"
@@ -133,8 +116,6 @@ class Learner:
     def _offline_data(self) -> list[dict]:
         if not self.cfg.dataset.all_paths():
             return []
-        from hilserl_ray.data.convert import load_offline_datasets
-
         return load_offline_datasets(self.cfg, self.spec, progress=self.cfg.logging.progress_bar)
 
     def add_chunk(
@@ -258,10 +239,10 @@ class Learner:
             counters = dict(self.counters)
             recent = list(self.recent)
             arms = self.arms.state()
-            rng = {"online": self.online._rng.bit_generator.state, "offline": self.offline.rng_states()}
+            rng = {"online": self.online.rng_state, "offline": self.offline.rng_states()}
             position = {
-                "online_written": self.online._written,
-                "interventions_written": self.offline.ring._written,
+                "online_written": self.online.written,
+                "interventions_written": self.offline.ring.written,
             }
             torch_rng = torch.get_rng_state().numpy()
         stall = time.perf_counter() - t0
@@ -279,8 +260,6 @@ class Learner:
         return {**counters, "stall_s": stall, "arms": arms}
 
     def _restore(self, d: Path) -> None:
-        from hilserl_ray.policy import SACAgent
-
         self.agent = SACAgent.load(d / "agent", device=self.device, policy=self.cfg.policy)
         state = json.loads((d / "learner.json").read_text())
         self.counters["updates"] = max(self.counters["updates"], int(state["counters"]["updates"]))
@@ -298,7 +277,7 @@ class Learner:
             self.recent.extend(state.get("recent", []))
             self.arms.restore(state.get("arms", {}))
         if "rng" in state:
-            self.online._rng.bit_generator.state = state["rng"]["online"]
+            self.online.rng_state = state["rng"]["online"]
             self.offline.set_rng_states(state["rng"]["offline"])
         torch.set_rng_state(torch.from_numpy(np.load(d / "torch_rng.npy")))
 

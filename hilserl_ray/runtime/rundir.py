@@ -38,6 +38,11 @@ RUN_ENTRIES = frozenset(
 RUN_TRACES = frozenset({MARKER, "checkpoints", "metrics.jsonl"})  # any of these: a run happened here
 
 
+def replay_dir(output_dir: str | Path) -> Path:
+    """Where a run's replay store lives: `online/` and `interventions/` stores under it."""
+    return Path(output_dir) / REPLAY_DIR
+
+
 def _ours(name: str) -> bool:
     return name in RUN_ENTRIES or name.startswith(".config.")  # write_config's temp file
 

@@ -18,9 +18,10 @@ from collections.abc import Mapping
 import mujoco
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.sim import SO101SimEnv
 from hilserl_ray.hardware.calibration import FULL_TURN, HALF_TURN, MAX_RES, MotorCalibration, Normalizer
+from hilserl_ray.so101 import JOINT_NAMES
 from hilserl_ray.twin.sts3215 import GOAL, HOMING, MAX_LIMIT, MIN_LIMIT, ServoBus, sm_encode
 
 STEPS_PER_RAD = 4096 / (2 * math.pi)

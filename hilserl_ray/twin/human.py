@@ -22,7 +22,8 @@ import threading
 import numpy as np
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.envs.oracle import CLOSE, OPEN, OracleSource
+from hilserl_ray.envs.oracle import OracleSource
+from hilserl_ray.so101 import ARM, CLOSE, GRIPPER, OPEN
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class ScriptedHuman:
             if self.steps > 3:  # the robot reset before this person expected: follow it
                 self._new_episode()
             return  # the end of the reset ramp, or its settling: not an episode step
-        self.was_away |= float(np.max(np.abs(goal[:5] - self.reset_pose[:5]))) > AWAY_DEG
+        self.was_away |= float(np.max(np.abs(goal[ARM] - self.reset_pose[ARM]))) > AWAY_DEG
         self.steps += 1
         with self.arm.bus.lock:
             self._act()
@@ -174,7 +175,7 @@ class ScriptedHuman:
             delta = {CLOSE: -50.0, OPEN: 50.0}.get(int(round(g)), 0.0)
         else:
             delta = 50.0 * float(np.clip(g, -1, 1))
-        pose[5] = np.clip(q[5] + delta, 0.0, 100.0)
+        pose[GRIPPER] = np.clip(q[GRIPPER] + delta, 0.0, 100.0)
         return pose
 
     def status(self) -> dict:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.config import TrainConfig
+from hilserl_ray.so101 import ARM, JOINT_NAMES
 from hilserl_ray.twin.sts3215 import (
     GOAL,
     INST_SYNC_READ,
@@ -126,7 +127,7 @@ class Reporter:
         row = {
             "goal": [round(float(x), 2) for x in goal],
             "present": [round(float(x), 2) for x in present],
-            "step_deg": round(float(step[:5].max()), 2),
+            "step_deg": round(float(step[ARM].max()), 2),
             "ee": [round(float(x), 4) for x in ee],
             "beyond_limits": [
                 j
