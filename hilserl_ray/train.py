@@ -12,8 +12,10 @@ import json
 import sys
 
 from hilserl_ray.configio import ConfigError, load_config, to_yaml
+from hilserl_ray.data import formats
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import command
+from hilserl_ray.fleet import fleet
 from hilserl_ray.preflight import preflight
 from hilserl_ray.runtime.resume import choose_checkpoint
 from hilserl_ray.runtime.rundir import check_output_dir
@@ -49,13 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(to_yaml(cfg))
         print(spec.table())
         _print_dataset_decisions(cfg)
-        from hilserl_ray.fleet import fleet
 
         for arm in fleet(cfg):
             print(f"robot actor '{arm.name}' ({arm.cfg.robot.type}) -> {arm.where()}")
         print(f"\nconfig OK (feature fingerprint {spec.fingerprint()})")
         return 0
-    from hilserl_ray.runtime.driver import run
+    from hilserl_ray.runtime.driver import run  # Ray and torch: not loaded by --dry-run
 
     return run(cfg, resume=args.resume, overwrite=args.overwrite)
 
@@ -63,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 def _print_dataset_decisions(cfg) -> None:
     """What conversion will decide for each dataset (preflight has checked it can)."""
     from pathlib import Path
-
-    from hilserl_ray.data import formats
 
     for root in map(Path, cfg.dataset.all_paths()):
         info = json.loads((root / "meta" / "info.json").read_text())

@@ -22,6 +22,7 @@ from hilserl_ray.configio import ConfigError, load_config, parse_overrides
 from hilserl_ray.data import formats, mapping
 from hilserl_ray.data.layout import DEFAULT_FEATURES
 from hilserl_ray.data.lerobot_reader import LeRobotReader, image_hw
+from hilserl_ray.data.video import video_info
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE
@@ -70,7 +71,6 @@ def describe(reader: LeRobotReader) -> str:
 
 
 def _probe_codec(reader: LeRobotReader, key: str) -> str:
-    from hilserl_ray.data.video import video_info
 
     for e in reader.episodes:
         path = e.videos.get(key, (None,))[0]

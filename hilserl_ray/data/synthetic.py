@@ -19,6 +19,7 @@ import numpy as np
 
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD
+from hilserl_ray.hardware.calibration import Normalizer, load_calibration
 from hilserl_ray.so101 import JOINT_NAMES
 
 CODE_ROWS, CODE_COLS = 2, 8
@@ -195,8 +196,6 @@ def write_teleop_dataset(
         features[f"observation.images.{cam}"] = {"dtype": "video", "shape": [h, w, 3], "names": None}
     convert = None
     if units == "lerobot_range":
-        from hilserl_ray.hardware.calibration import Normalizer, load_calibration
-
         convert = Normalizer(load_calibration(calibration, JOINT_NAMES), JOINT_NAMES).to_lerobot_range
     writer = LeRobotWriter(root, fps, features, robot_type="so101_follower", codec=codec)
     g = 0

@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.errors import ConfigError, command
+from hilserl_ray.reward.spec import META_FILE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args, rest) -> int:
-    from hilserl_ray.reward.spec import META_FILE
-    from hilserl_ray.reward.train import train_classifier
+    from hilserl_ray.reward.train import train_classifier  # torch: loaded once the command line is good
 
     cfg = load_config(args.config, rest)
     problems = []
@@ -92,7 +92,7 @@ def _train(args, rest) -> int:
 
 
 def _evaluate(args, rest) -> int:
-    from hilserl_ray.reward.train import evaluate_classifier
+    from hilserl_ray.reward.train import evaluate_classifier  # torch: loaded once the command line is good
 
     cfg = load_config(args.config, rest) if args.config else None
     if args.threshold is not None and not 0 < args.threshold < 1:

@@ -24,7 +24,10 @@ import numpy as np
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError
 from hilserl_ray.data import mapping
+from hilserl_ray.data.convert import convert
+from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
 from hilserl_ray.features import FeatureSpec
+from hilserl_ray.reward.spec import fingerprint, input_description
 
 log = logging.getLogger(__name__)
 SUCCESS_REWARD = 0.5
@@ -82,8 +85,6 @@ def frame_labels(
 
 def load_frames(cfg: TrainConfig, spec: FeatureSpec, datasets: list[Path], progress: bool = True) -> Frames:
     """Convert each dataset through the pipeline and label its frames."""
-    from hilserl_ray.data.convert import convert
-    from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader
 
     images: dict[str, list[np.ndarray]] = {k: [] for k in spec.image_keys}
     labels, episode, frame, names, sources = [], [], [], [], {}
@@ -148,7 +149,6 @@ def load_label_files(
     directory: Path, spec: FeatureSpec, cfg: TrainConfig
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Labels and images of the saved `.npz` frames in `directory` (sorted by name)."""
-    from hilserl_ray.reward.spec import fingerprint, input_description
 
     want = fingerprint(input_description(spec, cfg))
     files = sorted(Path(directory).glob("*.npz"))

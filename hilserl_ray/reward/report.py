@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hilserl_ray.reward.detector import frame_metrics
+
 
 def precision_recall(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(precision, recall, threshold) at every distinct probability, highest threshold first."""
@@ -27,8 +29,6 @@ def plot_quality(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from hilserl_ray.reward.detector import frame_metrics
 
     labels = np.asarray(labels, bool)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))

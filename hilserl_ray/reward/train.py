@@ -24,7 +24,7 @@ from hilserl_ray.policy.augment import random_shift
 from hilserl_ray.reward import detector, report
 from hilserl_ray.reward.labels import Frames, load_frames, split_by_episode
 from hilserl_ray.reward.model import RewardClassifier, Scorer, save
-from hilserl_ray.reward.spec import classifier_meta, input_spec
+from hilserl_ray.reward.spec import classifier_meta, input_spec, spec_problems
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,6 @@ def evaluate_classifier(
     progress: bool = True,
 ) -> dict:
     """Frame and episode metrics of a saved classifier on datasets (optionally pictures into `out`)."""
-    from hilserl_ray.reward.spec import spec_problems
 
     scorer = Scorer(model_dir)
     meta = scorer.meta

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hilserl_ray.buffer.persist import spec_diff
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import ConfigError, UserError
 from hilserl_ray.features import FeatureSpec
 from hilserl_ray.runtime.checkpoint import complete_checkpoints, damaged_file
@@ -44,8 +46,6 @@ def loadable_checkpoints(root: Path, warn=print) -> list[Path]:
 
 def compatibility_problems(ckpt: Path, cfg: TrainConfig) -> list[str]:
     """What differs between the checkpoint's features/networks and the config, as old -> new."""
-    from hilserl_ray.buffer.persist import spec_diff
-    from hilserl_ray.envs.pipeline import pipeline_spec
 
     meta = json.loads((ckpt / "agent" / "agent.json").read_text())
     saved, now = FeatureSpec.from_dict(meta["spec"]), pipeline_spec(cfg)

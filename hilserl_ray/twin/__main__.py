@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 @command
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    from hilserl_ray.twin.twin import Twin, TwinOptions
+    from hilserl_ray.twin.twin import (  # MuJoCo and the servo model: not loaded by --help or a bad command line
+        Twin,
+        TwinOptions,
+    )
 
     if not 0 <= args.drop_rate < 1:
         raise ConfigError("command line", [f"--drop-rate: got {args.drop_rate}; a probability in [0, 1)"])
