@@ -25,8 +25,6 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable
-from typing import Protocol
 
 import numpy as np
 import ray
@@ -41,7 +39,7 @@ from hilserl_ray.hardware.camera import CameraError
 from hilserl_ray.hardware.feetech import FeetechError
 from hilserl_ray.policy import ActorPolicy
 from hilserl_ray.runtime.collector import Collector, Step
-from hilserl_ray.runtime.sender import RayLearner
+from hilserl_ray.runtime.sender import LearnerLink, RayLearner
 
 log = logging.getLogger(__name__)
 
@@ -49,26 +47,6 @@ log = logging.getLogger(__name__)
 def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
     """List of per-step dicts -> the Chunk format (one array per key)."""
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-
-class LearnerLink(Protocol):
-    """What a robot needs of the learner (`sender.RayLearner` over Ray)."""
-
-    acked_steps: int  # env steps the learner has acknowledged
-
-    def __len__(self) -> int: ...  # chunks sent and not acknowledged yet
-
-    def send(self, chunk: dict[str, np.ndarray], episodes: list[dict]) -> None: ...
-
-    def pump(self) -> None: ...
-
-    def flush(self, give_up: Callable[[], bool]) -> bool: ...
-
-    def weights(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None: ...
-
-    def counters(self) -> dict | None: ...  # never blocks: None while no new answer
-
-    def counters_now(self) -> dict | None: ...  # waits: None when the learner was lost
 
 
 class Robot:

@@ -17,6 +17,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import ray
@@ -78,6 +79,26 @@ class ChunkSender:
             if self.learner is None:
                 return False
         return not self._unacked
+
+
+class LearnerLink(Protocol):
+    """What a robot needs of the learner: `RayLearner` over Ray (a test's stand-in in process)."""
+
+    acked_steps: int  # env steps the learner has acknowledged
+
+    def __len__(self) -> int: ...  # chunks sent and not acknowledged yet
+
+    def send(self, chunk: dict[str, np.ndarray], episodes: list[dict]) -> None: ...
+
+    def pump(self) -> None: ...
+
+    def flush(self, give_up: Callable[[], bool]) -> bool: ...
+
+    def weights(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None: ...
+
+    def counters(self) -> dict | None: ...  # never blocks: None while no new answer
+
+    def counters_now(self) -> dict | None: ...  # waits: None when the learner was lost
 
 
 class RayLearner:
