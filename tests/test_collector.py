@@ -171,7 +171,7 @@ class FakeLearner:
     def send(self, chunk, episodes) -> None:
         if self.pace is not None:
             starts, ratio = self.pace
-            self.ahead += self.acked_steps > starts and self.acked_steps > starts + self.updates * ratio
+            self.ahead += self.acked_steps > starts + self.updates * ratio
         self.chunks.append(chunk)
         self.episodes += episodes
         self.acked_steps += int((~chunk["is_last"]).sum())
