@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.data.video import VideoEncoder
 from hilserl_ray.errors import UserError, command
+from hilserl_ray.fleet import one_arm
+from hilserl_ray.policy import SACAgent
+from hilserl_ray.runtime.collector import collecting
 from hilserl_ray.runtime.resume import CheckpointLoadError, loadable_checkpoints
 
 
@@ -29,81 +34,90 @@ def evaluate(
     arm: str | None = None,
 ) -> dict:
     """`arm`: in a fleet run, the arm to evaluate on (its own port, cameras and calibration)."""
-    from hilserl_ray.console.session import open_console
-    from hilserl_ray.data.video import VideoEncoder
-    from hilserl_ray.fleet import one_arm
-    from hilserl_ray.policy import SACAgent
-    from hilserl_ray.rig import make_env
-
     output_dir = Path(output_dir)
-    if checkpoint:
-        ckpt = Path(checkpoint)
-    else:  # the newest that loads: a damaged one is named and skipped
-        good = loadable_checkpoints(output_dir / "checkpoints", warn=lambda m: print(m, file=sys.stderr))
-        ckpt = good[0] if good else None
-    if ckpt is None:
-        raise UserError(
-            "no complete checkpoint here", where=str(output_dir / "checkpoints"), fix="train first"
-        )
+    ckpt = Path(checkpoint) if checkpoint else newest_loadable(output_dir)
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
     cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
     cfg = one_arm(cfg, arm, str(output_dir / "config.yaml"))
+    agent = load_agent(ckpt)
+    seed = cfg.seed + seed_offset
+    results = []
+    # The console lets a person watch and judge (a real arm has no success signal of its own).
+    with (
+        collecting(cfg, f"evaluate {output_dir.name}", seed) as collector,
+        Video(video, cfg.env.fps) as video_out,
+        tqdm(total=episodes, unit="episode", desc="evaluating", disable=not cfg.logging.progress_bar) as bar,
+    ):
+        for ep in range(episodes):
+            collector.reset(seed=seed + ep)
+            step = None
+            while step is None or not step.done:
+                video_out.add(collector.env)
+                step = collector.step(agent.select_action(collector.obs, deterministic=True))
+            e = step.episode
+            results.append(
+                {
+                    "success": e.success,
+                    "env_success": e.env_success,
+                    "return": e.ret,
+                    "length": e.length,
+                    "intervention_steps": e.intervention_steps,  # the console's operator took over
+                }
+            )
+            bar.update(1)
+    summary = summarize(cfg, ckpt, results, video)
+    (output_dir / "eval.json").write_text(json.dumps({**summary, "per_episode": results}, indent=1))
+    return summary
+
+
+def newest_loadable(output_dir: Path) -> Path:
+    """The newest checkpoint that loads: a damaged one is named and skipped."""
+    good = loadable_checkpoints(output_dir / "checkpoints", warn=lambda m: print(m, file=sys.stderr))
+    if not good:
+        raise UserError(
+            "no complete checkpoint here", where=str(output_dir / "checkpoints"), fix="train first"
+        )
+    return good[0]
+
+
+def load_agent(ckpt: Path) -> SACAgent:
     try:
-        agent = SACAgent.load(ckpt / "agent", device="cpu")
+        return SACAgent.load(ckpt / "agent", device="cpu")
     except Exception as e:
         raise CheckpointLoadError(
             f"checkpoint {ckpt} cannot be loaded ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
             fix="pass another --checkpoint, or train again",
         ) from e
-    # The console lets a person watch and judge (a real arm has no success signal of its own).
-    console = open_console(cfg, f"evaluate {output_dir.name}")
-    if console is None:
-        env = make_env(cfg, seed=cfg.seed + seed_offset)
-    else:
-        print(f"console: {console.url}", flush=True)
-        env = console.watch(make_env(cfg, seed=cfg.seed + seed_offset, intervention=console.source(None)))
-    encoder = None
-    results = []
-    bar = tqdm(total=episodes, unit="episode", desc="evaluating", disable=not cfg.logging.progress_bar)
-    try:
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=cfg.seed + seed_offset + ep)
-            done, ret, length, human, info = False, 0.0, 0, 0, {}
-            while not done:
-                if video is not None:
-                    frame = env.render()
-                    if encoder is None:
-                        encoder = VideoEncoder(
-                            video, frame.shape[1], frame.shape[0], cfg.env.fps, codec="h264"
-                        )
-                    encoder.add(frame)
-                obs, reward, terminated, truncated, info = env.step(
-                    agent.select_action(obs, deterministic=True)
-                )
-                ret += float(reward)
-                length += 1
-                human += bool(info.get("is_intervention", False))  # the console's operator took over
-                done = terminated or truncated
-            results.append(
-                {
-                    "success": bool(info.get("is_success", False)),
-                    "env_success": bool(info.get("env_success", info.get("is_success", False))),
-                    "return": ret,
-                    "length": length,
-                    "intervention_steps": human,
-                }
-            )
-            bar.update(1)
-    finally:
-        bar.close()
-        if encoder is not None:
-            encoder.close()
-        env.close()
-        if console is not None:
-            console.close()
+
+
+class Video:
+    """An mp4 of what the env renders before each step (nothing when `path` is None)."""
+
+    def __init__(self, path: Path | None, fps: float):
+        self.path, self.fps = path, fps
+        self.encoder: VideoEncoder | None = None
+
+    def add(self, env) -> None:
+        if self.path is None:
+            return
+        frame = env.render()
+        if self.encoder is None:
+            self.encoder = VideoEncoder(self.path, frame.shape[1], frame.shape[0], self.fps, codec="h264")
+        self.encoder.add(frame)
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
+
+
+def summarize(cfg: TrainConfig, ckpt: Path, results: list[dict], video: Path | None) -> dict:
+    """Success rate, return and length over the episodes (what eval.json holds besides them)."""
     summary = {
         "checkpoint": str(ckpt),
-        "episodes": episodes,
+        "episodes": len(results),
         "success_rate": float(np.mean([r["success"] for r in results])),
         "mean_return": float(np.mean([r["return"] for r in results])),
         "mean_length": float(np.mean([r["length"] for r in results])),
@@ -117,7 +131,6 @@ def evaluate(
         )
     if cfg.pipeline.reward.classifier is not None:  # success is the classifier's: show the env's own too
         summary["env_success_rate"] = float(np.mean([r["env_success"] for r in results]))
-    (output_dir / "eval.json").write_text(json.dumps({**summary, "per_episode": results}, indent=1))
     return summary
 
 

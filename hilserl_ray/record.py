@@ -26,14 +26,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, SUCCESS_LABEL, TRUNCATED
+from hilserl_ray.envs.intervention import no_events
+from hilserl_ray.envs.oracle import FailingExpert, ScriptedExpert
 from hilserl_ray.envs.pipeline import pipeline_spec, robot_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, STATE, FeatureSpec
+from hilserl_ray.fleet import one_arm
+from hilserl_ray.reward.spec import check_classifier
+from hilserl_ray.runtime.collector import Step, collecting
 from hilserl_ray.so101 import JOINT_NAMES, NUM_JOINTS
 
 log = logging.getLogger(__name__)
@@ -68,31 +74,6 @@ def dataset_features(cfg: TrainConfig, spec: FeatureSpec) -> dict[str, dict]:
     return features
 
 
-class RawTap:
-    """Keeps the innermost env's last observation: the raw robot data before any wrapper.
-
-    Wrappers call `self.env.step/reset`, so shadowing those two methods on the base env's
-    instance sees every raw observation whatever the wrapper chain is.
-    """
-
-    def __init__(self, env):
-        self.base = env.unwrapped
-        self.obs: dict | None = None
-        step, reset = self.base.step, self.base.reset
-
-        def tapped_step(action):
-            out = step(action)
-            self.obs = out[0]
-            return out
-
-        def tapped_reset(*a, **k):
-            out = reset(*a, **k)
-            self.obs = out[0]
-            return out
-
-        self.base.step, self.base.reset = tapped_step, tapped_reset
-
-
 EXPERT_MIX = {"success": 0.4, "near_miss": 0.2, "slip": 0.2, "hover": 0.2}  # --expert mix
 
 
@@ -118,8 +99,6 @@ class ExpertSource:
 
     def action(self, obs: dict, env) -> np.ndarray:
         if self.expert is None:
-            from hilserl_ray.envs.oracle import FailingExpert, ScriptedExpert
-
             if self.episode_mode == "success":
                 self.expert = ScriptedExpert(env)
             else:
@@ -130,8 +109,6 @@ class ExpertSource:
         return a
 
     def events(self) -> dict[str, bool]:
-        from hilserl_ray.envs.intervention import no_events
-
         return no_events()
 
     def close(self) -> None:
@@ -167,6 +144,32 @@ def raw_frame(cfg: TrainConfig, raw: dict, features: dict[str, dict]) -> dict[st
     return out
 
 
+def scripted_expert(cfg: TrainConfig, assist: str) -> bool:
+    """Whether the sim's scripted expert acts on every step (the default for sim demos)."""
+    return cfg.robot.type == "sim" and cfg.pipeline.intervention.source == "oracle" and assist == "always"
+
+
+def sim_success(cfg: TrainConfig, env) -> bool:
+    """The sim's ground truth for its current state (False on the real arm)."""
+    truth = getattr(env.unwrapped, "is_success", None)
+    return bool(truth()) if cfg.robot.type == "sim" and callable(truth) else False
+
+
+def dataset_frame(cfg: TrainConfig, features: dict[str, dict], step: Step, label: bool) -> dict:
+    """A dataset frame: the raw observation acted on, what was applied and what followed."""
+    row = step.row
+    return {
+        **raw_frame(cfg, step.raw, features),
+        ACTION: row["action"],
+        REWARD: row["reward"],
+        DONE: row["terminated"] or row["truncated"],
+        TRUNCATED: row["truncated"] and not row["terminated"],
+        INTERVENTION: row["is_intervention"],
+        PENALTY: row["discrete_penalty"],
+        SUCCESS_LABEL: label,
+    }
+
+
 def record(
     cfg: TrainConfig,
     episodes: int,
@@ -187,85 +190,42 @@ def record(
     until_time_limit: an env success does not end the episode (human events still do).
     source: an `InterventionSource` to use instead of the configured one.
     """
-    from tqdm import tqdm
-
-    from hilserl_ray.console.session import open_console
-    from hilserl_ray.rig import make_env, make_intervention
-
     spec = pipeline_spec(cfg)
     features = dataset_features(cfg, spec)
-    if (
-        source is None
-        and cfg.robot.type == "sim"
-        and cfg.pipeline.intervention.source == "oracle"
-        and assist == "always"
-    ):
+    if source is None and scripted_expert(cfg, assist):
         source = ExpertSource(cfg, cfg.seed, expert)
     writer = LeRobotWriter(
         Path(out), cfg.env.fps, features, robot_type=f"so101_{cfg.robot.type}", codec=codec
     )  # first: refuses an existing dataset before the robot moves
-    console = open_console(cfg, f"record {Path(out).name}")
-    if console is not None:
-        print(f"console: {console.url}", flush=True)
-        source = console.source(source if source is not None else make_intervention(cfg, cfg.seed))
-    try:
-        env = make_env(cfg, seed=cfg.seed, intervention=source)
-    except BaseException:
-        if console is not None:
-            console.close()
-        raise
-    if console is not None:
-        env = console.watch(env)
-    tap = RawTap(env)
     task = task or f"{cfg.env.task} (so101 {cfg.robot.type})"
-    policy_action = neutral_action(spec)
-    saved = successes = steps = 0
-    bar = tqdm(total=episodes, unit="episode", desc=f"recording {Path(out).name}", disable=not progress)
-    try:
-        with writer, bar:
-            env.reset(seed=cfg.seed)
-            while saved < episodes:
-                raw = raw_frame(cfg, tap.obs, features)
-                truth = getattr(tap.base, "is_success", None)  # the sim's ground truth for this frame
-                truth = bool(truth()) if cfg.robot.type == "sim" and callable(truth) else False
-                _, reward, terminated, truncated, info = env.step(policy_action)
-                label = frame_label(info, truth)
-                if (
-                    until_time_limit
-                    and terminated
-                    and not (info.get("human_success") or info.get("human_failure"))
-                ):
-                    terminated = False
-                writer.add_frame(
-                    {
-                        **raw,
-                        ACTION: np.asarray(info.get("action", policy_action), np.float32),
-                        REWARD: np.float32(reward),
-                        DONE: bool(terminated or truncated),
-                        TRUNCATED: bool(truncated and not terminated),
-                        INTERVENTION: bool(info.get("is_intervention", False)),
-                        PENALTY: np.float32(info.get("discrete_penalty", 0.0)),
-                        SUCCESS_LABEL: label,
-                    },
-                    task=task,
-                )
-                steps += 1
-                if info.get("rerecord"):
-                    writer.discard_episode()
-                    env.reset()
-                elif terminated or truncated:
-                    writer.save_episode()
-                    saved += 1
-                    successes += bool(info.get("is_success", False) or label)
-                    bar.update(1)
-                    bar.set_postfix(success=f"{successes}/{saved}", steps=steps)
-                    if saved < episodes:
-                        env.reset()
-    finally:
-        env.close()
-        if console is not None:
-            console.close()
-    log.info("recorded %d episodes (%d successful, %d steps) to %s", saved, successes, steps, out)
+    action = neutral_action(spec)
+    saved = successes = 0
+    name = Path(out).name
+    with (
+        collecting(cfg, f"record {name}", cfg.seed, source, until_time_limit=until_time_limit) as collector,
+        writer,
+        tqdm(total=episodes, unit="episode", desc=f"recording {name}", disable=not progress) as bar,
+    ):
+        collector.reset(seed=cfg.seed)
+        while saved < episodes:
+            truth = sim_success(cfg, collector.env)  # for the frame about to be acted on
+            step = collector.step(action)
+            label = frame_label(step.info, truth)
+            writer.add_frame(dataset_frame(cfg, features, step, label), task=task)
+            if step.episode is None:
+                continue
+            if step.episode.rerecord:
+                writer.discard_episode()
+                collector.reset()
+                continue
+            writer.save_episode()
+            saved += 1
+            successes += step.episode.success or label
+            bar.update(1)
+            bar.set_postfix(success=f"{successes}/{saved}", steps=collector.steps)
+            if saved < episodes:
+                collector.reset()
+    log.info("recorded %d episodes (%d successful, %d steps) to %s", saved, successes, collector.steps, out)
     return Path(out)
 
 
@@ -309,8 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from hilserl_ray.fleet import one_arm
-
     cfg = one_arm(load_config(args.config, rest), args.arm, args.config)
     problems = []
     if args.episodes <= 0:
@@ -326,16 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--out: got '{args.out}', which is a file; a new directory for the dataset")
     elif args.out.is_dir() and any(args.out.iterdir()):
         problems.append(f"--out: got '{args.out}', which holds other files; a new or empty directory")
-    scripted = (
-        cfg.robot.type == "sim" and cfg.pipeline.intervention.source == "oracle" and args.assist == "always"
-    )
-    if args.expert != "success" and not scripted:
+    if args.expert != "success" and not scripted_expert(cfg, args.assist):
         problems.append(
             f"--expert: got '{args.expert}'; only the sim's scripted expert fails on purpose "
             "(robot.type sim, pipeline.intervention.source oracle, --assist always)"
         )
-    from hilserl_ray.reward.spec import check_classifier
-
     problems += [f"{p}: got {v!r}; {m}" for p, v, m in check_classifier(cfg)]
     if problems:
         raise ConfigError(args.config, problems)

@@ -3,6 +3,8 @@
 console = open_console(cfg, "robot actor 0")              # None when console.enabled is false
 env = make_env(cfg, seed, intervention=console.source(make_intervention(cfg, seed)))
 env = console.watch(env)                                    # outermost wrapper
+
+(`runtime.collector.open_env` is these calls, for every loop.)
 """
 
 from __future__ import annotations

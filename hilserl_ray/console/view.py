@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from hilserl_ray.console.controls import WebSource
+from hilserl_ray.console.tap import RawTap
 from hilserl_ray.features import IMAGE_PREFIX
 
 # The reward classifier's probability of success for a step, when a classifier sets the reward.
@@ -63,8 +64,6 @@ class Watched(gym.Wrapper):
     operator steers from the page (the sim otherwise runs as fast as it can)."""
 
     def __init__(self, env: gym.Env, view: LiveView, source: WebSource | None, fps: float, realtime: bool):
-        from hilserl_ray.record import RawTap  # the one raw-observation tap (record uses it too)
-
         super().__init__(env)
         self.feature_spec = getattr(env, "feature_spec", None)
         self.view, self.source = view, source

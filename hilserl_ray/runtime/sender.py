@@ -1,4 +1,5 @@
-"""A robot actor's chunks to the learner: in order, each kept until the learner acknowledges it.
+"""A robot actor's side of the learner over Ray: its chunks, in order, each kept until the learner
+acknowledges it (`ChunkSender`), and the weights and counters it polls (`RayLearner`).
 
 A chunk is put into Ray's object store once (owned by the robot actor's process, so it outlives a
 learner death) and its reference is kept until the learner's `add_chunk` returns, which it does
@@ -12,7 +13,11 @@ one caller's calls in order, and a chunk's first rows continue the previous chun
 from __future__ import annotations
 
 import collections
+import contextlib
+import threading
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import ray
@@ -74,3 +79,113 @@ class ChunkSender:
             if self.learner is None:
                 return False
         return not self._unacked
+
+
+class LearnerLink(Protocol):
+    """What a robot needs of the learner: `RayLearner` over Ray (a test's stand-in in process)."""
+
+    acked_steps: int  # env steps the learner has acknowledged
+
+    def __len__(self) -> int: ...  # chunks sent and not acknowledged yet
+
+    def send(self, chunk: dict[str, np.ndarray], episodes: list[dict]) -> None: ...
+
+    def pump(self) -> None: ...
+
+    def flush(self, give_up: Callable[[], bool]) -> bool: ...
+
+    def weights(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None: ...
+
+    def counters(self) -> dict | None: ...  # never blocks: None while no new answer
+
+    def counters_now(self) -> dict | None: ...  # waits: None when the learner was lost
+
+
+class RayLearner:
+    """The learner as a robot actor reaches it over Ray, found by name: a restarted learner is
+    found again. The chunks go through a `ChunkSender`; weights and the page's counters come from
+    standing requests, so the control loop never waits for them (only back-pressure and sim pacing
+    wait). `stop` (the robot's) ends a wait for a learner that is gone."""
+
+    def __init__(self, learner_name: str, sender: str, max_pending: int, arm: str, stop: threading.Event):
+        self.learner_name = learner_name
+        self._stop = stop
+        self.handle = None
+        self._weights_req: ray.ObjectRef | None = None
+        self._counters_req: ray.ObjectRef | None = None
+        self._counters_at = 0.0
+        self.sender = ChunkSender(sender, max_pending, self._reconnect, arm=arm)
+
+    def _reconnect(self):
+        """Find the learner by name; after a learner death, wait until the driver restarts it."""
+        while not self._stop.is_set():
+            try:
+                self.handle = ray.get_actor(self.learner_name)
+                ray.get(self.handle.counters_now.remote(), timeout=10)
+                break
+            except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                self._stop.wait(1.0)
+        self._weights_req = None
+        self._counters_req = None
+        return self.handle
+
+    # the chunks: see ChunkSender
+    @property
+    def acked_steps(self) -> int:
+        return self.sender.acked_steps
+
+    def __len__(self) -> int:
+        return len(self.sender)
+
+    def send(self, chunk: dict[str, np.ndarray], episodes: list[dict]) -> None:
+        self.sender.send(chunk, episodes)
+
+    def pump(self) -> None:
+        self.sender.pump()
+
+    def flush(self, give_up: Callable[[], bool] = lambda: False) -> bool:
+        return self.sender.flush(give_up)
+
+    def weights(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
+        """Weights newer than `have_version` once the standing request has them; never blocks."""
+        if self._weights_req is None:
+            self._weights_req = self.handle.get_weights.remote(have_version)
+            return None
+        ready, _ = ray.wait([self._weights_req], timeout=0)
+        if not ready:
+            return None
+        try:
+            reply = ray.get(self._weights_req)
+        except ray.exceptions.RayActorError:
+            reply = None  # learner restarting: keep the current policy
+            self._reconnect()
+        self._weights_req = None
+        if reply is None:
+            return None
+        version, (ref,) = reply
+        return version, ray.get(ref)
+
+    def counters(self) -> dict | None:
+        """The learner's counters, asked about once a second; never blocks (None: no new answer)."""
+        reply = None
+        if self._counters_req is not None:
+            ready, _ = ray.wait([self._counters_req], timeout=0)
+            if not ready:
+                return None
+            # a learner restarting: the loop reconnects on its next send
+            with contextlib.suppress(ray.exceptions.RayActorError):
+                reply = ray.get(self._counters_req)
+            self._counters_req = None
+        if time.monotonic() - self._counters_at >= 1.0:
+            self._counters_at = time.monotonic()
+            self._counters_req = self.handle.counters_now.remote()
+        return reply
+
+    def counters_now(self) -> dict | None:
+        """The learner's counters, waited for (sim pacing); None when the learner was lost (and
+        has been found again, or the robot is stopping)."""
+        try:
+            return ray.get(self.handle.counters_now.remote())
+        except ray.exceptions.RayActorError:
+            self._reconnect()
+            return None
