@@ -24,7 +24,9 @@ ALIGN_M = 0.005  # horizontal error below which the gripper descends
 GRASP_TOL_M = 0.006
 PAD_FACE_M = 0.0064  # fixed pad's inner face from gripperframe, along the site z axis
 CLEARANCE_M = 0.006  # between that face and the cube while descending
-CLOSE_STEPS = 4  # control steps the jaws get to close before lifting
+CLOSE_STEPS = 2  # control steps the jaws close at least before lifting
+JAWS_STILL = 1.0  # gripper units per step: the jaws closing slower than this have closed (on the cube)
+MAX_CLOSE_STEPS = 20  # ...or lift anyway after this many steps of closing
 LIFT_M = 0.10
 
 
@@ -48,6 +50,15 @@ class ScriptedExpert:
 
     def reset(self) -> None:
         self.closed_steps = 0
+        self.lifting = False
+        self.last_gripper: float | None = None
+
+    def jaws_closing(self, gripper: float, last: float | None) -> bool:
+        """Whether the jaws are still closing, by the measured gripper: a person waits for the
+        grip before lifting. The real follower moves the gripper at most
+        `robot.max_relative_target_deg` per step (the sim does too), so it takes ~8 steps."""
+        closing = last is not None and last - gripper > JAWS_STILL
+        return self.closed_steps <= CLOSE_STEPS or (closing and self.closed_steps <= MAX_CLOSE_STEPS)
 
     def act(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         ee = self.sim.ee_pos()
@@ -55,6 +66,7 @@ class ScriptedExpert:
             return self._action(self.sim.target_pos() - ee, STAY)
         cube = self.aim()
         gripper = float(obs[STATE][5]) if obs is not None else float(self.sim.joint_state()[5])
+        last, self.last_gripper = self.last_gripper, gripper
         # Where gripperframe (in the fixed jaw's pad) must be for the cube to sit between the
         # pads: the pad's inner face is 6.4 mm along the site's z axis (towards the moving jaw).
         grasp = cube - self.sim.ee_mat()[:, 2] * (CUBE_HALF + PAD_FACE_M + CLEARANCE_M)
@@ -63,10 +75,11 @@ class ScriptedExpert:
         lifted = cube[2] - CUBE_HALF > 0.01
         if self.closed_steps > 0:  # grasping or lifting
             if np.linalg.norm(err) > 0.03 and not lifted and self.retry:  # lost it: start over
-                self.closed_steps = 0
+                self.closed_steps, self.lifting = 0, False
             else:
                 self.closed_steps += 1
-                if self.closed_steps <= CLOSE_STEPS:
+                self.lifting = self.lifting or not self.jaws_closing(gripper, last)
+                if not self.lifting:
                     return self._action(np.zeros(3), CLOSE)
                 return self.lift(ee)
         if gripper < 60.0:  # open the jaws (away from the cube) before approaching
