@@ -56,9 +56,9 @@ class ScriptedExpert:
         self.still_steps = 0  # steps in a row the measured jaws have not closed further
         self.descending = False
 
-    def jaws_closing(self, gripper: float, last: float | None) -> bool:
-        """Whether the jaws are still closing, by the measured gripper: a person waits for the
-        grip before lifting. The real follower moves the gripper at most
+    def keep_closing(self, gripper: float, last: float | None) -> bool:
+        """Whether to wait for the jaws (measured gripper now and one step ago; counts the still
+        steps): a person waits for the grip before lifting. The real follower moves the gripper at most
         `robot.max_relative_target_deg` per step (the sim does too), so it takes ~8 steps. Two
         still steps in a row: at a real 10 Hz one step's move can be short (the twin measured
         a 1-unit step mid-close when two commands came close together)."""
@@ -85,7 +85,7 @@ class ScriptedExpert:
                 self.closed_steps, self.lifting, self.still_steps = 0, False, 0
             else:
                 self.closed_steps += 1
-                self.lifting = self.lifting or not self.jaws_closing(gripper, last)
+                self.lifting = self.lifting or not self.keep_closing(gripper, last)
                 if not self.lifting:
                     return self._action(np.zeros(3), CLOSE)
                 return self.lift(ee)
