@@ -16,7 +16,7 @@ from fake_sts3215 import FakeBus, real_config, write_calibration
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.hardware.follower import SO101Follower
 from hilserl_ray.hardware.robot_env import make_real_env
-from hilserl_ray.hardware.safety import SafetyLimits
+from hilserl_ray.limits import SafetyLimits
 from hilserl_ray.so101 import JOINT_NAMES
 
 KIN = Kinematics()
@@ -196,3 +196,12 @@ def test_ctrl_c_or_crash_in_another_process_turns_torque_off(fake, tmp_path, mod
     err = child.stderr.read()
     assert ("KeyboardInterrupt" if mode == "sigint" else "a bug in the user's loop") in err
     assert not any(s.torque for s in fake.servos.values()), err
+
+
+def test_max_step_keeps_the_arms_direction_and_limits_the_gripper_alone():
+    """The arm's joints share one scale (an IK step stays on its path); clipped one joint at a
+    time, a level EE move near the table dipped out of the box and the box then held the arm."""
+    s = SafetyLimits(LOW, HIGH, 8.0, names=JOINT_NAMES)
+    out = s.clamp(RESET + [2.0, 8.2, -16.0, 4.0, 0.0, -30.0], RESET)
+    np.testing.assert_allclose(out - RESET, [1.0, 4.1, -8.0, 2.0, 0.0, -8.0])
+    assert s.last["max_step"] == ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "gripper"]

@@ -8,6 +8,7 @@ import pytest
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.intervention import InterventionSource
 from hilserl_ray.envs.oracle import OracleSource, ScriptedExpert
+from hilserl_ray.features import STATE
 from hilserl_ray.rig import make_env
 from hilserl_ray.so101 import STAY
 
@@ -163,3 +164,36 @@ def _source(env):
             return e.source
         e = getattr(e, "env", None)
     raise AssertionError("no intervention wrapper")
+
+
+def test_expert_waits_for_the_jaws_under_the_arms_per_step_limits():
+    """With the twin's limits (8 per step: the jaws take ~8 steps to close) the expert closes the
+    loop on the measured gripper and lifts once it has stopped closing. Lifting after a fixed 4
+    steps, it lifted open jaws past the cube: 0 of 10."""
+    twin = {
+        "robot": {"max_relative_target_deg": 8.0},
+        "ee_action": {"step_size_m": 0.015, "max_step_m": 0.02},
+    }
+    cfg = TrainConfig.model_validate(
+        {
+            "env": {"task": "pick_cube", "max_episode_steps": 100},
+            "robot": twin["robot"],
+            "pipeline": {"ee_action": twin["ee_action"]},
+            "buffer": {"online_ratio": 1.0},
+        }
+    )
+    env = make_env(cfg, seed=3)
+    expert = ScriptedExpert(env)
+    wins = 0
+    for _ in range(10):
+        obs, _ = env.reset()
+        expert.reset()
+        done = False
+        while not done:
+            before = obs[STATE][:6]
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            assert np.all(np.abs(info["joint_target"] - before) <= 8.0 + 1e-3)  # the arm's limits
+            done = terminated or truncated
+        wins += info["is_success"]
+    env.close()
+    assert wins == 10

@@ -159,3 +159,32 @@ def test_sim_rejects_bad_actions_and_models(tmp_path):
         env.step(np.zeros(4))
     with pytest.raises(FileNotFoundError, match="robot.mjcf"):
         SO101SimEnv(cfg_for(robot={"mjcf": str(tmp_path / "nope.xml")}))
+
+
+def test_the_sim_moves_like_the_arm_one_limited_step_at_a_time():
+    """The sim clamps every target as the real follower does (`hilserl_ray.limits`): at most
+    `robot.max_relative_target_deg` per joint (the gripper's 0..100 too) from the measured joints,
+    the end effector inside the workspace box. Before, it drove the gripper 100 -> 0 in ~3 steps
+    where the arm takes ~8, and an expert that worked in the sim failed on the arm."""
+    cfg = cfg_for(env={"reset_noise": 0.0}, robot={"max_relative_target_deg": 8.0})
+    env = SO101SimEnv(cfg)
+    obs, _ = env.reset(seed=0)
+    far = np.array([40.0, -10.0, 35.0, 60.0, 20.0, 0.0])
+    for _ in range(4):
+        present = obs[STATE].astype(np.float64)
+        obs, _, _, _, info = env.step(far)
+        sent = info["joint_target"]
+        assert info["safety_clamped"]
+        assert sent[0] == pytest.approx(present[0] + 8.0, abs=1e-4)  # 8 at a time towards 40
+        assert sent[5] == pytest.approx(max(present[5] - 8.0, 0.0), abs=1e-4)  # the gripper too
+        assert np.all(np.abs(sent - present) <= 8.0 + 1e-4)
+    # a target whose end effector leaves the box (below its floor) is shortened to the box
+    low = np.asarray(cfg.pipeline.ee_action.workspace_low)
+    env.reset(seed=0)
+    q = env.joint_state()
+    down = q + [0.0, 8.0, 8.0, 0.0, 0.0, 0.0]
+    for _ in range(30):
+        _, _, _, _, info = env.step(down)
+        down = env.joint_state() + [0.0, 8.0, 8.0, 0.0, 0.0, 0.0]
+        assert env.kin.fk(info["joint_target"])[0][2] >= low[2] - 1e-3
+    env.close()

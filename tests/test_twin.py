@@ -174,6 +174,39 @@ def test_the_leader_arm_takes_over_and_hands_back(tmp_path):
 
 
 @pytest.mark.subprocess
+def test_the_person_picks_the_cube_through_the_leader_under_the_arms_limits(tmp_path):
+    """Pick-cube demos through the real path (leader servos, keys, the follower's per-step
+    limits, 10 Hz). Before: 0 of every episode (the jaws closed over ~8 steps while the arm
+    already lifted, and the hand, set once per step, circled over the cube)."""
+    twin, args = _twin(
+        tmp_path,
+        *NO_CAMERAS,
+        "--env.fps=10",
+        "--env.max_episode_steps=80",
+        "--pipeline.intervention.oracle.episode_probability=1.0",
+        "--pipeline.intervention.oracle.noise=0",
+    )
+    try:
+        cfg = _cfg(twin, args, *NO_CAMERAS)
+        env = make_env(cfg, seed=0)
+        wins = []
+        try:
+            for _ in range(3):
+                env.reset()
+                done = False
+                while not done:
+                    _, _, terminated, truncated, info = env.step(np.array([0.0, 0.0, 0.0, 1.0], np.float32))
+                    done = terminated or truncated
+                wins.append(bool(info["is_success"]))
+        finally:
+            env.close()
+        ends = [e["why"] for e in _events(twin, "episode_end")]
+        assert sum(wins) >= 2, (wins, ends)  # >= 9 of 10 on a quiet machine; CI is not one
+    finally:
+        twin.stop()
+
+
+@pytest.mark.subprocess
 def test_two_twins_run_side_by_side(tmp_path):
     """Two arms on one machine (two labelled nodes later): distinct ptys, ports, dirs, calibrations."""
     a, args = _twin(tmp_path / "a", *NO_CAMERAS)

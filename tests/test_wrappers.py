@@ -72,18 +72,18 @@ def test_workspace_clamp_and_max_step():
 
 
 def test_joint_delta_mode_and_continuous_gripper():
-    cfg = cfg_for(pipeline={"ee_action": {"enabled": False}, "gripper": {"discrete": False, "step_deg": 20}})
+    cfg = cfg_for(pipeline={"ee_action": {"enabled": False}, "gripper": {"discrete": False, "step_deg": 8}})
     spec = pipeline_spec(cfg)
     assert spec.action.shape == (6,) and not spec.discrete_gripper
     env = make_env(cfg, seed=0)
     obs, _ = env.reset(seed=0)
     q0 = obs[STATE][:6].copy()
-    a = np.array([0.5, 0, 0, 0, 0, 1.0], np.float32)  # pan +5 degrees, gripper +20
+    a = np.array([0.5, 0, 0, 0, 0, 1.0], np.float32)  # pan +5 degrees, gripper +8 (< the step limit)
     for _ in range(2):
         obs, *_ = env.step(a)
     # relative to the measured joints each step (a small overshoot of the servo model adds up)
     assert obs[STATE][0] - q0[0] == pytest.approx(2 * 0.5 * cfg.robot.max_relative_target_deg, abs=2.0)
-    assert obs[STATE][5] - q0[5] == pytest.approx(40.0, abs=4.0)
+    assert obs[STATE][5] - q0[5] == pytest.approx(16.0, abs=4.0)
     with pytest.raises(ValueError, match="expected shape"):
         env.step(np.zeros(4, np.float32))
     env.close()
@@ -256,7 +256,7 @@ def test_discrete_gripper_closes_and_opens_the_jaws():
     env = make_env(cfg_for(), seed=0)
     obs, _ = env.reset(seed=0)
     for cmd, check in ((OPEN, lambda g: g > 90), (STAY, lambda g: g > 90), (CLOSE, lambda g: g < 10)):
-        for _ in range(5):  # the jaw takes ~4 control steps end to end (servo speed)
+        for _ in range(12):  # end to end in ~10 steps: robot.max_relative_target_deg (10) per step
             obs, *_ = env.step(np.array([0, 0, 0, cmd], np.float32))
         assert check(obs[STATE][5]), (cmd, obs[STATE][5])
     env.close()

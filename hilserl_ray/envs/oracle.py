@@ -20,11 +20,14 @@ from hilserl_ray.features import STATE
 from hilserl_ray.so101 import CLOSE, GRIPPER, OPEN, STAY
 
 HOVER_M = 0.05  # approach height above the grasp point
-ALIGN_M = 0.005  # horizontal error below which the gripper descends
+ALIGN_M = 0.005  # horizontal error below which the gripper descends; above it, it re-aligns...
+REALIGN_M = 0.012  # ...at the height it reached (going back up only above this: a real arm jitters ~5 mm)
 GRASP_TOL_M = 0.006
 PAD_FACE_M = 0.0064  # fixed pad's inner face from gripperframe, along the site z axis
 CLEARANCE_M = 0.006  # between that face and the cube while descending
-CLOSE_STEPS = 4  # control steps the jaws get to close before lifting
+CLOSE_STEPS = 2  # control steps the jaws close at least before lifting
+JAWS_STILL = 1.0  # gripper units per step: jaws closing slower than this for 2 steps have closed
+MAX_CLOSE_STEPS = 20  # ...or lift anyway after this many steps of closing
 LIFT_M = 0.10
 
 
@@ -48,6 +51,21 @@ class ScriptedExpert:
 
     def reset(self) -> None:
         self.closed_steps = 0
+        self.lifting = False
+        self.last_gripper: float | None = None
+        self.still_steps = 0  # steps in a row the measured jaws have not closed further
+        self.descending = False
+
+    def keep_closing(self, gripper: float, last: float | None) -> bool:
+        """Whether to wait for the jaws (measured gripper now and one step ago; counts the still
+        steps): a person waits for the grip before lifting. The real follower moves the gripper at most
+        `robot.max_relative_target_deg` per step (the sim does too), so it takes ~8 steps. Two
+        still steps in a row: at a real 10 Hz one step's move can be short (the twin measured
+        a 1-unit step mid-close when two commands came close together)."""
+        still = last is not None and last - gripper <= JAWS_STILL
+        self.still_steps = self.still_steps + 1 if still else 0
+        closing = self.still_steps < 2
+        return self.closed_steps <= CLOSE_STEPS or (closing and self.closed_steps <= MAX_CLOSE_STEPS)
 
     def act(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         ee = self.sim.ee_pos()
@@ -55,6 +73,7 @@ class ScriptedExpert:
             return self._action(self.sim.target_pos() - ee, STAY)
         cube = self.aim()
         gripper = float(obs[STATE][GRIPPER]) if obs is not None else float(self.sim.joint_state()[GRIPPER])
+        last, self.last_gripper = self.last_gripper, gripper
         # Where gripperframe (in the fixed jaw's pad) must be for the cube to sit between the
         # pads: the pad's inner face is 6.4 mm along the site's z axis (towards the moving jaw).
         grasp = cube - self.sim.ee_mat()[:, 2] * (CUBE_HALF + PAD_FACE_M + CLEARANCE_M)
@@ -63,18 +82,22 @@ class ScriptedExpert:
         lifted = cube[2] - CUBE_HALF > 0.01
         if self.closed_steps > 0:  # grasping or lifting
             if np.linalg.norm(err) > 0.03 and not lifted and self.retry:  # lost it: start over
-                self.closed_steps = 0
+                self.closed_steps, self.lifting, self.still_steps = 0, False, 0
             else:
                 self.closed_steps += 1
-                if self.closed_steps <= CLOSE_STEPS:
+                self.lifting = self.lifting or not self.keep_closing(gripper, last)
+                if not self.lifting:
                     return self._action(np.zeros(3), CLOSE)
                 return self.lift(ee)
         if gripper < 60.0:  # open the jaws (away from the cube) before approaching
             up = max(0.0, cube[2] + HOVER_M - ee[2]) if np.linalg.norm(err[:2]) < 0.03 else 0.0
+            self.descending = False
             return self._action(np.array([0.0, 0.0, up]), OPEN)
-        if np.linalg.norm(err[:2]) > ALIGN_M:
-            hover = np.array([err[0], err[1], grasp[2] + HOVER_M - ee[2]])
-            return self._action(hover, OPEN)
+        xy = np.linalg.norm(err[:2])
+        self.descending = (self.descending and xy <= REALIGN_M) or xy <= ALIGN_M
+        if xy > ALIGN_M:
+            up = 0.0 if self.descending else grasp[2] + HOVER_M - ee[2]
+            return self._action(np.array([err[0], err[1], up]), OPEN)
         if np.linalg.norm(err) > GRASP_TOL_M:
             err[2] = max(err[2], -0.01)  # descend slowly enough for xy to keep up
             return self._action(err, OPEN)

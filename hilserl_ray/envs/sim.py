@@ -3,6 +3,9 @@
 Raw interface, as `hardware.robot_env` for the real arm: observation {"observation.state": (6,)
 joint degrees / gripper 0..100, "observation.images.<cam>": (H, W, 3) uint8 at the camera's
 configured size}, action (6,) joint position targets in the same units, `info["is_success"]`.
+Every target passes the real follower's per-step limits (`hilserl_ray.limits`: joint ranges,
+`robot.max_relative_target_deg` from the measured joints, the workspace box by FK), so an action
+moves the sim as it moves the arm; `info["safety_clamped"]` / `info["joint_target"]` as there.
 The pipeline wrappers (`envs.wrappers`) turn it into the policy's env. State-only configs also get
 `observation.environment_state` (the target or cube xyz) so the task is observable.
 
@@ -28,6 +31,7 @@ from hilserl_ray.envs.kinematics import EE_SITE, Kinematics  # noqa: E402
 from hilserl_ray.envs.scene import CUBE_HALF, build_scene  # noqa: E402
 from hilserl_ray.envs.specs import ENV_STATE, robot_spec  # noqa: E402
 from hilserl_ray.features import IMAGE_PREFIX, STATE  # noqa: E402
+from hilserl_ray.limits import arm_limits  # noqa: E402
 from hilserl_ray.so101 import ARM, JOINT_NAMES, NUM_ARM_JOINTS  # noqa: E402
 
 REACH_SUCCESS_M = 0.02  # gripperframe within 2 cm of the target
@@ -102,6 +106,8 @@ class SO101SimEnv(gym.Env):
 
         self.reset_pose = np.asarray(cfg.robot.reset_pose_deg, dtype=np.float64)
         low, high = self.kin.clip_state(np.full(6, -1e9)), self.kin.clip_state(np.full(6, 1e9))
+        # the real follower's per-step limits, so an action moves the sim as it moves the arm
+        self.limits = arm_limits(cfg, low, high, fk=lambda q: self.kin.fk(q)[0], names=JOINT_NAMES)
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         self.observation_space = space_from_features(self.features)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
@@ -144,7 +150,8 @@ class SO101SimEnv(gym.Env):
             raise ValueError(
                 f"sim action: expected 6 joint targets (degrees, gripper 0..100), got shape {action.shape}"
             )
-        self._ctrl_state = self.kin.clip_state(action)
+        self._ctrl_state = self.limits.clamp(action, self.joint_state())
+        clamped = bool(self.limits.last)
         self.data.ctrl[self._act] = self.kin.to_radians(self._ctrl_state)
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         mujoco.mj_forward(
@@ -154,7 +161,12 @@ class SO101SimEnv(gym.Env):
         reward = float(success)
         if self.cfg.env.dense_reward:
             reward += self.shaped_reward()
-        return self._obs(), reward, success, False, {"is_success": success}
+        info = {
+            "is_success": success,
+            "safety_clamped": clamped,
+            "joint_target": self._ctrl_state.astype(np.float32),
+        }
+        return self._obs(), reward, success, False, info
 
     def render(self):
         name = self.cameras[0][0] if self.cameras else "front"

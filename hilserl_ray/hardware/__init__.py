@@ -4,7 +4,7 @@
   torque with Lock, LeRobot's configuration, sign-magnitude registers, retries).
 - `calibration`: LeRobot-format JSON, raw <-> degrees / 0..100, the guided procedure
   (`python -m hilserl_ray.calibrate`).
-- `safety`: joint limits, max step, FK workspace box, watchdog.
+- `safety`: the watchdog (the per-step limits, shared with the sim: `hilserl_ray.limits`).
 - `camera`: OpenCV cameras with a background reader (`python -m hilserl_ray.find_cameras`).
 - `follower` + `robot_env`: the follower arm and `make_real_env(cfg)`, the raw env that
   `rig.make_env` wraps in the pipeline when `robot.type == "so101"`.

@@ -20,7 +20,8 @@ import numpy as np
 from hilserl_ray.hardware.calibration import Normalizer, apply_calibration, check_ids, load_calibration
 from hilserl_ray.hardware.feetech import FeetechBus
 from hilserl_ray.hardware.guard import GuardLink, stop_previous
-from hilserl_ray.hardware.safety import SafetyLimits, Watchdog
+from hilserl_ray.hardware.safety import Watchdog
+from hilserl_ray.limits import SafetyLimits
 from hilserl_ray.so101 import JOINT_NAMES
 
 log = logging.getLogger(__name__)

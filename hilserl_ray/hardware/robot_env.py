@@ -25,6 +25,7 @@ from hilserl_ray.envs.pipeline import robot_spec
 from hilserl_ray.features import IMAGE_PREFIX, STATE
 from hilserl_ray.hardware.camera import OpenCVCamera
 from hilserl_ray.hardware.follower import SO101Follower
+from hilserl_ray.limits import workspace_box
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +165,13 @@ def make_real_env(cfg: TrainConfig) -> RealSO101Env:
     if cfg.robot.type != "so101":
         raise ValueError(f"robot.type: make_real_env needs 'so101', got {cfg.robot.type!r}")
     kin = Kinematics(cfg.robot.mjcf)
-    ws_low = cfg.robot.workspace_low or cfg.pipeline.ee_action.workspace_low
-    ws_high = cfg.robot.workspace_high or cfg.pipeline.ee_action.workspace_high
     follower = SO101Follower(
         cfg.robot.port,
         cfg.robot.calibration,
         cfg.robot.motor_ids,
         max_relative_target=cfg.robot.max_relative_target_deg,
         fk=lambda q: kin.fk(q)[0],
-        workspace=(ws_low, ws_high),
+        workspace=workspace_box(cfg),
         watchdog_s=cfg.robot.watchdog_seconds,
         watchdog_release_s=cfg.robot.watchdog_release_seconds,
         bus_timeout_ms=cfg.robot.bus_timeout_ms,

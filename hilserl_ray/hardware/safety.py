@@ -1,10 +1,9 @@
-"""What stands between an action and the motors: joint limits, step size, workspace, watchdog.
+"""The real arm's watchdog: what stops it when commands stop arriving.
 
-`SafetyLimits.clamp` turns any requested joint target into one the arm may go to this step:
-finite, inside the calibrated joint ranges, at most `max_step` from where the arm is, and with
-the end effector (by FK) inside the workspace box. `Watchdog` holds the arm when commands stop
-arriving and releases the torque if they stay away; it also feeds the guard process
-(`hardware.guard`) that does the same if this process dies.
+`Watchdog` holds the arm when commands stop arriving and releases the torque if they stay away;
+it also feeds the guard process (`hardware.guard`) that does the same if this process dies. The
+per-step limits (joint ranges, step size, workspace) are `hilserl_ray.limits`, which the sim
+applies too.
 """
 
 from __future__ import annotations
@@ -14,86 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 log = logging.getLogger(__name__)
-
-
-class SafetyLimits:
-    """Joint-space clamps plus an optional Cartesian box checked by forward kinematics.
-
-    `fk(joints_user_units) -> xyz` of the end effector; the box is [ws_low, ws_high] in metres.
-    A target whose FK leaves the box is pulled back along the straight joint-space line towards
-    the present pose (bisection); if the arm is already outside, only moves that do not take it
-    further out are allowed, so it can always be driven back in.
-    """
-
-    def __init__(
-        self,
-        low: np.ndarray,
-        high: np.ndarray,
-        max_step: float | np.ndarray,
-        *,
-        fk: Callable[[np.ndarray], np.ndarray] | None = None,
-        ws_low: np.ndarray | None = None,
-        ws_high: np.ndarray | None = None,
-        names: tuple[str, ...] | None = None,
-    ):
-        self.low = np.asarray(low, dtype=np.float64)
-        self.high = np.asarray(high, dtype=np.float64)
-        self.max_step = np.broadcast_to(np.asarray(max_step, dtype=np.float64), self.low.shape)
-        self.fk = fk
-        self.ws_low = None if ws_low is None else np.asarray(ws_low, dtype=np.float64)
-        self.ws_high = None if ws_high is None else np.asarray(ws_high, dtype=np.float64)
-        self.names = names or tuple(f"joint{i}" for i in range(len(self.low)))
-        self.last: dict[str, object] = {}  # what the latest clamp changed, for logs and tests
-
-    def outside(self, joints: np.ndarray) -> float:
-        """Distance (m) of the end effector outside the workspace box; 0 inside or without FK."""
-        if self.fk is None or self.ws_low is None or self.ws_high is None:
-            return 0.0
-        p = np.asarray(self.fk(joints), dtype=np.float64)
-        return float(np.linalg.norm(np.maximum(self.ws_low - p, 0) + np.maximum(p - self.ws_high, 0)))
-
-    def clamp(self, target, present, *, workspace: bool = True) -> np.ndarray:
-        """The target the arm may go to this step (`workspace=False`: joint clamps only)."""
-        target = np.asarray(target, dtype=np.float64)
-        present = np.asarray(present, dtype=np.float64)
-        if target.shape != self.low.shape:
-            raise ValueError(
-                f"joint target: expected shape {self.low.shape} ({self.names}), got {target.shape}"
-            )
-        bad = [n for n, v in zip(self.names, target, strict=True) if not np.isfinite(v)]
-        if bad:
-            raise ValueError(f"joint target is not finite for {bad}: {target.tolist()}; refusing to move")
-        self.last = {}
-        out = np.clip(target, self.low, self.high)
-        if np.any(out != target):
-            self.last["joint_limits"] = [n for n, a, b in zip(self.names, out, target, strict=True) if a != b]
-        stepped = np.clip(out, present - self.max_step, present + self.max_step)
-        if np.any(stepped != out):
-            self.last["max_step"] = [n for n, a, b in zip(self.names, stepped, out, strict=True) if a != b]
-        out = stepped
-        err = self.outside(out) if workspace else 0.0
-        if err > 0:
-            now = self.outside(present)
-            if now > 0:
-                if err > now:  # already outside: never further out
-                    out = present.copy()
-                    self.last["workspace"] = "held: the move would leave the workspace further"
-            else:
-                lo, hi = 0.0, 1.0  # fraction of the move that stays inside
-                for _ in range(12):
-                    mid = (lo + hi) / 2
-                    if self.outside(present + mid * (out - present)) > 0:
-                        hi = mid
-                    else:
-                        lo = mid
-                out = present + lo * (out - present)
-                self.last["workspace"] = f"shortened to {lo:.3f} of the move"
-        if self.last:
-            log.debug("safety clamp: %s", self.last)
-        return out
 
 
 class Watchdog:

@@ -8,7 +8,12 @@ are), and only acts through the leader arm's servos and key presses:
   the episode's steps, one per Goal_Position write, up to `env.max_episode_steps`;
 - it takes over by `pipeline.intervention.oracle`'s rule (the sim oracle, `envs.oracle`): presses
   space, then moves the leader so its gripperframe sits where the sim expert wants the
-  follower's next (IK, fingers down; the leader's gripper opened or closed past the follower's);
+  follower's next (IK, fingers down; the leader's gripper opened or closed past the follower's).
+  The expert decides once per robot step where the gripper should go (its step from where the
+  follower is: a waypoint); the hand steers towards that waypoint from where the follower is
+  now, every HAND_S, as a hand leads an arm. Set once per step, one step ahead of the follower,
+  the robot read it a control period later: a proportional step a period stale, which made the
+  arm circle over the cube (a 6-step cycle, ±13 mm) and never come down;
   with `hand_back_steps` it presses space again after that many steps and lets go;
 - it presses `s` when the task is done (reach: within 2 cm of the target; pick: cube lifted).
 """
@@ -31,6 +36,7 @@ RESET_TOL = (
     0.15  # degrees (gripper: units): the reset ramp ends exactly on the pose; a policy step rarely does
 )
 AWAY_DEG = 3.0
+HAND_S = 0.02  # while engaged the hand follows the arm this often, between the robot's steps
 
 
 class ScriptedHuman:
@@ -62,6 +68,7 @@ class ScriptedHuman:
         self.phase = "wait_reset"
         self.episodes = self.steps = self.interventions = self.successes = 0
         self.engaged = self.handed_back = self.was_away = False
+        self.hand: tuple[np.ndarray, float] | None = None  # (waypoint, gripper command) it steers to
         self._goals: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -94,13 +101,24 @@ class ScriptedHuman:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            item = self._goals.get()
+            try:
+                item = self._goals.get(timeout=HAND_S)
+            except queue.Empty:
+                item = ()
             if item is None:
                 return
             try:
-                self._process(*item)
+                if item:
+                    self._process(*item)
+                self._follow()
             except Exception:  # the person makes a mistake: log it, keep watching
                 log.exception("scripted human")
+
+    def _follow(self) -> None:
+        """Steer the hand towards the waypoint from where the follower is now."""
+        if self.engaged and self.hand is not None:
+            with self.arm.bus.lock:
+                self.set_leader(self._leader_pose(self.hand))
 
     def _process(self, kind: str, goal: np.ndarray) -> None:
         """Every write is an episode step, holds too (a policy that keeps still commands a hold)."""
@@ -129,6 +147,7 @@ class ScriptedHuman:
         self.steps = 0
         self.phase = "running"
         self.engaged = self.handed_back = self.was_away = False
+        self.hand = None
         self.report.event(
             "episode",
             episode=self.episodes,
@@ -138,7 +157,7 @@ class ScriptedHuman:
 
     def _end(self, why: str) -> None:
         self.phase = "wait_reset"
-        self.engaged = False  # the robot's leader source hands back at its reset
+        self.engaged, self.hand = False, None  # the robot's leader source hands back at its reset
         self.report.event("episode_end", episode=self.episodes, steps=self.steps, why=why)
 
     def _act(self) -> None:
@@ -158,19 +177,22 @@ class ScriptedHuman:
             self.engaged_steps = 0
             self.interventions += 1
             self.tap("space")  # take over, then move the leader
-        self.set_leader(self._leader_pose(a))
+        self.hand = (self.sim.ee_pos() + np.clip(a[:3], -1, 1) * self.step_size, float(a[3]))
+        self.set_leader(self._leader_pose(self.hand))
         self.engaged_steps += 1
         if self.hand_back_steps is not None and self.engaged_steps >= self.hand_back_steps:
             self.tap("space")
-            self.engaged, self.handed_back = False, True
+            self.engaged, self.handed_back, self.hand = False, True, None
 
-    def _leader_pose(self, action: np.ndarray) -> np.ndarray:
-        """The leader pose whose gripperframe is one expert step from the follower's."""
+    def _leader_pose(self, hand: tuple[np.ndarray, float]) -> np.ndarray:
+        """The leader pose whose gripperframe is at most one step (per axis, as the expert's
+        actions) from the follower's, towards the waypoint."""
         kin = self.sim.kin
         q = self.arm.joints()
-        target = self.sim.ee_pos() + np.clip(action[:3], -1, 1) * self.step_size
+        waypoint, g = hand
+        ee = self.sim.ee_pos()
+        target = ee + np.clip((waypoint - ee) / self.step_size, -1, 1) * self.step_size
         pose = kin.ik(target, q, approach_dir=np.array([0.0, 0.0, -1.0]), max_iters=30, restarts=False)
-        g = action[3]
         if self.sim.cfg.pipeline.gripper.discrete:
             delta = {CLOSE: -50.0, OPEN: 50.0}.get(int(round(g)), 0.0)
         else:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.limits import workspace_box
 from hilserl_ray.so101 import ARM, JOINT_NAMES
 from hilserl_ray.twin.sts3215 import (
     GOAL,
@@ -47,8 +48,7 @@ class Reporter:
         self._f = self.path.open("a", buffering=1)
         self.map, self.kin, self.bus = servo_map, kin, bus
         self.max_step = cfg.robot.max_relative_target_deg
-        self.ws_low = np.asarray(cfg.robot.workspace_low or cfg.pipeline.ee_action.workspace_low)
-        self.ws_high = np.asarray(cfg.robot.workspace_high or cfg.pipeline.ee_action.workspace_high)
+        self.ws_low, self.ws_high = workspace_box(cfg)
         self.low, self.high = (x.astype(np.float64) for x in servo_map.norm.limits())
         self.counts: Counter = Counter()
         self.recent: deque = deque(maxlen=40)
