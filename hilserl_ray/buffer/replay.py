@@ -38,6 +38,16 @@ LINK_FIELDS = {"next": "int64", "is_start": "bool", "valid": "bool"}
 MAX_SENDERS = 256  # sequence numbers remembered (robot actor incarnations)
 
 
+def episode_runs(eid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a chunk's rows into runs of one episode: (same episode as the row before, run starts,
+    run ends), the ends inclusive: a chunk may span several episodes."""
+    same_prev = np.zeros(len(eid), bool)
+    same_prev[1:] = eid[1:] == eid[:-1]
+    run_starts = np.flatnonzero(~same_prev)
+    run_ends = np.r_[run_starts[1:], len(eid)] - 1
+    return same_prev, run_starts, run_ends
+
+
 def lazy_zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
     """Zeroed storage that takes RAM only where rows are written (a `Prefaulter` runs ahead).
 
@@ -185,76 +195,104 @@ class ReplayBuffer:
         With storage, the rows and `meta` are committed together before this returns.
         """
         k, cols = validate_chunk(self.spec, chunk)
-        link = True
-        if source is not None:
-            if self.is_stored(source):
-                return 0
-            last = self._senders.get(source[0])
-            link = last is None or last == source[1] - 1
+        if source is not None and self.is_stored(source):
+            return 0
+        link = self._follows_last(source)
         if k == 0:
             with self._lock:
                 self._commit(source, meta)
             return 0
         eid, last = cols["episode_id"], cols["is_last"]
         start = ~last & cols["is_intervention"] if only_interventions else ~last
-        same_prev = np.zeros(k, bool)
-        same_prev[1:] = eid[1:] == eid[:-1]
-        run_starts = np.flatnonzero(~same_prev)
-        run_ends = np.r_[run_starts[1:], k] - 1
+        same_prev, run_starts, run_ends = episode_runs(eid)
         with self._lock:
-            cap, d = self.capacity, self._data
             if only_interventions:
-                keep = start.copy()
-                keep[1:] |= start[:-1] & same_prev[1:]
-                for s in run_starts if link else ():  # a run's first row may be a stored row's next obs
-                    g = self._alive_open(int(eid[s]))
-                    if g is not None and d["is_start"][g % cap]:
-                        keep[s] = True
-                rows = np.flatnonzero(keep)
+                rows = self._intervention_rows(eid, start, same_prev, run_starts, link)
             else:
                 rows = np.arange(k)
-            rows = rows[max(0, rows.size - cap) :]  # more rows than capacity: the oldest would be overwritten
-            m = rows.size
-            if m == 0:
-                self._update_open(eid, last, run_starts, run_ends, np.full(k, -1, np.int64))
-                self._commit(source, meta)
-                return 0
-            old_written, new_written = self._written, self._written + m
-            g_of = np.full(k, -1, np.int64)
-            g_of[rows] = np.arange(old_written, new_written)
-            pred = np.full(k, -1, np.int64)
-            pred[1:] = np.where(same_prev[1:], g_of[:-1], -1)
-            for s in run_starts if link else ():
-                g = self._alive_open(int(eid[s]))
-                if g is not None:
-                    pred[s] = g
-            # Write the rows (at most two contiguous slices of the ring); stored rows stop being
-            # the rows they overwrite first, and are named by their global number last.
-            stored = self._store is not None
-            if stored:
-                self._write("row_id", np.full(m, -1, np.int64), old_written)
-            whole = m == k
-            for name in self._layout:
-                self._write(name, cols[name] if whole else cols[name][rows], old_written)
-            self._write("next", np.full(m, -1, np.int64), old_written)
-            self._write("is_start", start[rows], old_written)
-            self._write("valid", np.zeros(m, bool), old_written)
-            if stored:
-                self._write("row_id", np.arange(old_written, new_written), old_written)
-            # Link each stored row's predecessor (if still alive: it may be overwritten) to it.
-            p, g = pred[rows], g_of[rows]
-            ok = p >= new_written - cap
-            pp = p[ok] % cap
-            d["next"][pp] = g[ok]
-            d["valid"][pp] = d["is_start"][pp]
-            self._written = new_written
-            if new_written < cap and all(d[k] is a for k, a in self._prefault.arrays.items()):
-                self._prefault.advance(new_written)
+            # More rows than capacity: the oldest would be overwritten.
+            rows = rows[max(0, rows.size - self.capacity) :]
+            g_of = np.full(k, -1, np.int64)  # each chunk row's global row number (-1: not stored)
+            g_of[rows] = np.arange(self._written, self._written + rows.size)
+            if rows.size:
+                pred = self._predecessors(eid, same_prev, run_starts, g_of, link)
+                self._write_rows(cols, rows, start[rows])
+                self._link(pred[rows], g_of[rows])
+                self._advance(rows.size)
             self._update_open(eid, last, run_starts, run_ends, g_of)
-            self._n_valid = int(np.count_nonzero(d["valid"]))
-            self._valid_idx = None
             self._commit(source, meta)
-        return m
+        return rows.size
+
+    def _follows_last(self, source: tuple[str, int] | None) -> bool:
+        """Does the chunk directly follow its sender's last stored one (or is it the sender's first)?
+
+        If not, chunks were lost between them: the chunk's episodes start afresh instead of linking
+        to a row of long ago."""
+        if source is None:
+            return True
+        last = self._senders.get(source[0])
+        return last is None or last == source[1] - 1
+
+    def _intervention_rows(self, eid, start, same_prev, run_starts, link: bool) -> np.ndarray:
+        """The chunk rows the offline buffer keeps: intervention transitions, the rows holding their
+        next observation, and a run's first row when it is the next observation of a stored row."""
+        keep = start.copy()
+        keep[1:] |= start[:-1] & same_prev[1:]
+        for s in run_starts if link else ():
+            g = self._alive_open(int(eid[s]))
+            if g is not None and self._data["is_start"][g % self.capacity]:
+                keep[s] = True
+        return np.flatnonzero(keep)
+
+    def _predecessors(self, eid, same_prev, run_starts, g_of, link: bool) -> np.ndarray:
+        """Global row of each chunk row's previous observation (-1: none stored).
+
+        Within the chunk it is the row before in the same episode; a run's first row continues its
+        episode's latest stored row (if alive and `link`)."""
+        pred = np.full(len(eid), -1, np.int64)
+        pred[1:] = np.where(same_prev[1:], g_of[:-1], -1)
+        for s in run_starts if link else ():
+            g = self._alive_open(int(eid[s]))
+            if g is not None:
+                pred[s] = g
+        return pred
+
+    def _write_rows(self, cols: dict[str, np.ndarray], rows: np.ndarray, is_start: np.ndarray) -> None:
+        """Write the chunk's `rows` as the next global rows (at most two contiguous slices of the ring).
+
+        Stored rows stop being the rows they overwrite first, and are named by their global
+        number last: a kill mid-write leaves no row claiming data it does not hold."""
+        g0, m = self._written, rows.size
+        stored = self._store is not None
+        if stored:
+            self._write("row_id", np.full(m, -1, np.int64), g0)
+        whole = m == len(cols["episode_id"])
+        for name in self._layout:
+            self._write(name, cols[name] if whole else cols[name][rows], g0)
+        self._write("next", np.full(m, -1, np.int64), g0)
+        self._write("is_start", is_start, g0)
+        self._write("valid", np.zeros(m, bool), g0)
+        if stored:
+            self._write("row_id", np.arange(g0, g0 + m), g0)
+
+    def _link(self, pred: np.ndarray, g: np.ndarray) -> None:
+        """Link each new row's predecessor to it, if still alive (the new rows may overwrite it).
+
+        A linked predecessor that starts a transition becomes sampleable."""
+        d = self._data
+        ok = pred >= self._written + g.size - self.capacity
+        pos = pred[ok] % self.capacity
+        d["next"][pos] = g[ok]
+        d["valid"][pos] = d["is_start"][pos]
+
+    def _advance(self, m: int) -> None:
+        """Count m new rows as written: the prefaulter runs ahead of them, the valid count is redone."""
+        d = self._data
+        self._written += m
+        if self._written < self.capacity and all(d[name] is a for name, a in self._prefault.arrays.items()):
+            self._prefault.advance(self._written)
+        self._n_valid = int(np.count_nonzero(d["valid"]))
+        self._valid_idx = None
 
     def is_stored(self, source: tuple[str, int]) -> bool:
         """Was this chunk of this sender stored already (sent again after a lost acknowledgement)?"""

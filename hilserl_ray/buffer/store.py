@@ -238,13 +238,33 @@ def check_store(
     `fingerprint`, `capacity`, `layout` (when given) must match what the store was made with
     (StoreError, as before); files that disagree with the manifest are StoreDamaged."""
     d = Path(directory)
-    present = (
-        sorted(p.name for p in d.iterdir() if p.name != LOCK and not p.name.startswith("."))
-        if d.is_dir()
-        else []
-    )
+    present = _store_files(d)
     if not present or (MANIFEST not in present and COMMIT not in present and SYNCED not in present):
         return None  # nothing, or a creation cut short before its first open: no row was ever stored
+    manifest = _read_store_manifest(d, present)
+    cap, entries = _manifest_entries(d, manifest)
+    _check_manifest(d, manifest, capacity, fingerprint)
+    _check_field_entries(d, entries, layout)
+    commit = _check_commit(d)
+    written = int(commit["written"]) if commit else 0
+    g = np.arange(max(0, written - cap), written)  # the committed rows' global numbers
+    _check_field_files(d, entries, layout, cap, g)
+    row_id_file = entries["row_id"][0]
+    _check_commit_exists(d, row_id_file)
+    _check_row_ids(d, row_id_file, cap, written, g)
+    return manifest
+
+
+def _store_files(d: Path) -> list[str]:
+    """The names of the store's files, sorted (not the writer lock, not hidden files)."""
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if p.name != LOCK and not p.name.startswith("."))
+
+
+def _read_store_manifest(d: Path, present: list[str]) -> dict:
+    """The manifest as JSON: StoreDamaged when missing beside other store files or unreadable,
+    StoreError when it is of another format or version."""
     if MANIFEST not in present:
         shown = ", ".join(present[:4]) + (f" and {len(present) - 4} more" if len(present) > 4 else "")
         raise StoreDamaged(
@@ -262,6 +282,11 @@ def check_store(
             f"{d / MANIFEST}: format {manifest.get('format')!r} v{manifest.get('version')}, "
             f"expected {FORMAT!r} v{VERSION}"
         )
+    return manifest
+
+
+def _manifest_entries(d: Path, manifest: dict) -> tuple[int, dict[str, tuple[str, tuple, np.dtype]]]:
+    """(capacity, {field: (file, shape, dtype)}) from the manifest; StoreDamaged when incomplete."""
     try:
         cap, fields = int(manifest["capacity"]), dict(manifest["fields"])
         entries = {
@@ -276,15 +301,20 @@ def check_store(
             where=str(d / MANIFEST),
             fix=_fix(d, "restore it"),
         ) from None
-    _check_manifest(d, manifest, capacity, fingerprint)
+    return cap, entries
+
+
+def _check_field_entries(d: Path, entries: dict, layout: dict | None) -> None:
+    """Every field of the layout, and the store's own LINKS, has a manifest entry."""
     for name in [*(layout or {}), *LINKS]:
         if name not in entries:
             raise StoreDamaged(
                 f"no entry for field '{name}'", where=str(d / MANIFEST), fix=_fix(d, "restore it")
             )
-    commit = _check_commit(d)
-    written = int(commit["written"]) if commit else 0
-    g = np.arange(max(0, written - cap), written)
+
+
+def _check_field_files(d: Path, entries: dict, layout: dict | None, cap: int, g: np.ndarray) -> None:
+    """Each field file is a .npy of its manifest's (and the config's) shape, holding all `cap` rows."""
     for name, (file, shape, dtype) in entries.items():
         path = d / file
         want = (cap, *layout[name][0]) if layout and name in layout else shape
@@ -298,17 +328,26 @@ def check_store(
                 where=str(path),
                 fix=_fix(d, f"restore {file} from a copy of the run"),
             )
-    no_record = not (d / COMMIT).exists() and not (d / SYNCED).exists()  # (made at the first open)
-    if no_record and _row_ids(d / entries["row_id"][0]).max(initial=-1) >= 0:
+
+
+def _check_commit_exists(d: Path, row_id_file: str) -> None:
+    """Stored rows need a commit record that says which are stored (it is made at the first open)."""
+    no_record = not (d / COMMIT).exists() and not (d / SYNCED).exists()
+    if no_record and _row_ids(d / row_id_file).max(initial=-1) >= 0:
         raise StoreDamaged(
             f"missing, while rows are stored: no commit record says which ({SYNCED} missing too)",
             where=str(d / COMMIT),
             fix=_fix(d, f"restore {COMMIT}"),
         )
-    # A kill or a power loss leaves in each row's row_id its global number, -1 (being
-    # overwritten) or a later number at the same position (written after the commit); anything
-    # else no write made.
-    row_id = _row_ids(d / entries["row_id"][0])
+
+
+def _check_row_ids(d: Path, row_id_file: str, cap: int, written: int, g: np.ndarray) -> None:
+    """Every row's `row_id` is one a write leaves there.
+
+    A kill or a power loss leaves in each row's row_id its global number, -1 (being
+    overwritten) or a later number at the same position (written after the commit); anything
+    else no write made."""
+    row_id = _row_ids(d / row_id_file)
     pos = np.arange(cap)
     ok = (row_id == -1) | ((row_id >= written) & (row_id % cap == pos))
     ok[g % cap] |= row_id[g % cap] == g
@@ -317,10 +356,9 @@ def check_store(
         hit = int(np.count_nonzero(~ok[g % cap]))
         raise StoreDamaged(
             f"{bad:,} rows carry a row number no write leaves there ({hit:,} of the {g.size:,} stored rows)",
-            where=str(d / entries["row_id"][0]),
-            fix=_fix(d, f"restore {entries['row_id'][0]}"),
+            where=str(d / row_id_file),
+            fix=_fix(d, f"restore {row_id_file}"),
         )
-    return manifest
 
 
 LINKS = ("next", "is_start", "row_id")  # the store's own per-row fields, besides the layout's

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
@@ -92,27 +93,8 @@ def write_dataset(
     episode's last frame; `done`: next.done on the last frame (False there if not `last_done`).
     """
     cameras = {"front": (48, 64)} if cameras is None else cameras
-    features: dict[str, dict] = {
-        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": None},
-        "action": {"dtype": "float32", "shape": [action_dim], "names": None},
-    }
-    for cam, (h, w) in cameras.items():
-        features[f"observation.images.{cam}"] = {"dtype": "video", "shape": [h, w, 3], "names": None}
-    if reward:
-        features[REWARD] = {"dtype": "float32", "shape": [1], "names": None}
-    if done:
-        features[DONE] = {"dtype": "bool", "shape": [1], "names": None}
-    if complementary:
-        features[INTERVENTION] = {"dtype": "bool", "shape": [1], "names": None}
-        features[PENALTY] = {"dtype": "float32", "shape": [1], "names": None}
-    rng = np.random.default_rng(0)
-    textures = {}
-    if textured:
-        import cv2
-
-        for cam, (h, w) in cameras.items():
-            noise = (rng.random((h, 2 * w, 3)) * 255).astype(np.uint8)
-            textures[cam] = cv2.GaussianBlur(noise, (0, 0), 3)
+    features = dataset_features(cameras, state_dim, action_dim, reward, done, complementary)
+    textures = _textures(cameras) if textured else {}
     writer = LeRobotWriter(
         root,
         fps,
@@ -130,26 +112,88 @@ def write_dataset(
                 "observation.state": np.resize(q[i], state_dim).astype(np.float32),
                 "action": np.array([np.sin(0.1 * g), np.cos(0.1 * g), 0.0, g % 3][:action_dim], np.float32),
             }
-            for cam, (h, w) in cameras.items():
-                tex = None
-                if textured:
-                    shift = (g * 4) % w
-                    tex = textures[cam][:, shift : shift + w]
-                frame[f"observation.images.{cam}"] = code_image(g, h, w, tex)
-            last = i == length - 1
-            if reward:
-                frame[REWARD] = np.float32(1.0 if last else 0.0)
-            if done:
-                frame[DONE] = bool(last and last_done)
-            if complementary:
-                frame[INTERVENTION] = bool(i % 5 == 0)
-                frame[PENALTY] = np.float32(-0.02 if i % 7 == 3 else 0.0)
+            frame.update(code_images(g, cameras, textures))
+            frame.update(_label_columns(i, length, reward, done, last_done, complementary))
             writer.add_frame(frame, task="pick the cube")
             g += 1
             if progress is not None:
                 progress(1)
         writer.save_episode()
     return writer.finalize()
+
+
+def camera_features(cameras: dict[str, tuple[int, int]]) -> dict[str, dict]:
+    """The video features of cameras given as name -> (height, width)."""
+    return {
+        f"observation.images.{cam}": {"dtype": "video", "shape": [h, w, 3], "names": None}
+        for cam, (h, w) in cameras.items()
+    }
+
+
+def dataset_features(
+    cameras: dict[str, tuple[int, int]],
+    state_dim: int,
+    action_dim: int,
+    reward: bool,
+    done: bool,
+    complementary: bool,
+) -> dict[str, dict]:
+    """The features `write_dataset` writes: state, action, cameras and the chosen label columns."""
+    features: dict[str, dict] = {
+        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": None},
+        "action": {"dtype": "float32", "shape": [action_dim], "names": None},
+        **camera_features(cameras),
+    }
+    if reward:
+        features[REWARD] = {"dtype": "float32", "shape": [1], "names": None}
+    if done:
+        features[DONE] = {"dtype": "bool", "shape": [1], "names": None}
+    if complementary:
+        features[INTERVENTION] = {"dtype": "bool", "shape": [1], "names": None}
+        features[PENALTY] = {"dtype": "float32", "shape": [1], "names": None}
+    return features
+
+
+def _textures(cameras: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Blurred noise twice each camera's width; a window sliding over it frame by frame makes the
+    video decode at about the speed of camera footage (see `code_image`)."""
+    rng = np.random.default_rng(0)
+    textures = {}
+    for cam, (h, w) in cameras.items():
+        noise = (rng.random((h, 2 * w, 3)) * 255).astype(np.uint8)
+        textures[cam] = cv2.GaussianBlur(noise, (0, 0), 3)
+    return textures
+
+
+def code_images(
+    g: int, cameras: dict[str, tuple[int, int]], textures: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Every camera's image of global frame `g` (`code_image`), over its sliding texture if any."""
+    images = {}
+    for cam, (h, w) in cameras.items():
+        tex = None
+        if textures:
+            shift = (g * 4) % w
+            tex = textures[cam][:, shift : shift + w]
+        images[f"observation.images.{cam}"] = code_image(g, h, w, tex)
+    return images
+
+
+def _label_columns(
+    i: int, length: int, reward: bool, done: bool, last_done: bool, complementary: bool
+) -> dict:
+    """Frame i's label columns: success reward and done on the last frame, an intervention every
+    5th frame and a penalty every 7th."""
+    last = i == length - 1
+    frame: dict = {}
+    if reward:
+        frame[REWARD] = np.float32(1.0 if last else 0.0)
+    if done:
+        frame[DONE] = bool(last and last_done)
+    if complementary:
+        frame[INTERVENTION] = bool(i % 5 == 0)
+        frame[PENALTY] = np.float32(-0.02 if i % 7 == 3 else 0.0)
+    return frame
 
 
 def teleop_motion(n: int, roll_peak: float = 60.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -191,9 +235,8 @@ def write_teleop_dataset(
     features: dict[str, dict] = {
         "action": {"dtype": "float32", "shape": [6], "names": names},
         "observation.state": {"dtype": "float32", "shape": [6], "names": names},
+        **camera_features(cameras),
     }
-    for cam, (h, w) in cameras.items():
-        features[f"observation.images.{cam}"] = {"dtype": "video", "shape": [h, w, 3], "names": None}
     convert = None
     if units == "lerobot_range":
         convert = Normalizer(load_calibration(calibration, JOINT_NAMES), JOINT_NAMES).to_lerobot_range
@@ -204,9 +247,7 @@ def write_teleop_dataset(
         if convert is not None:
             present, target = convert(present), convert(target)
         for i in range(length):
-            frame: dict = {"observation.state": present[i], "action": target[i]}
-            for cam, (h, w) in cameras.items():
-                frame[f"observation.images.{cam}"] = code_image(g, h, w)
+            frame: dict = {"observation.state": present[i], "action": target[i], **code_images(g, cameras)}
             writer.add_frame(frame, task="pick the cube")
             g += 1
         writer.save_episode()

@@ -43,6 +43,16 @@ def _look_at(pos, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
 def build_scene(mjcf: Path | str | None, offscreen: tuple[int, int] = (128, 128)) -> mujoco.MjModel:
     """Compile the arm in `mjcf` (default: ours) with the task scene. offscreen = (height, width)."""
     path = Path(mjcf) if mjcf is not None else DEFAULT_MJCF
+    spec = _load_arm(path)
+    _set_options(spec, offscreen)
+    _make_servos(spec)
+    _add_table_and_cube(spec.worldbody)
+    _add_wrist_camera(spec, path)
+    return spec.compile()
+
+
+def _load_arm(path: Path) -> mujoco.MjSpec:
+    """The arm's MJCF, which must have the SO-101 joint names."""
     if not path.is_file():
         raise FileNotFoundError(
             f"robot.mjcf: no MJCF file at '{path}'; leave it unset for the built-in SO-101"
@@ -52,7 +62,11 @@ def build_scene(mjcf: Path | str | None, offscreen: tuple[int, int] = (128, 128)
     missing = [j for j in JOINT_NAMES if j not in names]
     if missing:
         raise ValueError(f"robot.mjcf '{path}': joints {missing} not found; needs {list(JOINT_NAMES)}")
+    return spec
 
+
+def _set_options(spec: mujoco.MjSpec, offscreen: tuple[int, int]) -> None:
+    """Physics and offscreen rendering settings."""
     spec.option.timestep = TIMESTEP
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
@@ -66,6 +80,9 @@ def build_scene(mjcf: Path | str | None, offscreen: tuple[int, int] = (128, 128)
     spec.visual.headlight.ambient = [0.45, 0.45, 0.45]
     spec.visual.headlight.diffuse = [0.5, 0.5, 0.5]
 
+
+def _make_servos(spec: mujoco.MjSpec) -> None:
+    """Make the arm's joints behave like the SO-101's position-controlled servos."""
     # Servos hold their pose against gravity (their position loop integrates); gravity
     # compensation gives the sim's proportional actuators the same steady state.
     for body in spec.bodies:
@@ -80,7 +97,9 @@ def build_scene(mjcf: Path | str | None, offscreen: tuple[int, int] = (128, 128)
             act.forcerange = [-3.35, 3.35]
             act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
 
-    wb = spec.worldbody
+
+def _add_table_and_cube(wb: mujoco.MjsBody) -> None:
+    """The task around the arm: light, table, cube, target marker and the front camera."""
     wb.add_light(name="top", pos=[0.2, 0, 1.2], dir=[0, 0, -1], diffuse=[0.6, 0.6, 0.6], castshadow=False)
     wb.add_geom(
         name="table",
@@ -115,12 +134,14 @@ def build_scene(mjcf: Path | str | None, offscreen: tuple[int, int] = (128, 128)
     wb.add_camera(
         name="front", pos=[0.62, -0.30, 0.40], quat=_look_at([0.62, -0.30, 0.40], [0.2, 0.0, 0.06]), fovy=45
     )
+
+
+def _add_wrist_camera(spec: mujoco.MjSpec, path: Path) -> None:
+    """Wrist camera beside the jaws, looking down the fingers at what is between them."""
     gripper = spec.body("gripper")
     if gripper is None:
         raise ValueError(f"robot.mjcf '{path}': no body 'gripper' (the wrist_roll link) for the wrist camera")
-    # Wrist camera beside the jaws, looking down the fingers at what is between them.
     pos = [-0.02, 0.04, -0.02]
     gripper.add_camera(
         name="gripper_cam", pos=pos, quat=_look_at(pos, [0.005, 0.0, -0.11], up=(1.0, 0.0, 0.0)), fovy=70
     )
-    return spec.compile()
