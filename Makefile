@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install browser test test-fast test-slow smoke-test twin-test lint bench clean
+.PHONY: install browser test test-fast test-slow smoke-test twin-test journey journey-smoke lint bench clean
 
 install: $(STAMP)
 
@@ -44,6 +44,14 @@ smoke-test: install
 # the real-arm path end to end through Ray against the twin (a simulated SO-101 on a pty)
 twin-test: install
 	$(PY) -m hilserl_ray.twin.rehearse
+
+# the owner's journey (docs/real_arm.md) on the twin, calibration to export; one table of figures.
+# journey-smoke: CI sizes, under 5 minutes; journey: issue 24's benchmark sizes
+journey-smoke: install
+	$(PY) -m hilserl_ray.twin.journey --smoke --out outputs/journey_smoke
+
+journey: install
+	$(PY) -m hilserl_ray.twin.journey --out outputs/journey
 
 lint: install
 	$(VENV)/bin/ruff check .

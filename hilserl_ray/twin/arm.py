@@ -128,6 +128,12 @@ class TwinArm:
             self.data.ctrl[self._act] = q
             mujoco.mj_forward(self.model, self.data)
 
+    def hold_pose(self, q_state: np.ndarray) -> None:
+        """A hand holding the (torque-off) arm in a pose: the encoders read it at once."""
+        with self.bus.lock:
+            self.set_pose(q_state)
+            self._write_servos()
+
     def joints(self) -> np.ndarray:
         """Physical joint positions in state units (degrees, gripper 0..100)."""
         return self.sim.joint_state()

@@ -16,6 +16,14 @@ are), and only acts through the leader arm's servos and key presses:
   arm circle over the cube (a 6-step cycle, ±13 mm) and never come down;
   with `hand_back_steps` it presses space again after that many steps and lets go;
 - it presses `s` when the task is done (reach: within 2 cm of the target; pick: cube lifted).
+
+What it does in an episode is its `mode` (`POST /person?mode=...`, from the next episode on), the
+modes a real session needs: `oracle` (intervene by the rule while a policy trains), `demo`
+(demonstrate whole episodes from step 0), `label` (as demo, then hold `l` while the cube is up:
+classifier positives), `near_miss` / `slip` / `hover` (fail on purpose: classifier negatives),
+`mix` (label and the three failures in turn, as record's EXPERT_MIX shares them) and `hands_off` (`evaluate`).
+When `calibrate` asks, it poses an arm mid-range and moves every joint through the range the
+arm was calibrated with (`POST /person/calibrate?bus=follower&step=mid|sweep`).
 """
 
 from __future__ import annotations
@@ -23,11 +31,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 import numpy as np
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.envs.oracle import OracleSource
+from hilserl_ray.envs.oracle import FAILURE_MODES, FailingExpert, OracleSource, ScriptedExpert
 from hilserl_ray.so101 import ARM, CLOSE, GRIPPER, OPEN
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,10 @@ RESET_TOL = (
 )
 AWAY_DEG = 3.0
 HAND_S = 0.02  # while engaged the hand follows the arm this often, between the robot's steps
+MODES = ("oracle", "demo", "label", *FAILURE_MODES, "mix", "hands_off")
+MIX = ("label", "near_miss", "label", "slip", "hover")  # mix: in turn (record's EXPERT_MIX shares)
+LABEL_STEPS = 8  # label mode: steps it holds `l` with the cube up before pressing `s`
+SWEEP_HOLD_S = 0.15  # calibration: how long it holds each joint at each end of its range
 
 
 class ScriptedHuman:
@@ -61,6 +74,10 @@ class ScriptedHuman:
         self.target = None if target is None else np.asarray(target, dtype=np.float64)
         self.hand_back_steps = hand_back_steps
         self.intervene = intervene
+        self.mode = "oracle" if intervene else "hands_off"
+        self.episode_mode = self.mode
+        self.expert: ScriptedExpert | None = None  # None: the oracle's rule decides when to act
+        self.labelled = self.mixed = 0
         self.reset_pose = np.asarray(cfg.robot.reset_pose_deg, dtype=np.float64)
         self.max_steps = cfg.env.max_episode_steps
         self.step_size = cfg.pipeline.ee_action.step_size_m
@@ -143,6 +160,18 @@ class ScriptedHuman:
         with self.arm.bus.lock:
             self.sim.place_objects(self.rng, self.target)
         self.oracle.reset()
+        mode = self.mode
+        if mode == "mix":
+            mode = MIX[self.mixed % len(MIX)]
+            self.mixed += 1
+        self.episode_mode = mode
+        if mode in ("demo", "label"):
+            self.expert = ScriptedExpert(self.sim)
+        elif mode in FAILURE_MODES:
+            self.expert = FailingExpert(self.sim, mode, self.rng)
+        else:
+            self.expert = None
+        self.labelled = 0
         self.episodes += 1
         self.steps = 0
         self.phase = "running"
@@ -153,6 +182,7 @@ class ScriptedHuman:
             episode=self.episodes,
             target=[round(float(x), 4) for x in self.sim.target_pos()],
             cube=[round(float(x), 4) for x in self.sim.cube_pos()],
+            mode=mode,
         )
 
     def _end(self, why: str) -> None:
@@ -163,13 +193,23 @@ class ScriptedHuman:
     def _act(self) -> None:
         """One episode step (under the follower's bus lock: a consistent view of the scene)."""
         if self.sim.is_success():
-            self.successes += 1
-            self.tap("s")
-            self._end("success")
+            if self.episode_mode == "label" and self.labelled < LABEL_STEPS:
+                if self.labelled == 0:
+                    self.keys.press("l")  # held while success is visible: per-frame labels
+                self.labelled += 1
+            else:
+                if self.labelled:
+                    self.keys.release("l")
+                self.successes += 1
+                self.tap("s")
+                self._end("success")
+                return
+        elif self.labelled:  # the cube dropped while it labelled: let go of `l`
+            self.keys.release("l")
+            self.labelled = 0
+        if self.episode_mode == "hands_off" or self.handed_back:
             return
-        if not self.intervene or self.handed_back:
-            return
-        a = self.oracle.action(None, self.sim)
+        a = self.oracle.action(None, self.sim) if self.expert is None else self.expert.act(None)
         if a is None:
             return
         if not self.engaged:
@@ -200,8 +240,50 @@ class ScriptedHuman:
         pose[GRIPPER] = np.clip(q[GRIPPER] + delta, 0.0, 100.0)
         return pose
 
+    # ------------------------------------------------------------------ requests
+    def set_mode(self, mode: str) -> dict:
+        """What it does from the next episode on (see the module docstring)."""
+        if mode not in MODES:
+            raise ValueError(f"mode: one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.report.event("person_mode", mode=mode)
+        return {"mode": mode}
+
+    def calibrate(self, which: str, step: str) -> dict:
+        """Answer `calibrate`'s prompts by hand: `mid` poses the arm mid-range (torque is off),
+        `sweep` moves each joint to both ends of the range the arm was calibrated with and back
+        (returns when done). The follower is moved in the physics, the leader at its encoders."""
+        servo_map = self.arm.map if which == "follower" else self.leader_map
+        lo, hi = servo_map.norm.limits()
+        mid = (lo + hi) / 2
+        mid[GRIPPER] = 50.0
+        if step == "mid":
+            self._hold(which, mid, 0.3)
+        elif step == "sweep":
+            for k in range(len(mid)):
+                for end in (lo[k], hi[k]):
+                    pose = mid.copy()
+                    pose[k] = end
+                    self._hold(which, pose, SWEEP_HOLD_S)
+                self._hold(which, mid, SWEEP_HOLD_S)
+        else:
+            raise ValueError(f"step: 'mid' or 'sweep', got {step!r}")
+        self.report.event("person_calibrate", bus=which, step=step)
+        return {"bus": which, "step": step}
+
+    def _hold(self, which: str, pose: np.ndarray, seconds: float) -> None:
+        """Hold a pose against gravity and contacts, re-setting it every few ms."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if which == "follower":
+                self.arm.hold_pose(pose)
+            else:
+                self.set_leader(pose)
+            time.sleep(0.005)
+
     def status(self) -> dict:
         return {
+            "mode": self.mode,
             "phase": self.phase,
             "episode": self.episodes,
             "step": self.steps,

@@ -59,9 +59,9 @@ class TwinProcess:
         with urllib.request.urlopen(self.url("status"), timeout=5) as r:
             return json.load(r)
 
-    def post(self, action: str) -> dict:
+    def post(self, action: str, timeout: float = 5.0) -> dict:
         req = urllib.request.Request(self.url(action), data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.load(r)
 
     def overrides(self) -> list[str]:

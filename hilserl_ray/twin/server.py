@@ -12,6 +12,8 @@ thread (a GL context belongs to the thread that made it).
   POST /unplug?seconds=S      pull the follower's USB cable (`&bus=leader` for the leader's);
                               plugged back after S seconds if given
   POST /plug                  plug it back
+  POST /person?mode=M         what the scripted person does from the next episode (human.MODES)
+  POST /person/calibrate?bus=B&step=mid|sweep   answer `calibrate`'s prompts by hand
 """
 
 from __future__ import annotations
@@ -56,10 +58,19 @@ class KeyHub:
             return len(self._clients)
 
     def tap(self, key: str) -> None:
+        self.press(key)
+        self.release(key)
+
+    def press(self, key: str) -> None:
+        self._send(f"press {key}\n")
+
+    def release(self, key: str) -> None:
+        self._send(f"release {key}\n")
+
+    def _send(self, line: str) -> None:
         with self._lock:
             for q in self._clients:
-                q.put(f"press {key}\n")
-                q.put(f"release {key}\n")
+                q.put(line)
 
 
 class Cameras:
@@ -171,6 +182,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(self.twin.unplug(which, seconds))
         if path == "plug":
             return self._json(self.twin.plug(which))
+        try:
+            if path == "person":
+                return self._json(self.twin.human.set_mode(query.get("mode", [""])[0]))
+            if path == "person/calibrate":
+                return self._json(self.twin.human.calibrate(which, query.get("step", [""])[0]))
+        except ValueError as e:
+            return self._json({"error": str(e)}, 400)
         self._json({"error": f"no such action /{path}"}, 404)
 
     def _json(self, obj, code: int = 200) -> None:
