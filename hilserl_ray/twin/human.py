@@ -245,7 +245,7 @@ class ScriptedHuman:
         """What it does from the next episode on (see the module docstring)."""
         if mode not in MODES:
             raise ValueError(f"mode: one of {MODES}, got {mode!r}")
-        self.mode = mode
+        self.mode, self.mixed = mode, 0
         self.report.event("person_mode", mode=mode)
         return {"mode": mode}
 

@@ -299,10 +299,10 @@ def _reward_eval(j: Journey, text, before, after) -> str:
 
 def _train(j: Journey, text, before, after) -> str:
     rows = [json.loads(x) for x in (j.p["run"] / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    last = rows[-1]
+    last = {k: int(v) for k, v in rows[-1].items() if k in ("env_steps", "episodes", "updates")}
     return (
-        f"{last.get('env_steps')} env steps, {last.get('episodes', '?')} episodes, {last.get('updates', last.get('learner_updates', '?'))} updates; "
-        f"person took over {after['interventions'] - before['interventions']} times, "
+        f"{last.get('env_steps')} env steps, {last.get('episodes')} episodes, {last.get('updates')} updates; "
+        f"the person took over in {after['interventions'] - before['interventions']} episodes, "
         f"twin successes {after['successes'] - before['successes']}"
     )
 
