@@ -55,7 +55,7 @@ SMOKE = Sizes(
     classifier_steps=30,
     env_steps=200,
     eval_episodes=2,
-    episode_steps=60,
+    episode_steps=80,
     config={
         "learner.training_starts": 100,
         "policy.batch_size": 32,
