@@ -4,6 +4,7 @@ flags (the values, devices and paths, differ). The journey itself: `make journey
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -11,8 +12,13 @@ import sys
 import pytest
 from run_helpers import ROOT
 
+from hilserl_ray.twin.journey import CONFIG, SMOKE, Journey
+from hilserl_ray.twin.launch import TwinProcess
+
 GUIDE = ROOT / "docs" / "real_arm.md"
 NOT_RUN = ("--resume",)  # continuing a run: the guide's, not a step of the journey
+# flags whose value is the device's (the guide names them for a slow USB adapter; the twin is one)
+DEVICE_FLAGS = ("--timeout-ms",)
 
 
 def shape(line: str) -> tuple[str, list[str]]:
@@ -22,7 +28,8 @@ def shape(line: str) -> tuple[str, list[str]]:
     rest = words[words.index("-m") + 2 :]
     if rest and not rest[0].startswith("-") and module == "hilserl_ray.reward":
         module += " " + rest[0]
-    return module, [w.split("=", 1)[0] for w in rest if w.startswith("--")]
+    flags = [w.split("=", 1)[0] for w in rest if w.startswith("--")]
+    return module, [f for f in flags if f not in DEVICE_FLAGS]
 
 
 def guide_commands() -> list[str]:
@@ -49,3 +56,24 @@ def test_the_guide_spells_the_commands_the_journey_runs():
     )
     for line in guide_commands():
         assert line.startswith(".venv/bin/python -m hilserl_ray."), line
+
+
+@pytest.mark.subprocess
+def test_calibrate_against_the_twin_gives_the_arms_own_ranges(tmp_path, monkeypatch):
+    """The journey's first steps: `calibrate` on each pty, Enter pressed, the twin's person posing
+    and sweeping the joints; the files it writes hold the ranges the twin's arm has."""
+    monkeypatch.chdir(ROOT)
+    journey = Journey(tmp_path, SMOKE)
+    journey.twin = TwinProcess(CONFIG, tmp_path / "twin").wait_ready()
+    try:
+        paths = journey.twin.paths
+        devices = {"follower": paths["robot.port"], "leader": paths["pipeline.intervention.leader_port"]}
+        devices |= {"camera": "-", "keys": "-"}
+        for stage in journey.stages(devices)[:2]:
+            journey.run_stage(stage)
+            assert stage.rc == 0, stage.figure
+            within = int(re.search(r"ranges within (\d+) steps", stage.figure)[1])
+            assert within <= 2, stage.figure
+    finally:
+        journey.twin.stop()
+    assert json.loads(journey.p["leader_cal"].read_text())["gripper"]["range_max"] > 0

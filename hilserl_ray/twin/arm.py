@@ -109,6 +109,7 @@ class TwinArm:
         self.timestep = self.model.opt.timestep
         self.torque = np.ones(6, dtype=bool)  # the first tick applies the servos' torque-off
         self.ticks = 0
+        self.held = False  # a hand holds the arm still (calibration): the physics waits
         self.on_tick = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,7 +169,8 @@ class TwinArm:
     def tick(self, steps: int = 1) -> None:
         with self.bus.lock:
             self._apply_servos()
-            mujoco.mj_step(self.model, self.data, nstep=steps)
+            if not self.held:
+                mujoco.mj_step(self.model, self.data, nstep=steps)
             self._write_servos()
             self.ticks += 1
             if self.on_tick is not None:

@@ -49,7 +49,8 @@ HAND_S = 0.02  # while engaged the hand follows the arm this often, between the 
 MODES = ("oracle", "demo", "label", *FAILURE_MODES, "mix", "hands_off")
 MIX = ("label", "near_miss", "label", "slip", "hover")  # mix: in turn (record's EXPERT_MIX shares)
 LABEL_STEPS = 8  # label mode: steps it holds `l` with the cube up before pressing `s`
-SWEEP_HOLD_S = 0.15  # calibration: how long it holds each joint at each end of its range
+SWEEP_HOLD_S = 0.15  # calibration: how long it holds each joint at each end of its range...
+SWEEP_READS = 3  # ...and until calibrate has read the bus this often since
 
 
 class ScriptedHuman:
@@ -257,24 +258,29 @@ class ScriptedHuman:
         lo, hi = servo_map.norm.limits()
         mid = (lo + hi) / 2
         mid[GRIPPER] = 50.0
-        if step == "mid":
+        if step not in ("mid", "sweep"):
+            raise ValueError(f"step: 'mid' or 'sweep', got {step!r}")
+        self.arm.held = which == "follower"  # held by hand: neither gravity nor the table moves it
+        try:
             self._hold(which, mid, 0.3)
-        elif step == "sweep":
-            for k in range(len(mid)):
+            for k in range(len(mid) if step == "sweep" else 0):
                 for end in (lo[k], hi[k]):
                     pose = mid.copy()
                     pose[k] = end
                     self._hold(which, pose, SWEEP_HOLD_S)
                 self._hold(which, mid, SWEEP_HOLD_S)
-        else:
-            raise ValueError(f"step: 'mid' or 'sweep', got {step!r}")
+        finally:
+            self.arm.held = False
         self.report.event("person_calibrate", bus=which, step=step)
         return {"bus": which, "step": step}
 
     def _hold(self, which: str, pose: np.ndarray, seconds: float) -> None:
-        """Hold a pose against gravity and contacts, re-setting it every few ms."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        """Hold a pose until `calibrate` has read it (as a person watches its live display): at
+        least `seconds` and SWEEP_READS packets on that bus, re-setting the pose every few ms."""
+        bus = self.arm.bus if which == "follower" else self.leader_bus
+        end, reads = time.monotonic() + seconds, bus.transactions + SWEEP_READS
+        give_up = end + 10.0
+        while (time.monotonic() < end or bus.transactions < reads) and time.monotonic() < give_up:
             if which == "follower":
                 self.arm.hold_pose(pose)
             else:

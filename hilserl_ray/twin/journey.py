@@ -34,6 +34,9 @@ from hilserl_ray.twin.launch import TwinProcess
 
 CONFIG = "configs/so101_twin.yaml"  # configs/so101_real.yaml as the twin stands in for the arm
 PY = ".venv/bin/python"  # how the guide spells the interpreter; the journey runs sys.executable
+# the twin answers from Python threads a loaded machine starves: calibrate waits as long as the
+# twin's config does (robot.bus_timeout_ms), as the guide says for a slow USB adapter
+TIMEOUT_MS = 250
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,16 @@ FULL = Sizes(
 
 # (stage, the twin's person's mode, the command after `python -m`), in the guide's order
 STAGES = [
-    ("calibrate follower", None, "hilserl_ray.calibrate --port {follower} --out {follower_cal}"),
-    ("calibrate leader", None, "hilserl_ray.calibrate --port {leader} --out {leader_cal} --leader"),
+    (
+        "calibrate follower",
+        None,
+        "hilserl_ray.calibrate --port {follower} --out {follower_cal} --timeout-ms {timeout_ms}",
+    ),  # fmt: skip
+    (
+        "calibrate leader",
+        None,
+        "hilserl_ray.calibrate --port {leader} --out {leader_cal} --leader --timeout-ms {timeout_ms}",
+    ),  # fmt: skip
     ("find cameras", None, "hilserl_ray.find_cameras {camera} --save-dir {cameras}"),
     ("check config", None, "hilserl_ray.train --config {config} --dry-run"),
     ("record demos", "demo", "hilserl_ray.record --config {config} --episodes {demos_n} --out {demos}"),
@@ -149,7 +160,12 @@ class Journey:
     def stages(self, devices: dict[str, str]) -> list[Stage]:
         s = self.sizes
         values = {**self.p, **devices, "config": self.cfg_path, "demos_n": s.demos, "labelled_n": s.labelled}
-        values |= {"test_n": s.labelled_test, "clf_steps": s.classifier_steps, "eval_n": s.eval_episodes}
+        values |= {
+            "test_n": s.labelled_test,
+            "timeout_ms": TIMEOUT_MS,
+            "clf_steps": s.classifier_steps,
+            "eval_n": s.eval_episodes,
+        }
         quoted = {k: shlex.quote(str(v)) for k, v in values.items()}
         return [
             Stage(name, ["-m", *shlex.split(line.format(**quoted))], person) for name, person, line in STAGES
@@ -251,8 +267,11 @@ class Journey:
             if proc.poll() is not None:
                 break
             self.twin.post(f"person/calibrate?bus={which}&step={step}", timeout=120)
-            proc.stdin.write("\n")
-            proc.stdin.flush()
+            try:
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+            except BrokenPipeError:  # it stopped (its error is in its output)
+                break
         rc = proc.wait(timeout=60)
         reader.join(timeout=5)
         text = "".join(chunks)
