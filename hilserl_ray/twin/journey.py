@@ -186,6 +186,9 @@ class Journey:
             "pipeline.intervention.leader_calibration": str(self.p["leader_cal"]),
             "pipeline.intervention.keys_url": devices["keys"],
             "env.cameras.0.device": devices["camera"],
+            # a frame may be 5/fps s old before the robot stops (hardware/robot_env.py): on a
+            # loaded 2-core machine the twin's renderer lags by a second; it still streams at 5
+            "env.cameras.0.fps": 2,
             "logging.progress_bar": False,
             **self.sizes.config,
         }
