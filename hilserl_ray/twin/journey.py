@@ -35,8 +35,9 @@ from hilserl_ray.twin.launch import TwinProcess
 CONFIG = "configs/so101_twin.yaml"  # configs/so101_real.yaml as the twin stands in for the arm
 PY = ".venv/bin/python"  # how the guide spells the interpreter; the journey runs sys.executable
 # the twin answers from Python threads a loaded machine starves: calibrate waits as long as the
-# twin's config does (robot.bus_timeout_ms), as the guide says for a slow USB adapter
-TIMEOUT_MS = 250
+# journey's config does (robot.bus_timeout_ms; make twin-test's value), as the guide says for a
+# slow USB adapter
+TIMEOUT_MS = 500
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class Journey:
             # a frame may be 5/fps s old before the robot stops (hardware/robot_env.py): on a
             # loaded 2-core machine the twin's renderer lags by a second; it still streams at 5
             "env.cameras.0.fps": 2,
+            "robot.bus_timeout_ms": TIMEOUT_MS,  # as make twin-test: a starved twin, wait, don't crash
             "logging.progress_bar": False,
             **self.sizes.config,
         }
