@@ -246,7 +246,38 @@ def fleet_problems(cfg: TrainConfig) -> list[Problem]:
             )
         owners.setdefault(resource, a.name)
         problems += _arm_own(cfg, i)
-    return problems + _fleet_console(cfg)
+    return problems + _fleet_ports(cfg) + _fleet_console(cfg)
+
+
+def _fleet_ports(cfg: TrainConfig) -> list[Problem]:
+    """Two arms that may run on one node must not name one serial port (follower or leader): two
+    actors would drive one bus. Arms with different node labels may reuse a device name."""
+    problems: list[Problem] = []
+    seen: dict[tuple, str] = {}
+    for i, a in enumerate(cfg.robots):
+        arm = arm_config(cfg, i)
+        if arm.robot.type == "sim":
+            continue
+        node = tuple(sorted(arm_placement(cfg, i)[0].items()))  # () = any node
+        for key, port in (
+            ("port", arm.robot.port),
+            ("intervention.leader_port", arm.pipeline.intervention.leader_port),
+        ):
+            if not port:
+                continue
+            for (other_node, other_port), owner in seen.items():
+                if other_port == port and (not node or not other_node or node == other_node):
+                    problems.append(
+                        Problem(
+                            f"robots.{i}.{key}",
+                            port,
+                            f"a port of its own: arm '{owner}' on the same node uses it (give each arm "
+                            "its own device, or each its own node label)",
+                        )
+                    )
+                    break
+            seen.setdefault((node, port), a.name)
+    return problems
 
 
 def _fleet_shape(cfg: TrainConfig) -> list[Problem]:
