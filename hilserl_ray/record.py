@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--expert: got '{args.expert}'; only the sim's scripted expert fails on purpose "
             "(robot.type sim, pipeline.intervention.source oracle, --assist always)"
         )
-    problems += [f"{p}: got {v!r}; {m}" for p, v, m in check_classifier(cfg)]
+    problems += [p.line() for p in check_classifier(cfg)]
     if problems:
         raise ConfigError(args.config, problems)
     record(
