@@ -27,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hilserl_ray.config import JOINT_NAMES, TrainConfig
+from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import ConfigError, load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, SUCCESS_LABEL, TRUNCATED
 from hilserl_ray.envs.pipeline import pipeline_spec, robot_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, STATE, FeatureSpec
+from hilserl_ray.gymenv.oracle import GymExpertSource
+from hilserl_ray.gymenv.spaces import is_gym
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,9 @@ log = logging.getLogger(__name__)
 def dataset_features(cfg: TrainConfig, spec: FeatureSpec) -> dict[str, dict]:
     """The recorded features: raw robot observation, the wrapped env's action, HIL-SERL signals."""
     raw = robot_spec(cfg)
+    state = raw.observation[STATE]  # the SO-101: its 6 joints
     features: dict[str, dict] = {
-        STATE: {"dtype": "float32", "shape": [len(JOINT_NAMES)], "names": [f"{j}.pos" for j in JOINT_NAMES]}
+        STATE: {"dtype": "float32", "shape": list(state.shape), "names": list(state.names or [])}
     }
     for key, f in raw.observation.items():
         if f.is_image:
@@ -162,7 +165,7 @@ def raw_frame(cfg: TrainConfig, raw: dict, features: dict[str, dict]) -> dict[st
         k: np.asarray(raw[k], features[k]["dtype"] if features[k]["dtype"] != "video" else np.uint8)
         for k in wanted
     }
-    out[STATE] = out[STATE][: len(JOINT_NAMES)]
+    out[STATE] = out[STATE][: features[STATE]["shape"][0]]
     return out
 
 
@@ -193,13 +196,11 @@ def record(
 
     spec = pipeline_spec(cfg)
     features = dataset_features(cfg, spec)
-    if (
-        source is None
-        and cfg.robot.type == "sim"
-        and cfg.pipeline.intervention.source == "oracle"
-        and assist == "always"
-    ):
-        source = ExpertSource(cfg, cfg.seed, expert)
+    if source is None and cfg.pipeline.intervention.source == "oracle" and assist == "always":
+        if is_gym(cfg):  # the env's own expert (env.gym.expert), every step
+            source = GymExpertSource(cfg, cfg.seed, always=True)
+        elif cfg.robot.type == "sim":
+            source = ExpertSource(cfg, cfg.seed, expert)
     writer = LeRobotWriter(
         Path(out), cfg.env.fps, features, robot_type=f"so101_{cfg.robot.type}", codec=codec
     )  # first: refuses an existing dataset before the robot moves
