@@ -217,7 +217,7 @@ def record(
     if console is not None:
         env = console.watch(env)
     tap = RawTap(env)
-    task = task or f"{cfg.env.task} (so101 {cfg.robot.type})"
+    task = task or (cfg.env.gym.id if is_gym(cfg) else f"{cfg.env.task} (so101 {cfg.robot.type})")
     policy_action = neutral_action(spec)
     saved = successes = steps = 0
     bar = tqdm(total=episodes, unit="episode", desc=f"recording {Path(out).name}", disable=not progress)
