@@ -160,7 +160,9 @@ def _gym_env(cfg: TrainConfig) -> list[Problem]:
         try:
             load_expert(expert)
         except ValueError as e:
-            problems.append(Problem("env.gym.expert", expert, f"an importable callable ({e.__cause__ or e})"))
+            problems.append(
+                Problem("env.gym.expert", expert, f"an importable 'module:function' or 'module:Class' ({e})")
+            )
     return problems + gym_problems(cfg)
 
 

@@ -16,14 +16,14 @@ import numpy as np
 
 
 def load_expert(name: str):
-    """The object `module:attr` names; ValueError naming env.gym.expert when it does not resolve."""
+    """The object `module:attr` names; ValueError saying why when it does not resolve."""
     module, _, attr = name.partition(":")
     if not module or not attr:
-        raise ValueError(f"env.gym.expert: expected 'module:function' or 'module:Class', got {name!r}")
+        raise ValueError("no ':' between module and name")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"env.gym.expert: {name!r} does not resolve ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{type(e).__name__}: {e}") from e
 
 
 class GymExpert:
