@@ -1,9 +1,7 @@
-"""lerobot_env_so101's own scripted controllers as experts for `env.gym.expert`.
+"""lerobot_env_so101's own scripted controllers, for `env.gym.expert` (the forms: `gymenv.expert`).
 
-`env.gym.expert` names either a function of the env's native observation returning its native
-action (`reach_close`), or a class built with the env (its unwrapped instance) and called per
-step with that observation, with an optional `reset()` per episode and `score()` (progress,
-lower is better: the oracle's stuck rule; without it that rule never fires), as `PickPlace`.
+`PickPlace` (a class: built with the env, reads its grasp point, block and goal) for
+SO101PickPlace-v0; `reach_close` (a function of the observation) for SO101PickCube-v0.
 """
 
 from __future__ import annotations
