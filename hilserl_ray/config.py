@@ -10,7 +10,7 @@ list is expanded into per-arm configs by `hilserl_ray.fleet`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -47,7 +47,52 @@ class CameraConfig(Strict):
     )
 
 
+# env.gym.observation's default: the LeRobot / gym-hil keys ('*' maps every camera under pixels)
+GYM_OBSERVATION = {
+    "agent_pos": "observation.state",
+    "environment_state": "observation.environment_state",
+    "pixels.*": "observation.images.*",
+}
+
+
+class GymEnvConfig(Strict):
+    """A registered gymnasium env (dict observations, a Box action) behind the pipeline: env.type gym.
+
+    Its feature spec comes from its spaces (`hilserl_ray.gymenv.spaces`); the policy's action is
+    continuous dims in [-1, 1] scaled onto the env's bounds, then the pipeline's gripper."""
+
+    id: str = Field(description="registered id; its namespace (before '/') is imported if not registered yet")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")
+    observation: dict[str, str] = Field(
+        default_factory=lambda: dict(GYM_OBSERVATION),
+        description="env key ('pixels.front': a nested dict's key) -> feature name; every env key must be "
+        "mapped, an entry the env lacks is skipped",
+    )
+    action_names: list[str] | None = Field(
+        None, description="names of the continuous action dims; default action.0, action.1, ..."
+    )
+    gripper: Literal["none", "absolute", "delta", "discrete"] = Field(
+        "none",
+        description="what the env's last action dim is: no gripper, an absolute target, a rate, or "
+        "close/stay/open at its low/middle/high value; the policy's gripper is pipeline.gripper's",
+    )
+    gripper_open: Literal["high", "low"] = Field("high", description="which end of that dim opens")
+    gripper_step: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.3, description="absolute gripper, continuous policy gripper: fraction of the range per unit"
+    )
+    success_key: str = Field("is_success", description="info key of the env's success")
+    expert: str | None = Field(
+        None,
+        description="'module:function' (native observation -> native action) or 'module:Class' (built "
+        "with the env, called per step, reset per episode): the oracle and record's demonstrator",
+    )
+
+
 class EnvConfig(Strict):
+    type: Literal["so101", "gym"] = Field(
+        "so101", description="so101: the project's SO-101 (robot.type sim or so101); gym: env.gym"
+    )
+    gym: GymEnvConfig | None = None
     task: Literal["reach", "pick_cube"] = "pick_cube"
     fps: PositiveFloat = Field(10.0, description="control rate of the policy, Hz")
     max_episode_steps: PositiveInt = 100

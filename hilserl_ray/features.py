@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 STATE = "observation.state"
+ENV_STATE = "observation.environment_state"  # privileged task state (object, goal), sim only
 IMAGE_PREFIX = "observation.images."
 ACTION = "action"
 

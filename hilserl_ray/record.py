@@ -38,9 +38,10 @@ from hilserl_ray.envs.pipeline import pipeline_spec, robot_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, STATE, FeatureSpec
 from hilserl_ray.fleet import one_arm
+from hilserl_ray.gymenv.oracle import GymExpertSource
+from hilserl_ray.gymenv.spaces import is_gym
 from hilserl_ray.reward.spec import check_classifier
 from hilserl_ray.runtime.collector import Step, collecting
-from hilserl_ray.so101 import JOINT_NAMES, NUM_JOINTS
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ log = logging.getLogger(__name__)
 def dataset_features(cfg: TrainConfig, spec: FeatureSpec) -> dict[str, dict]:
     """The recorded features: raw robot observation, the wrapped env's action, HIL-SERL signals."""
     raw = robot_spec(cfg)
+    state = raw.observation[STATE]  # the SO-101: its 6 joints
     features: dict[str, dict] = {
-        STATE: {"dtype": "float32", "shape": [len(JOINT_NAMES)], "names": [f"{j}.pos" for j in JOINT_NAMES]}
+        STATE: {"dtype": "float32", "shape": list(state.shape), "names": list(state.names or [])}
     }
     for key, f in raw.observation.items():
         if f.is_image:
@@ -140,7 +142,7 @@ def raw_frame(cfg: TrainConfig, raw: dict, features: dict[str, dict]) -> dict[st
         k: np.asarray(raw[k], features[k]["dtype"] if features[k]["dtype"] != "video" else np.uint8)
         for k in wanted
     }
-    out[STATE] = out[STATE][:NUM_JOINTS]
+    out[STATE] = out[STATE][: features[STATE]["shape"][0]]
     return out
 
 
@@ -192,12 +194,14 @@ def record(
     """
     spec = pipeline_spec(cfg)
     features = dataset_features(cfg, spec)
-    if source is None and scripted_expert(cfg, assist):
+    if source is None and is_gym(cfg) and cfg.pipeline.intervention.source == "oracle" and assist == "always":
+        source = GymExpertSource(cfg, cfg.seed, always=True)  # the env's own expert, every step
+    elif source is None and scripted_expert(cfg, assist):
         source = ExpertSource(cfg, cfg.seed, expert)
     writer = LeRobotWriter(
         Path(out), cfg.env.fps, features, robot_type=f"so101_{cfg.robot.type}", codec=codec
     )  # first: refuses an existing dataset before the robot moves
-    task = task or f"{cfg.env.task} (so101 {cfg.robot.type})"
+    task = task or (cfg.env.gym.id if is_gym(cfg) else f"{cfg.env.task} (so101 {cfg.robot.type})")
     action = neutral_action(spec)
     saved = successes = 0
     name = Path(out).name
@@ -289,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--expert: got '{args.expert}'; only the sim's scripted expert fails on purpose "
             "(robot.type sim, pipeline.intervention.source oracle, --assist always)"
         )
-    problems += [f"{p}: got {v!r}; {m}" for p, v, m in check_classifier(cfg)]
+    problems += [p.line() for p in check_classifier(cfg)]
     if problems:
         raise ConfigError(args.config, problems)
     record(

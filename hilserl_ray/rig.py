@@ -22,11 +22,16 @@ from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.envs.oracle import OracleSource
 from hilserl_ray.envs.sim import SO101SimEnv
 from hilserl_ray.features import FeatureSpec
+from hilserl_ray.gymenv.adapter import GymRobotEnv
+from hilserl_ray.gymenv.oracle import GymExpertSource
+from hilserl_ray.gymenv.spaces import is_gym
 from hilserl_ray.reward.spec import check_classifier
 
 
 def make_base_env(cfg: TrainConfig) -> gym.Env:
-    """The raw robot: the MuJoCo sim, or the real SO-101."""
+    """The raw robot: the MuJoCo sim, the real SO-101, or a registered gymnasium env (env.type gym)."""
+    if is_gym(cfg):
+        return GymRobotEnv(cfg)
     if cfg.robot.type == "sim":
         return SO101SimEnv(cfg)
     if cfg.robot.type == "so101":
@@ -44,7 +49,8 @@ def make_intervention(cfg: TrainConfig, seed: int | None) -> InterventionSource 
     if source in ("none", "web"):
         return None
     if source == "oracle":
-        return OracleSource(cfg, seed=None if seed is None else seed + 7919)
+        oracle = GymExpertSource if is_gym(cfg) else OracleSource
+        return oracle(cfg, seed=None if seed is None else seed + 7919)
     # keyboard, gamepad and leader-arm code (optional pynput/pygame, serial): loaded on demand
     from hilserl_ray.hardware.teleop import make_teleop_source
 
@@ -71,7 +77,7 @@ def built_spec(env: gym.Env, cfg: TrainConfig) -> FeatureSpec:
 def make_env(
     cfg: TrainConfig, seed: int | None = None, intervention: InterventionSource | None = None
 ) -> gym.Env:
-    """The base env wrapped in every step of `envs.pipeline.STEPS`. The result's spaces equal
+    """The base env wrapped in every step of `envs.pipeline.STEPS` that applies to it. The result's spaces equal
     `pipeline_spec(cfg)` (checked here).
 
     seed seeds the first reset (later resets continue the env's random stream) and the oracle.
@@ -79,11 +85,17 @@ def make_env(
     """
     env = make_base_env(cfg)
     try:
-        kin = env.unwrapped.kin if cfg.robot.type == "sim" else Kinematics(cfg.robot.mjcf)
+        kin = (
+            None
+            if is_gym(cfg)
+            else env.unwrapped.kin
+            if cfg.robot.type == "sim"
+            else Kinematics(cfg.robot.mjcf)
+        )
         if intervention is None:
             intervention = make_intervention(cfg, seed)
         parts = pipeline.Parts(kin, intervention, partial(make_classifier_reward, cfg=cfg))
-        for step in pipeline.STEPS:
+        for step in pipeline.steps(cfg):
             env = step.online(env, cfg, parts)
     except BaseException:
         env.close()

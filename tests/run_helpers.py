@@ -112,3 +112,33 @@ def find_wrapper(env, name: str):
             return e
         e = getattr(e, "env", None)
     raise AssertionError(f"no {name} wrapper")
+
+
+def learner_run(out: Path, updates=(10, 20, 30), episodes: list[int] | None = None) -> Path:
+    """A small reach run's output dir written by a real `Learner` (no Ray): the episodes of these
+    lengths stored first, then a checkpoint per update count."""
+    from hilserl_ray.buffer.synthetic import episodes_chunk
+    from hilserl_ray.configio import load_config, write_config
+    from hilserl_ray.runtime import rundir
+    from hilserl_ray.runtime.checkpoint import write_checkpoint
+    from hilserl_ray.runtime.learner import Learner
+
+    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL_REACH[2:], f"--output_dir={out}"])
+    learner = Learner(cfg.model_dump(mode="json"))
+    try:
+        if episodes:
+            learner.add_chunk(episodes_chunk(learner.spec, episodes), source=("robot0", 0))
+        for step in updates:
+            learner.counters["updates"] = step
+
+            def write(tmp: Path) -> dict:
+                summary = learner.save(str(tmp))
+                write_config(cfg, tmp / "config.yaml")
+                return summary
+
+            write_checkpoint(out / "checkpoints", step, write)
+    finally:
+        learner.close()  # releases the replay store
+    rundir.claim(cfg)
+    write_config(cfg, out / "config.yaml")
+    return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import ROOT, SMALL_REACH
+from run_helpers import ROOT, SMALL_REACH, learner_run
 from safetensors.numpy import save_file
 
 from hilserl_ray.runtime.checkpoint import (
@@ -106,28 +106,7 @@ def test_what_only_a_full_load_found_is_set_aside_and_last_names_a_good_one(tmp_
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A run's output dir with three checkpoints, written by the learner itself (no Ray needed)."""
-    from hilserl_ray.configio import load_config, write_config
-    from hilserl_ray.runtime import rundir
-    from hilserl_ray.runtime.learner import Learner
-
-    out = tmp_path_factory.mktemp("trained") / "run"
-    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL_REACH[2:], f"--output_dir={out}"])
-    learner = Learner(cfg.model_dump(mode="json"))
-    try:
-        for step in (10, 20, 30):
-            learner.counters["updates"] = step
-
-            def write(tmp: Path) -> dict:
-                summary = learner.save(str(tmp))
-                write_config(cfg, tmp / "config.yaml")
-                return summary
-
-            write_checkpoint(out / "checkpoints", step, write)
-    finally:
-        learner.close()
-    rundir.claim(cfg)
-    write_config(cfg, out / "config.yaml")
-    return out
+    return learner_run(tmp_path_factory.mktemp("trained") / "run")
 
 
 @pytest.mark.ray

@@ -89,6 +89,25 @@ def test_fleet_config_errors_name_the_arm_and_key():
     assert "robots: got ['a', 'a']; arm names must be unique" in e.value.message()
 
 
+def test_two_arms_that_may_share_a_node_cannot_share_a_serial_port():
+    """Two actors on one node driving one bus would fight over it: refused before Ray starts."""
+    fleet_yaml = ROOT / "configs" / "so101_fleet.yaml"
+    assert load_config(fleet_yaml).robots[1].port == load_config(fleet_yaml).robots[0].port  # own nodes: fine
+    with pytest.raises(ConfigError) as e:
+        load_config(fleet_yaml, ["--robots.1.label=arm1"])
+    msg = e.value.message()
+    assert "robots.1.port: got '/dev/ttyACM0'; a port of its own: arm 'arm1' on the same node" in msg
+    assert "robots.1.intervention.leader_port: got '/dev/ttyACM1'; a port of its own" in msg
+    assert load_config(
+        fleet_yaml,
+        [
+            "--robots.1.label=arm1",
+            "--robots.1.port=/dev/ttyACM2",
+            "--robots.1.intervention.leader_port=/dev/ttyACM3",
+        ],
+    )
+
+
 def test_every_arm_must_give_the_same_features_and_the_difference_is_named(tmp_path):
     calib = ROOT / "tests/bad_inputs/calibrations/good.json"
     port = tmp_path / "ttyACM0"  # not under /dev: preflight does not look for it

@@ -229,6 +229,26 @@ def test_a_classifier_for_another_pipeline_is_refused_at_start_up_by_name(saved_
     assert rc == 2 and "pipeline.image.size" in err and "Traceback" not in err
 
 
+def test_a_cut_classifier_is_refused_at_start_up_naming_its_file(saved_classifier, tmp_path, capsys):
+    """A model.safetensors cut in half (a copy that stopped) is found before Ray, not in the actor."""
+    import shutil
+
+    cfg, _, directory = saved_classifier
+    cut = tmp_path / "cut_classifier"
+    shutil.copytree(directory, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    bad = sim_cfg(cfg.output_dir.parent, **{"pipeline.reward.classifier": str(cut)})
+    (problem,) = check_classifier(bad)
+    assert problem[0] == "pipeline.reward.classifier" and str(weights) in problem[2]
+    assert "not a complete safetensors file" in problem[2]
+    from hilserl_ray.train import main
+
+    rc = main(_cli_args(bad, tmp_path))
+    err = capsys.readouterr().err
+    assert rc == 2 and "model.safetensors" in err and "Traceback" not in err
+
+
 def _cli_args(cfg, tmp_path):
     from hilserl_ray.configio import to_yaml
 

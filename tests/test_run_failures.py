@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fake_sts3215 import FakeBus, write_calibration
-from run_helpers import ENV, ROOT, SMALL_REACH, module_command, train_command
+from run_helpers import ENV, ROOT, SMALL_REACH, learner_run, module_command, train_command
 
 from hilserl_ray.runtime.checkpoint import complete_checkpoints, latest_checkpoint
 from hilserl_ray.runtime.procs import command_line, descendants
@@ -42,28 +42,7 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A run's output dir with three checkpoints, written by the learner itself (no Ray needed)."""
-    from hilserl_ray.configio import load_config, write_config
-    from hilserl_ray.runtime import rundir
-    from hilserl_ray.runtime.checkpoint import write_checkpoint
-    from hilserl_ray.runtime.learner import Learner
-
-    out = tmp_path_factory.mktemp("trained") / "run"
-    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL_REACH[2:], f"--output_dir={out}"])
-    learner = Learner(cfg.model_dump(mode="json"))
-    try:
-        for step in (10, 20, 30):
-            learner.counters["updates"] = step
-
-            def write(tmp: Path) -> dict:
-                summary = learner.save(str(tmp))
-                write_config(cfg, tmp / "config.yaml")
-                return summary
-
-            write_checkpoint(out / "checkpoints", step, write)
-    finally:
-        learner.close()  # releases the replay store
-    rundir.claim(cfg)
-    write_config(cfg, out / "config.yaml")
+    out = learner_run(tmp_path_factory.mktemp("trained") / "run")
     assert len(complete_checkpoints(out / "checkpoints")) == 3
     return out
 

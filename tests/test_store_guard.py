@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import ROOT, SMALL_REACH
+from run_helpers import ROOT, SMALL_REACH, learner_run
 
 from hilserl_ray.buffer import ReplayBuffer
 from hilserl_ray.buffer.store import COMMIT, MANIFEST, SLOT, StoreDamaged
@@ -130,28 +130,7 @@ def test_a_field_file_of_another_shape_a_torn_commit_and_a_wiped_row_id_are_name
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run's output dir with stored transitions and a checkpoint, written by the learner itself."""
-    from hilserl_ray.configio import load_config, write_config
-    from hilserl_ray.runtime import rundir
-    from hilserl_ray.runtime.checkpoint import write_checkpoint
-    from hilserl_ray.runtime.learner import Learner
-
-    out = tmp_path_factory.mktemp("stored") / "run"
-    cfg = load_config(ROOT / "configs" / "sim_reach.yaml", [*SMALL_REACH[2:], f"--output_dir={out}"])
-    learner = Learner(cfg.model_dump(mode="json"))
-    try:
-        learner.add_chunk(episodes_chunk(learner.spec, [20, 20]), source=("robot0", 0))
-
-        def write(tmp: Path) -> dict:
-            summary = learner.save(str(tmp))
-            write_config(cfg, tmp / "config.yaml")
-            return summary
-
-        write_checkpoint(out / "checkpoints", 10, write)
-    finally:
-        learner.close()
-    rundir.claim(cfg)
-    write_config(cfg, out / "config.yaml")
-    return out
+    return learner_run(tmp_path_factory.mktemp("stored") / "run", updates=(10,), episodes=[20, 20])
 
 
 def copy_run(run_dir: Path, tmp_path: Path) -> Path:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from hilserl_ray.config import EE_ONLY_SOURCES, SIM_CAMERAS, TrainConfig
 from hilserl_ray.errors import InvalidConfig, Problem
 from hilserl_ray.fleet.expand import arm_config, arm_path, arm_placement
+from hilserl_ray.gymenv.expert import load_expert
+from hilserl_ray.gymenv.spaces import gym_problems, is_gym
 from hilserl_ray.so101 import JOINT_NAMES
 
 
@@ -108,8 +110,61 @@ def _buffer(cfg: TrainConfig) -> list[Problem]:
 # ------------------------------------------------------------------- the robot an arm drives
 def arm_problems(cfg: TrainConfig) -> list[Problem]:
     """Rules about the one robot this config drives (per arm in a fleet)."""
+    if is_gym(cfg):  # its cameras and crops are checked against its spaces
+        return _gym_env(cfg) + _source_needs(cfg) + _console(cfg)
     robot = _sim_robot(cfg) if cfg.robot.type == "sim" else _real_robot(cfg)
     return robot + _crops(cfg) + _leader(cfg) + _source_needs(cfg) + _console(cfg)
+
+
+def _gym_env(cfg: TrainConfig) -> list[Problem]:
+    """A registered gymnasium env (env.type gym): what it cannot take, then its spaces against env.gym."""
+    problems = []
+    if cfg.robot.type != "sim":
+        problems.append(
+            Problem("robot.type", cfg.robot.type, "'sim' with env.type gym (the env is the robot)")
+        )
+    if cfg.env.cameras:
+        problems.append(
+            Problem(
+                "env.cameras",
+                [c.name for c in cfg.env.cameras],
+                "none with env.type gym: its cameras are its image observations (env.gym.observation)",
+            )
+        )
+    if cfg.pipeline.reward.classifier is not None:
+        problems.append(
+            Problem(
+                "pipeline.reward.classifier",
+                str(cfg.pipeline.reward.classifier),
+                "null with env.type gym: success is the env's own (env.gym.success_key)",
+            )
+        )
+    source = cfg.pipeline.intervention.source
+    if source == "leader":
+        problems.append(
+            Problem(
+                "pipeline.intervention.source",
+                source,
+                "not 'leader' with env.type gym (SO-101 joint targets)",
+            )
+        )
+    expert = cfg.env.gym.expert if cfg.env.gym is not None else None
+    if source == "oracle" and expert is None:
+        problems.append(
+            Problem(
+                "env.gym.expert",
+                None,
+                "the oracle's expert, 'module:function' or 'module:Class' (pipeline.intervention.source oracle)",
+            )
+        )
+    if expert is not None:
+        try:
+            load_expert(expert)
+        except ValueError as e:
+            problems.append(
+                Problem("env.gym.expert", expert, f"an importable 'module:function' or 'module:Class' ({e})")
+            )
+    return problems + gym_problems(cfg)
 
 
 def _sim_robot(cfg: TrainConfig) -> list[Problem]:
@@ -246,7 +301,38 @@ def fleet_problems(cfg: TrainConfig) -> list[Problem]:
             )
         owners.setdefault(resource, a.name)
         problems += _arm_own(cfg, i)
-    return problems + _fleet_console(cfg)
+    return problems + _fleet_ports(cfg) + _fleet_console(cfg)
+
+
+def _fleet_ports(cfg: TrainConfig) -> list[Problem]:
+    """Two arms that may run on one node must not name one serial port (follower or leader): two
+    actors would drive one bus. Arms with different node labels may reuse a device name."""
+    problems: list[Problem] = []
+    seen: dict[tuple, str] = {}
+    for i, a in enumerate(cfg.robots):
+        arm = arm_config(cfg, i)
+        if arm.robot.type == "sim":
+            continue
+        node = tuple(sorted(arm_placement(cfg, i)[0].items()))  # () = any node
+        for key, port in (
+            ("port", arm.robot.port),
+            ("intervention.leader_port", arm.pipeline.intervention.leader_port),
+        ):
+            if not port:
+                continue
+            for (other_node, other_port), owner in seen.items():
+                if other_port == port and (not node or not other_node or node == other_node):
+                    problems.append(
+                        Problem(
+                            f"robots.{i}.{key}",
+                            port,
+                            f"a port of its own: arm '{owner}' on the same node uses it (give each arm "
+                            "its own device, or each its own node label)",
+                        )
+                    )
+                    break
+            seen.setdefault((node, port), a.name)
+    return problems
 
 
 def _fleet_shape(cfg: TrainConfig) -> list[Problem]:

@@ -38,6 +38,7 @@ from hilserl_ray.envs.kinematics import DEFAULT_MJCF, Kinematics
 from hilserl_ray.envs.offline import ImagePlan, Recorded
 from hilserl_ray.envs.pipeline import ENV_STATE, pipeline_spec
 from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, FeatureSpec
+from hilserl_ray.gymenv.spaces import is_gym
 from hilserl_ray.hardware.calibration import Normalizer, load_calibration
 from hilserl_ray.so101 import JOINT_NAMES, NUM_JOINTS
 
@@ -127,7 +128,7 @@ def convert(
     cols = reader.read([key[STATE], key[ACTION], *present.values()])
 
     rec = read_recorded(reader, cfg, spec, decision, cols[key[STATE]], cols[key[ACTION]], key)
-    for step in pipeline.STEPS:
+    for step in pipeline.steps(cfg):
         if step.offline is not None:
             rec = step.offline(rec, cfg)
 
@@ -162,7 +163,8 @@ def read_recorded(
     eps = reader.episodes
     joints = joint_degrees(state_col[:, :NUM_JOINTS], cfg, decision.joint_units)
     _check_finite(joints, key[STATE], eps)
-    obs = {STATE: joints}
+    # the SO-101's proprioception step makes the state from the joints; a gym env's is as recorded
+    obs = {STATE: state_col.astype(np.float32) if is_gym(cfg) else joints}
     if ENV_STATE in spec.observation:  # privileged sim state (state-only sim tasks): as recorded
         env_key = mapping.dataset_key(ENV_STATE, cfg)
         obs[ENV_STATE] = reader.read([env_key])[env_key].astype(np.float32)

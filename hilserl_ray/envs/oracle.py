@@ -216,16 +216,28 @@ class OracleSource:
         if self.expert is not None:
             self.expert.reset()
 
-    def action(self, obs: dict[str, np.ndarray], env: Any) -> np.ndarray | None:
-        if self.expert is None:
-            self.expert = ScriptedExpert(env)
+    noise_dims = 3  # the expert's xyz
+
+    def make_expert(self, env: Any):
+        """The expert, made at the first step (it reads the env): `act(obs)` and `reset()`."""
+        return ScriptedExpert(env)
+
+    def score(self) -> float | None:
+        """Progress, lower is better: the gripper's distance to the object (and the cube's lift);
+        None: no measure of progress, so the stuck rule never fires."""
         sim = self.expert.sim
         score = np.linalg.norm(sim.ee_pos() - sim.object_pos())
         if sim.task == "pick_cube":
             score -= 5.0 * (sim.cube_pos()[2] - CUBE_HALF)
-        if score < self.best - 0.005:
+        return score
+
+    def action(self, obs: dict[str, np.ndarray], env: Any) -> np.ndarray | None:
+        if self.expert is None:
+            self.expert = self.make_expert(env)
+        score = self.score()
+        if score is not None and score < self.best - 0.005:
             self.best, self.since_progress = score, 0
-        else:
+        elif score is not None:
             self.since_progress += 1
         if not self.engaged:
             stuck = self.ocfg.stuck_steps is not None and self.since_progress >= self.ocfg.stuck_steps
@@ -237,7 +249,8 @@ class OracleSource:
             return None
         a = self.expert.act(obs)
         if self.ocfg.noise > 0:
-            a[:3] = np.clip(a[:3] + self.rng.normal(0.0, self.ocfg.noise, 3), -1.0, 1.0)
+            n = self.noise_dims
+            a[:n] = np.clip(a[:n] + self.rng.normal(0.0, self.ocfg.noise, n), -1.0, 1.0)
         return a
 
     def events(self) -> dict[str, bool]:

@@ -32,6 +32,8 @@ from hilserl_ray.envs.specs import (
     uses_environment_state,
 )
 from hilserl_ray.features import FeatureSpec
+from hilserl_ray.gymenv.actions import GymAction, gym_action_spec
+from hilserl_ray.gymenv.spaces import is_gym
 
 __all__ = [
     "ARM_JOINTS",
@@ -42,6 +44,7 @@ __all__ = [
     "pipeline_params",
     "pipeline_spec",
     "robot_spec",
+    "steps",
     "uses_environment_state",
 ]
 
@@ -49,10 +52,11 @@ __all__ = [
 @dataclass(frozen=True)
 class Parts:
     """What the online steps take from the assembly above envs/ (`rig.make_env`): the arm's
-    kinematics, the intervention source (None: the policy alone), and the reward-classifier step
-    (built only when `pipeline.reward.classifier` is set: it loads torch and checks the model)."""
+    kinematics (None for a gym env), the intervention source (None: the policy alone), and the
+    reward-classifier step (built only when `pipeline.reward.classifier` is set: it loads torch
+    and checks the model)."""
 
-    kin: Kinematics
+    kin: Kinematics | None
     intervention: InterventionSource | None
     classifier_reward: Callable[[gym.Env], gym.Env]
 
@@ -65,17 +69,28 @@ def _no_params(cfg: TrainConfig) -> dict:
     return {}
 
 
+def _always(cfg: TrainConfig) -> bool:
+    return True
+
+
+def _so101(cfg: TrainConfig) -> bool:
+    """The SO-101's own steps (FK proprioception); a gym env's state is what it reports."""
+    return not is_gym(cfg)
+
+
 @dataclass(frozen=True)
 class Step:
     """One pipeline step. spec: its features from the previous step's; online: the env wrapped
     in it; offline: a recorded dataset passed through it (None: nothing to do offline); params:
-    the config values that change its output's *values* (they key the offline cache)."""
+    the config values that change its output's *values* (they key the offline cache); applies:
+    whether the step is in this config's pipeline at all (spec, online, offline and params)."""
 
     name: str
     online: Callable[[gym.Env, TrainConfig, Parts], gym.Env]
     spec: Callable[[FeatureSpec, TrainConfig], FeatureSpec] = _unchanged
     offline: Callable[[Recorded, TrainConfig], Recorded] | None = None
     params: Callable[[TrainConfig], dict] = _no_params
+    applies: Callable[[TrainConfig], bool] = _always
 
 
 def _image_params(cfg: TrainConfig) -> dict:
@@ -84,6 +99,20 @@ def _image_params(cfg: TrainConfig) -> dict:
 
 def _mjcf(cfg: TrainConfig) -> str:
     return str(cfg.robot.mjcf) if cfg.robot.mjcf else "builtin"
+
+
+def _action_online(env: gym.Env, cfg: TrainConfig, parts: Parts) -> gym.Env:
+    return GymAction(env, cfg) if is_gym(cfg) else W.EEAction(env, cfg, parts.kin)
+
+
+def _action_spec(spec: FeatureSpec, cfg: TrainConfig) -> FeatureSpec:
+    return gym_action_spec(spec, cfg) if is_gym(cfg) else action_spec(spec, cfg)
+
+
+def _action_params(cfg: TrainConfig) -> dict:
+    if is_gym(cfg):
+        return {"gym": cfg.env.gym.model_dump(mode="json")}
+    return {"ee_action": cfg.pipeline.ee_action.model_dump(mode="json"), "mjcf": _mjcf(cfg)}
 
 
 STEPS: list[Step] = [
@@ -111,13 +140,14 @@ STEPS: list[Step] = [
             "proprio": cfg.pipeline.proprio.model_dump(mode="json"),
             "mjcf": _mjcf(cfg),
         },
+        applies=_so101,
     ),
     Step(
-        "action",  # EE deltas (or arm-joint deltas) + gripper -> joint targets
-        online=lambda env, cfg, parts: W.EEAction(env, cfg, parts.kin),
-        spec=action_spec,
+        "action",  # EE deltas (or arm-joint deltas) + gripper -> joint targets; a gym env's: gymenv.actions
+        online=_action_online,
+        spec=_action_spec,
         offline=offline.action,
-        params=lambda cfg: {"ee_action": cfg.pipeline.ee_action.model_dump(mode="json"), "mjcf": _mjcf(cfg)},
+        params=_action_params,
     ),
     Step("intervention", online=lambda env, cfg, parts: W.Intervention(env, parts.intervention)),
     Step(
@@ -131,10 +161,15 @@ STEPS: list[Step] = [
 ]
 
 
+def steps(cfg: TrainConfig) -> list[Step]:
+    """The steps of this config's pipeline, in order."""
+    return [step for step in STEPS if step.applies(cfg)]
+
+
 def pipeline_params(cfg: TrainConfig) -> dict:
     """Every step's value-shaping config (`FeatureSpec.params`)."""
     params: dict = {}
-    for step in STEPS:
+    for step in steps(cfg):
         params.update(step.params(cfg))
     return params
 
@@ -142,6 +177,6 @@ def pipeline_params(cfg: TrainConfig) -> dict:
 def pipeline_spec(cfg: TrainConfig) -> FeatureSpec:
     """The features the wrapped env emits and consumes, in pipeline order."""
     spec = robot_spec(cfg)
-    for step in STEPS:
+    for step in steps(cfg):
         spec = step.spec(spec, cfg)
     return replace(spec, params=pipeline_params(cfg))

@@ -10,20 +10,25 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.features import ACTION, IMAGE_PREFIX, STATE, Feature, FeatureSpec
+from hilserl_ray.features import ACTION, ENV_STATE, IMAGE_PREFIX, STATE, Feature, FeatureSpec
+from hilserl_ray.gymenv.spaces import gym_robot_spec, is_gym
 from hilserl_ray.so101 import ARM_JOINTS, JOINT_NAMES
-
-ENV_STATE = "observation.environment_state"
 
 
 def uses_environment_state(cfg: TrainConfig) -> bool:
-    """Sim only: the privileged object position (reach target / cube), by default when state-only."""
+    """Sim only: the privileged object position (reach target / cube), by default when state-only;
+    a gym env: when its observation maps a key to it."""
+    if is_gym(cfg):
+        return ENV_STATE in gym_robot_spec(cfg).observation
     flag = cfg.env.environment_state
     return cfg.robot.type == "sim" and (flag if flag is not None else not cfg.env.cameras)
 
 
 def robot_spec(cfg: TrainConfig) -> FeatureSpec:
-    """What the robot (sim or real) itself reports: joint degrees and raw camera frames."""
+    """What the robot (sim or real) itself reports: joint degrees and raw camera frames; a gym
+    env: its mapped observation and native action, from its spaces."""
+    if is_gym(cfg):
+        return gym_robot_spec(cfg)
     obs = {
         STATE: Feature(STATE, (len(JOINT_NAMES),), "float32", "robot", tuple(f"{j}.pos" for j in JOINT_NAMES))
     }

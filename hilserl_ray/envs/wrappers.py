@@ -338,13 +338,18 @@ class GripperPenalty(gym.Wrapper):
     def __init__(self, env: gym.Env, cfg: TrainConfig):
         super().__init__(env)
         self.feature_spec = getattr(env, "feature_spec", None)
-        self.discrete = cfg.pipeline.gripper.discrete
+        spec = _spec_of(env, cfg)
+        self.discrete = spec.discrete_gripper
         self.penalty = float(cfg.pipeline.gripper.penalty)
+        names = list(spec.observation[STATE].names or [])
+        # the jaws' state at reset: the SO-101's gripper.pos; an env without it starts open
+        self._gripper = names.index("gripper.pos") if "gripper.pos" in names else None
         self._open = True
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._open = float(obs[STATE][GRIPPER]) > GRIPPER_OPEN_ABOVE
+        g = self._gripper
+        self._open = g is None or float(obs[STATE][g]) > GRIPPER_OPEN_ABOVE
         return obs, info
 
     def step(self, action):

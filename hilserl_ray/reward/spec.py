@@ -13,6 +13,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from safetensors import safe_open
+
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import Problem
@@ -85,8 +87,17 @@ def read_meta(directory: Path) -> dict:
         raise ValueError(
             f"{path}: format_version {meta.get('format_version')!r}, this code reads {FORMAT_VERSION}"
         )
-    if not (Path(directory) / WEIGHTS_FILE).is_file():
+    weights = Path(directory) / WEIGHTS_FILE
+    if not weights.is_file():
         raise ValueError(f"{directory}: no {WEIGHTS_FILE} next to {META_FILE}")
+    try:  # the header and every tensor's extent, not the data: a cut or garbled file shows here
+        with safe_open(weights, "np"):
+            pass
+    except Exception as e:
+        raise ValueError(
+            f"{weights}: not a complete safetensors file ({' '.join(str(e).split())[:160]}); "
+            "copy it again or train the classifier again (python -m hilserl_ray.reward train)"
+        ) from e
     return meta
 
 

@@ -24,10 +24,11 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from hilserl_ray.errors import ConfigError, command
-from hilserl_ray.twin.launch import TwinProcess
+from hilserl_ray.twin.launch import TwinProcess, running_twin
 
 WATCHDOG_S, RELEASE_S = 0.5, 2.0
 SLACK_S = 1.5  # a loaded CI machine delays every process a little
@@ -110,8 +111,8 @@ def env_steps(run: Path) -> int:
     return max((int(r.get("env_steps", 0)) for r in rows), default=0)
 
 
-def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml") -> float:
-    t_start = time.monotonic()
+def fresh_out(out: Path) -> None:
+    """Empty `out` for this rehearsal, refusing to delete a directory a rehearsal did not make."""
     marker = out / ".twin_rehearsal"
     if out.exists() and any(out.iterdir()):
         if not marker.exists():  # delete only what a rehearsal made
@@ -121,100 +122,133 @@ def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    twin = TwinProcess(config, out / "twin", *FAST).wait_ready()
-    run = out / "run"
-    log = (out / "train.log").open("w")
+
+
+def train_command(config: str, twin: TwinProcess, run: Path) -> list[str]:
+    """The user's training command line, made fast, pointed at the twin's devices and into `run`."""
     cmd = [sys.executable, "-m", "hilserl_ray.train", "--config", config, *FAST, *twin.overrides()]
     cmd.append(f"--output_dir={run}")
-    train = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        print(
-            f"[twin-test] twin on port {twin.port}, training into {run} (log {out / 'train.log'})", flush=True
-        )
-        # 1. training runs: commands reach the arm, the person takes over and presses keys
-        wait_for(lambda: len(twin.events(("goal",))) >= 60, 420, "the robot actor to drive the arm", train)
-        st = twin.status()
-        check(
-            st["torque"] and all(st["torque"].values()),
-            "the robot actor took the arm: torque on, goals arriving",
-        )
+    return cmd
 
-        # 2. kill -9 of the robot actor
-        device = st["devices"]["follower"]
-        pids = wait_for(lambda: holders(device, {twin.proc.pid}), 10, "the robot actor's pid")
-        t_kill = time.time()
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        print(f"[twin-test] kill -9 {pids} (the process with {device} open)", flush=True)
-        off = wait_for(
-            lambda: after(twin.events(), t_kill, "torque", all_off=True), RELEASE_S + 15, "torque off"
-        )
-        ev = twin.events()
-        last_cmd = max([e["t"] for e in ev if e["event"] == "goal" and e["t"] <= t_kill] or [t_kill])
-        holds = after(ev, t_kill, "hold")
-        check(bool(holds) and holds[0]["t"] - t_kill <= WATCHDOG_S + SLACK_S,
-              f"hold {holds[0]['t'] - t_kill if holds else float('nan'):.2f} s after kill -9 (robot.watchdog_seconds {WATCHDOG_S})")  # fmt: skip
-        check(off[0]["t"] - last_cmd <= RELEASE_S + SLACK_S and off[0]["t"] > holds[0]["t"],
-              f"then torque off {off[0]['t'] - last_cmd:.2f} s after the last command (watchdog_release_seconds {RELEASE_S})")  # fmt: skip
-        back = wait_for(
-            lambda: after(twin.events(), off[0]["t"], "torque", all_on=True),
-            120,
-            "the restarted actor",
-            train,
-        )
-        wait_for(
-            lambda: after(twin.events(), back[0]["t"], "goal"), 60, "commands from the restarted actor", train
-        )
-        check(
-            True,
-            f"Ray restarted the robot actor: torque on again {back[0]['t'] - t_kill:.1f} s after the kill",
-        )
 
-        # 3. the USB cable out for 3 s
-        t_unplug = time.time()
-        twin.post("unplug?seconds=3")
-        plug = wait_for(lambda: after(twin.events(), t_unplug, "plug"), 20, "the cable back")
-        again = wait_for(
-            lambda: after(twin.events(), plug[0]["t"], "torque", all_on=True), 120, "a reconnect", train
-        )
-        wait_for(
-            lambda: after(twin.events(), again[0]["t"], "goal"), 60, "commands after the reconnect", train
-        )
-        check(
-            True,
-            f"unplugged 3 s: the actor failed, restarted and reconnected {again[0]['t'] - plug[0]['t']:.1f} s after the plug",
-        )
+@contextmanager
+def training(cmd: list[str], log_path: Path):
+    """The training run as a subprocess logging to `log_path`; killed on the way out if still running."""
+    with log_path.open("w") as log:
+        train = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield train
+        finally:
+            if train.poll() is None:
+                train.kill()
+                train.wait()
 
-        # 4. train on, checkpoint, Ctrl+C
-        wait_for(lambda: env_steps(run) >= steps and (run / "checkpoints" / "last").exists(), 240,
-                 f"{steps} env steps and a checkpoint", train)  # fmt: skip
-        t_int = time.time()
-        train.send_signal(signal.SIGINT)
-        rc = train.wait(timeout=90)
-        ev = twin.events()
-        holds, offs = after(ev, t_int, "hold"), after(ev, t_int, "torque", all_off=True)
-        check(rc == 130, f"Ctrl+C: the run exited {rc} (130 = interrupted, final checkpoint written)")
-        check(
-            bool(holds) and bool(offs) and holds[0]["t"] <= offs[0]["t"],
-            "the twin felt a hold, then the torque off",
-        )
-        later = [e for e in ev if e["t"] > offs[0]["t"] and e["event"] in ("goal", "torque") and e.get("on")]
-        check(not later, "and nothing moved the arm after that")
-        summary = twin.status()
-        counts = summary["counts"]
-        print(
-            f"[twin-test] {env_steps(run)} env steps, {summary['human']['episode']} episodes, "
-            f"{summary['human']['interventions']} takeovers, {summary['human']['successes']} successes (s key), "
-            f"{counts.get('goal', 0)} commands, {counts.get('beyond_limits', 0)} beyond limits, "
-            f"{counts.get('over_step', 0)} over max step, {summary['bus']['dropped_replies']} replies dropped",
-            flush=True,
-        )
-    finally:
-        if train.poll() is None:
-            train.kill()
-            train.wait()
-        log.close()
-        twin.stop()
+
+def check_training_drives_the_arm(twin: TwinProcess, train: subprocess.Popen) -> dict:
+    """1. Training runs: commands reach the arm, the person takes over and presses keys."""
+    wait_for(lambda: len(twin.events(("goal",))) >= 60, 420, "the robot actor to drive the arm", train)
+    st = twin.status()
+    check(
+        st["torque"] and all(st["torque"].values()),
+        "the robot actor took the arm: torque on, goals arriving",
+    )
+    return st
+
+
+def check_kill9(twin: TwinProcess, train: subprocess.Popen, device: str) -> None:
+    """2. kill -9 of the robot actor: a hold, then the torque off in time; Ray restarts the actor."""
+    pids = wait_for(lambda: holders(device, {twin.proc.pid}), 10, "the robot actor's pid")
+    t_kill = time.time()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    print(f"[twin-test] kill -9 {pids} (the process with {device} open)", flush=True)
+    off = wait_for(lambda: after(twin.events(), t_kill, "torque", all_off=True), RELEASE_S + 15, "torque off")
+    ev = twin.events()
+    last_cmd = max([e["t"] for e in ev if e["event"] == "goal" and e["t"] <= t_kill] or [t_kill])
+    holds = after(ev, t_kill, "hold")
+    check(bool(holds) and holds[0]["t"] - t_kill <= WATCHDOG_S + SLACK_S,
+          f"hold {holds[0]['t'] - t_kill if holds else float('nan'):.2f} s after kill -9 (robot.watchdog_seconds {WATCHDOG_S})")  # fmt: skip
+    check(off[0]["t"] - last_cmd <= RELEASE_S + SLACK_S and off[0]["t"] > holds[0]["t"],
+          f"then torque off {off[0]['t'] - last_cmd:.2f} s after the last command (watchdog_release_seconds {RELEASE_S})")  # fmt: skip
+    back = wait_for(
+        lambda: after(twin.events(), off[0]["t"], "torque", all_on=True),
+        120,
+        "the restarted actor",
+        train,
+    )
+    wait_for(
+        lambda: after(twin.events(), back[0]["t"], "goal"), 60, "commands from the restarted actor", train
+    )
+    check(
+        True,
+        f"Ray restarted the robot actor: torque on again {back[0]['t'] - t_kill:.1f} s after the kill",
+    )
+
+
+def check_unplug(twin: TwinProcess, train: subprocess.Popen) -> None:
+    """3. The USB cable out for 3 s: the actor fails, is restarted, waits, reconnects when it is back."""
+    t_unplug = time.time()
+    twin.post("unplug?seconds=3")
+    plug = wait_for(lambda: after(twin.events(), t_unplug, "plug"), 20, "the cable back")
+    again = wait_for(
+        lambda: after(twin.events(), plug[0]["t"], "torque", all_on=True), 120, "a reconnect", train
+    )
+    wait_for(lambda: after(twin.events(), again[0]["t"], "goal"), 60, "commands after the reconnect", train)
+    check(
+        True,
+        f"unplugged 3 s: the actor failed, restarted and reconnected {again[0]['t'] - plug[0]['t']:.1f} s after the plug",
+    )
+
+
+def check_ctrl_c(twin: TwinProcess, train: subprocess.Popen, run: Path, steps: int) -> None:
+    """4. Train on to `steps` and a checkpoint, then Ctrl+C: exit 130, a hold, the torque off, nothing after."""
+    wait_for(lambda: env_steps(run) >= steps and (run / "checkpoints" / "last").exists(), 240,
+             f"{steps} env steps and a checkpoint", train)  # fmt: skip
+    t_int = time.time()
+    train.send_signal(signal.SIGINT)
+    rc = train.wait(timeout=90)
+    ev = twin.events()
+    holds, offs = after(ev, t_int, "hold"), after(ev, t_int, "torque", all_off=True)
+    check(rc == 130, f"Ctrl+C: the run exited {rc} (130 = interrupted, final checkpoint written)")
+    check(
+        bool(holds) and bool(offs) and holds[0]["t"] <= offs[0]["t"],
+        "the twin felt a hold, then the torque off",
+    )
+    later = [e for e in ev if e["t"] > offs[0]["t"] and e["event"] in ("goal", "torque") and e.get("on")]
+    check(not later, "and nothing moved the arm after that")
+
+
+def print_summary(twin: TwinProcess, run: Path) -> None:
+    """What the run did to the twin's arm, from the twin's counters."""
+    summary = twin.status()
+    counts = summary["counts"]
+    print(
+        f"[twin-test] {env_steps(run)} env steps, {summary['human']['episode']} episodes, "
+        f"{summary['human']['interventions']} takeovers, {summary['human']['successes']} successes (s key), "
+        f"{counts.get('goal', 0)} commands, {counts.get('beyond_limits', 0)} beyond limits, "
+        f"{counts.get('over_step', 0)} over max step, {summary['bus']['dropped_replies']} replies dropped",
+        flush=True,
+    )
+
+
+def rehearse(out: Path, steps: int = 300, config: str = "configs/so101_twin.yaml") -> float:
+    """Run the four stages of the module docstring against a fresh twin; the seconds it took.
+
+    Raises `Failed` at the first check that fails; the twin and the run are stopped either way.
+    """
+    t_start = time.monotonic()
+    fresh_out(out)
+    run, log_path = out / "run", out / "train.log"
+    with (
+        running_twin(config, out / "twin", *FAST) as twin,
+        training(train_command(config, twin, run), log_path) as train,
+    ):
+        print(f"[twin-test] twin on port {twin.port}, training into {run} (log {log_path})", flush=True)
+        st = check_training_drives_the_arm(twin, train)
+        check_kill9(twin, train, st["devices"]["follower"])
+        check_unplug(twin, train)
+        check_ctrl_c(twin, train, run, steps)
+        print_summary(twin, run)
     return time.monotonic() - t_start
 
 
