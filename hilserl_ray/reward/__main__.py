@@ -3,7 +3,7 @@
     python -m hilserl_ray.reward train --dataset D [--dataset D2 ...] --config X --out DIR [--a.b=value ...]
     python -m hilserl_ray.reward evaluate --model DIR --dataset D [--threshold T] [--consecutive-frames N]
 
-Use it in training with `--pipeline.reward.classifier=DIR` (see README, "Reward classifier").
+Use it in training with `--pipeline.reward.classifier=DIR` (see docs/reward_classifier.md).
 """
 
 from __future__ import annotations
