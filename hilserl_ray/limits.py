@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hilserl_ray.so101 import GRIPPER, JOINT_NAMES
+
 log = logging.getLogger(__name__)
 
 
@@ -47,7 +49,7 @@ class SafetyLimits:
         self.ws_low = None if ws_low is None else np.asarray(ws_low, dtype=np.float64)
         self.ws_high = None if ws_high is None else np.asarray(ws_high, dtype=np.float64)
         self.names = names or tuple(f"joint{i}" for i in range(len(self.low)))
-        self.chain = np.array([n != "gripper" for n in self.names])  # the joints that move the EE
+        self.chain = np.array([n != JOINT_NAMES[GRIPPER] for n in self.names])  # the joints that move the EE
         self.last: dict[str, object] = {}  # what the latest clamp changed, for logs and tests
 
     def outside(self, joints: np.ndarray) -> float:

@@ -194,10 +194,12 @@ def record(
     """
     spec = pipeline_spec(cfg)
     features = dataset_features(cfg, spec)
-    if source is None and is_gym(cfg) and cfg.pipeline.intervention.source == "oracle" and assist == "always":
-        source = GymExpertSource(cfg, cfg.seed, always=True)  # the env's own expert, every step
-    elif source is None and scripted_expert(cfg, assist):
-        source = ExpertSource(cfg, cfg.seed, expert)
+    if source is None and scripted_expert(cfg, assist):  # a gym env (robot.type sim): its own expert
+        source = (
+            GymExpertSource(cfg, cfg.seed, always=True)
+            if is_gym(cfg)
+            else ExpertSource(cfg, cfg.seed, expert)
+        )
     writer = LeRobotWriter(
         Path(out), cfg.env.fps, features, robot_type=f"so101_{cfg.robot.type}", codec=codec
     )  # first: refuses an existing dataset before the robot moves
