@@ -22,11 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hilserl_ray.data.layout import DEFAULT_FEATURES, V21_DATA_PATH, V21_VIDEO_PATH
-from hilserl_ray.data.video import PipelineImages, decode_frames
+from hilserl_ray.data.video import PipelineImages, decode_frames, frame_times
 from hilserl_ray.envs.transforms import process_image
 from hilserl_ray.errors import UserError
 
 TIME_TOLERANCE_S = 1e-4  # LeRobot's own tolerance between a frame's time and its video frame
+COPY_AGAIN = (
+    "copy the whole dataset directory again from where it was recorded (a copy that stopped cuts files)"
+)
 
 
 class DatasetError(UserError, ValueError):
@@ -160,17 +163,22 @@ class LeRobotReader:
             episodes.append(Episode(idx, int(row["length"]), 0, list(row.get("tasks", [])), videos))
         return episodes
 
-    def data_files(self) -> list[Path]:
+    def data_file(self, e: Episode) -> Path:
+        """The parquet file that holds episode `e`'s rows."""
         if self.version == "v3.0":
-            files = sorted({e.data_file for e in self.episodes})
-            template = self.info.get("data_path")
-            return [self.root / template.format(chunk_index=c, file_index=f) for c, f in files]
+            c, f = e.data_file
+            return self.root / self.info.get("data_path").format(chunk_index=c, file_index=f)
         chunks_size = int(self.info.get("chunks_size", 1000))
         template = self.info.get("data_path") or V21_DATA_PATH
-        return [
-            self.root / template.format(episode_chunk=e.index // chunks_size, episode_index=e.index)
-            for e in self.episodes
-        ]
+        return self.root / template.format(episode_chunk=e.index // chunks_size, episode_index=e.index)
+
+    def data_files(self) -> list[Path]:
+        if self.version == "v3.0":
+            first: dict[tuple[int, int], Episode] = {}
+            for e in self.episodes:
+                first.setdefault(e.data_file, e)
+            return [self.data_file(first[k]) for k in sorted(first)]
+        return [self.data_file(e) for e in self.episodes]
 
     def files(self) -> list[Path]:
         """Every file the dataset's content depends on (for cache fingerprints)."""
@@ -250,6 +258,36 @@ class LeRobotReader:
         if key in self.image_keys:
             yield from self._image_frames(key, size, crop)
             return
+        self.converter = convert = PipelineImages(crop, size)
+        for path, match in self._video_files(key):
+            convert.new_file()
+            for t, frame in _checked_frames(path, key, self.features[key]):
+                row = match.row(t)
+                if row is not None:
+                    yield row, convert(frame)
+            match.check_complete()
+
+    def check_frames(self, key: str) -> int:
+        """What `frames(key)` would fail on, found without decoding the video: each file opened and
+        its first frame decoded (missing, damaged, another size than meta/info.json), then every
+        frame's time from the container's packets matched to the episodes (a cut file lacks its
+        last frames). Returns the number of video files checked (0 for images in the parquet
+        files, which only the conversion decodes)."""
+        if key in self.image_keys:
+            return 0
+        files = self._video_files(key)
+        for path, match in files:
+            with contextlib.closing(_checked_frames(path, key, self.features[key])) as first:
+                next(first, None)
+            with _decodable(path, key):
+                times = frame_times(path)
+            for t in times:
+                match.row(t)
+            match.check_complete()
+        return len(files)
+
+    def _video_files(self, key: str) -> list[tuple[Path, _FileEpisodes]]:
+        """Camera `key`'s video files, in order, each with the episodes whose frames it holds."""
         if key not in self.video_keys:
             raise DatasetError(
                 f"{self.root}: {key!r} is not a camera; cameras are {self.video_keys + self.image_keys}"
@@ -257,30 +295,7 @@ class LeRobotReader:
         by_file: dict[Path, list[Episode]] = {}
         for e in self.episodes:
             by_file.setdefault(e.videos[key][0], []).append(e)
-        fps, tol = self.fps, TIME_TOLERANCE_S
-        self.converter = convert = PipelineImages(crop, size)
-        for path, eps in sorted(by_file.items()):
-            eps = sorted(eps, key=lambda e: e.videos[key][1])
-            spans = [(e.videos[key][1], e) for e in eps]
-            found = dict.fromkeys((e.index for e in eps), 0)
-            convert.new_file()
-            j = 0
-            for t, frame in _checked_frames(path, key, self.features[key]):
-                while j + 1 < len(spans) and t >= spans[j + 1][0] - tol:
-                    j += 1
-                start, e = spans[j]
-                rel = (t - start) * fps
-                i = round(rel)
-                if i < 0 or i >= e.length or abs(rel - i) / fps > tol:
-                    continue  # a frame outside every listed episode (e.g. an unsaved one)
-                found[e.index] += 1
-                yield e.start + i, convert(frame)
-            short = [(e.index, found[e.index], e.length) for e in eps if found[e.index] != e.length]
-            if short:
-                detail = ", ".join(f"episode {i}: {n} of {length}" for i, n, length in short)
-                raise DatasetError(
-                    f"{path}: frames missing for {key} ({detail}); the video file is truncated or misaligned"
-                )
+        return [(path, _FileEpisodes(path, key, eps, self.fps)) for path, eps in sorted(by_file.items())]
 
     def _image_frames(self, key: str, size, crop) -> Iterator[tuple[int, np.ndarray]]:
         col = self._columns([key])[key]
@@ -303,8 +318,50 @@ def _readable(path: Path):
         yield
     except (pa.ArrowException, OSError) as e:
         raise DatasetError(
-            f"{path}: unreadable parquet ({' '.join(str(e).split())[:200]}); the file is truncated or damaged"
+            f"unreadable parquet ({' '.join(str(e).split())[:200]}); the file is truncated or damaged",
+            where=str(path),
+            fix=COPY_AGAIN,
         ) from None
+
+
+class _FileEpisodes:
+    """The episodes one video file holds: a frame's time -> its row, and the frames that never came.
+
+    Frame time t belongs to the episode whose span holds it, as frame `round((t - from_timestamp)
+    * fps)` of that episode; times must come in increasing order."""
+
+    def __init__(self, path: Path, key: str, eps: list[Episode], fps: float):
+        self.path, self.key, self.fps = path, key, fps
+        self.spans = [(e.videos[key][1], e) for e in sorted(eps, key=lambda e: e.videos[key][1])]
+        self.found = dict.fromkeys((e.index for _, e in self.spans), 0)
+        self.j = 0
+
+    def row(self, t: float) -> int | None:
+        """The row of the frame at time `t`, or None for a frame outside every listed episode."""
+        tol, spans = TIME_TOLERANCE_S, self.spans
+        while self.j + 1 < len(spans) and t >= spans[self.j + 1][0] - tol:
+            self.j += 1
+        start, e = spans[self.j]
+        rel = (t - start) * self.fps
+        i = round(rel)
+        if i < 0 or i >= e.length or abs(rel - i) / self.fps > tol:
+            return None  # a frame outside every listed episode (e.g. an unsaved one)
+        self.found[e.index] += 1
+        return e.start + i
+
+    def check_complete(self) -> None:
+        """Every episode got each of its frames once."""
+        short = [
+            (e.index, self.found[e.index], e.length) for _, e in self.spans if self.found[e.index] != e.length
+        ]
+        if short:
+            detail = ", ".join(f"episode {i}: {n} of {length}" for i, n, length in short)
+            raise DatasetError(
+                f"frames missing for {self.key} ({detail}); the video file is truncated or misaligned",
+                where=str(self.path),
+                fix=f"{COPY_AGAIN}; if the file is whole, its episodes' from_timestamp and length in meta/ "
+                "disagree with it: record them again",
+            )
 
 
 def _checked_frames(path: Path, key: str, feature: dict) -> Iterator[tuple[float, object]]:
@@ -314,7 +371,7 @@ def _checked_frames(path: Path, key: str, feature: dict) -> Iterator[tuple[float
     meta/info.json states would silently shift every crop."""
     want = image_hw(feature)
     first = True
-    try:
+    with _decodable(path, key):
         for t, frame in decode_frames(path):
             if first and want is not None and (frame.height, frame.width) != want:
                 raise DatasetError(
@@ -323,11 +380,20 @@ def _checked_frames(path: Path, key: str, feature: dict) -> Iterator[tuple[float
                 )
             first = False
             yield t, frame
+
+
+@contextlib.contextmanager
+def _decodable(path: Path, key: str):
+    """A video file that PyAV cannot open or read (missing, cut, not a video) as a DatasetError naming it."""
+    try:
+        yield
+    except DatasetError:
+        raise
     except (FileNotFoundError, ValueError, av.error.FFmpegError) as e:
-        if isinstance(e, DatasetError):
-            raise
         raise DatasetError(
-            f"{path}: cannot decode {key} ({' '.join(str(e).split())[:200]}); the video is missing or damaged"
+            f"cannot decode {key} ({' '.join(str(e).split())[:200]}); the video is missing or damaged",
+            where=str(path),
+            fix=COPY_AGAIN,
         ) from None
 
 

@@ -138,6 +138,28 @@ def decode_frames(path: Path) -> Iterator[tuple[float, av.VideoFrame]]:
             yield frame.pts * tb, frame
 
 
+def frame_times(path: Path) -> list[float]:
+    """Every frame's time in seconds, sorted, from the container's packets without decoding them:
+    what `decode_frames` would yield times for (a cut file lists fewer), read in a fraction of its time."""
+    try:
+        container = av.open(str(path))
+    except (av.error.FileNotFoundError, FileNotFoundError):
+        raise FileNotFoundError(f"video file {path} does not exist") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        times = []
+        for packet in container.demux(stream):
+            if not packet.size:  # the flush packet at the end
+                continue
+            if packet.pts is None:
+                raise ValueError(f"{path}: a frame without a timestamp (pts); re-encode the file")
+            times.append(packet.pts * tb)
+    return sorted(times)
+
+
 def count_frames(path: Path) -> int:
     """Decode-free frame count from the container's packets."""
     with av.open(str(path)) as c:

@@ -25,14 +25,11 @@ from pathlib import Path
 
 import ray
 
-from hilserl_ray.buffer.chunk import chunk_layout
-from hilserl_ray.buffer.store import check_store
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import write_config
-from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import UserError, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
-from hilserl_ray.preflight import check_cluster, check_dataset_readable
+from hilserl_ray.preflight import check_cluster, check_inputs
 from hilserl_ray.runtime import rundir
 from hilserl_ray.runtime.checkpoint import (
     damaged_file,
@@ -40,7 +37,7 @@ from hilserl_ray.runtime.checkpoint import (
     set_aside_damaged,
     write_checkpoint,
 )
-from hilserl_ray.runtime.learner import LearnerActor, replay_dir
+from hilserl_ray.runtime.learner import LearnerActor
 from hilserl_ray.runtime.metrics import MetricsLogger, console_line
 from hilserl_ray.runtime.procs import descendants
 from hilserl_ray.runtime.resume import CheckpointLoadError, choose_checkpoint
@@ -405,29 +402,15 @@ class Run:
         ray.kill(self.learner, no_restart=True)
 
 
-def check_replay(cfg: TrainConfig) -> None:
-    """A resumed run's replay stores, their files checked against each other before Ray starts
-    (StoreDamaged naming the file and the fix), as the learner would find them after."""
-    if not cfg.storage.durable:
-        return
-    spec = pipeline_spec(cfg)
-    layout, root = chunk_layout(spec), replay_dir(cfg.output_dir)
-    check_store(root / "online", spec.fingerprint(), cfg.buffer.online_capacity, layout)
-    check_store(root / "interventions", spec.fingerprint(), 0, layout)  # sized by the datasets
-
-
 def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
     """One training run: checks, Ray, start (awaited), claim the output dir, loop, safe shutdown."""
     candidates = choose_checkpoint(cfg, warn=say) if resume else []
     if resume and not candidates:
         say(f"warning: --resume but no checkpoint in {Path(cfg.output_dir) / 'checkpoints'}: starting fresh")
     rundir.prepare(cfg, resume, overwrite)
-    if resume:
-        check_replay(cfg)
-    if cfg.dataset.path is not None and cfg.dataset.cache:
-        # every problem the reader can name, before any actor exists; the learner then loads the
-        # cache this leaves (without a cache it would convert twice: the learner names them then)
-        check_dataset_readable(cfg)
+    # the replay store and every dataset, before any actor exists (after prepare: an --overwrite
+    # clears the output dir, which may hold the offline cache this converts into)
+    check_inputs(cfg, resume)
     stop = StopSignal()
     stop.install()  # a Ctrl+C while Ray starts abandons the start instead of breaking it half-way
     started = False
