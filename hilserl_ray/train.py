@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for arm in fleet(cfg):
             print(f"robot actor '{arm.name}' ({arm.cfg.robot.type}) -> {arm.where()}")
-        print("\nread as the run would before Ray: the config and every file it names", *read, sep="\n  ")
+        named = "the config and the files it names (MJCF, calibrations, devices, weights, reward classifier)"
+        print(f"\nread as the run would before Ray: {named}", *read, sep="\n  ")
         print("only the real run checks:", *RUN_ONLY, sep="\n  ")
         print(f"\nconfig OK (feature fingerprint {spec.fingerprint()})")
         return 0

@@ -281,6 +281,55 @@ def test_bad_dataset_data_convert(case, good_dataset, tmp_path, capsys):
     assert snapshot(root) == before
 
 
+# what the dry run names beyond the case's text: the damaged file, and a fix
+DRY_RUN_FILES = {"truncated_parquet": DATA, "truncated_video": VIDEO, "nan_state": DATA}
+
+
+@pytest.mark.parametrize("case", sorted(DATASET_CASES))
+def test_bad_dataset_train_dry_run(case, good_dataset, tmp_path, capsys, monkeypatch):
+    """`--dry-run` reads the dataset as the run does before Ray: whatever the conversion refuses,
+    it refuses (exit 2, named), without converting, caching or changing anything."""
+    damage, expect = DATASET_CASES[case]
+    root = tmp_path / "demos"
+    shutil.copytree(good_dataset, root)
+    damage(root)
+    cache_dir = tmp_path / "offline_cache"
+    monkeypatch.setenv("HILSERL_RAY_CACHE_DIR", str(cache_dir))
+    cams = (
+        {"env": {"task": "reach", "cameras": [{"name": "front", "width": 128, "height": 96}]}}
+        if case == "video_size_not_info_json"
+        else {}
+    )
+    before = snapshot(root)
+    err = user_error(
+        capsys, train.main(["--config", str(dataset_config(tmp_path, root, **cams)), "--dry-run"]), expect
+    )
+    if case in DRY_RUN_FILES:
+        assert f"{root / DRY_RUN_FILES[case]}: " in err and "\n  fix: " in err, err
+    if case == "nan_state":
+        assert "non-finite value at episode 0 frame 3" in err, err
+    assert snapshot(root) == before
+    assert not cache_dir.exists() and not (tmp_path / "run").exists()
+
+
+def test_dry_run_reads_a_good_dataset_says_what_only_the_run_checks_and_trusts_a_valid_cache(
+    good_dataset, tmp_path, capsys
+):
+    args = ["--config", str(dataset_config(tmp_path, good_dataset)), "--dry-run"]
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"dataset {good_dataset}: 3 episodes, 15 frames read" in out and "1 video file(s)" in out
+    only = out.split("only the real run checks:")[1]
+    assert "every video frame decoded" in only and "the cluster's resources once Ray is up" in only
+    assert out.rstrip().splitlines()[-1].startswith("config OK")
+    # converted (as the run does before Ray): the dry run says the cache is valid and reads no more
+    assert convert.main(["--config", str(dataset_config(tmp_path, good_dataset))]) == 0
+    capsys.readouterr()
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"dataset {good_dataset}: its offline cache for this config is valid" in out, out
+
+
 def test_good_dataset_converts(good_dataset, tmp_path, capsys):
     assert convert.main(["--config", str(dataset_config(tmp_path, good_dataset))]) == 0
     assert "15 transitions, 3 episodes" in capsys.readouterr().out

@@ -1,8 +1,9 @@
 """Dataset rules: every configured dataset is there, fits the offline buffer and the pipeline.
 
 `check_dataset` reads only each dataset's meta/info.json (and the values `formats.decide`
-needs); `preflight.check_dataset_readable` then reads and converts everything, so a damaged
-file is named before Ray starts instead of killing the learner.
+needs); `preflight.check_dataset_readable` then reads everything (a run converts it, a dry run
+reads it without decoding), so a damaged file is named before Ray starts instead of killing the
+learner.
 """
 
 from __future__ import annotations
