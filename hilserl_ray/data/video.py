@@ -162,9 +162,7 @@ def frame_times(path: Path) -> list[float]:
 
 def count_frames(path: Path) -> int:
     """Decode-free frame count from the container's packets."""
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        return sum(1 for p in c.demux(s) if p.size)
+    return len(frame_times(path))
 
 
 # Y'CbCr -> R'G'B' by (Kr, Kb) of the frame's colorspace; swscale's default (unspecified) is BT.601.
