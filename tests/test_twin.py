@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 
+import mujoco
 import numpy as np
 import pytest
 from run_helpers import ROOT
@@ -252,3 +253,49 @@ def test_rehearsal_kill9_unplug_and_ctrl_c_through_ray(tmp_path):
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     assert rehearse(tmp_path / "rehearsal", steps=200) < 600
+
+
+class HeldKeys:
+    """The keyboard the twin's person types on, as the robot's keyboard source sees it."""
+
+    def __init__(self):
+        self.held: set[str] = set()
+        self.taps: list[str] = []
+
+    def press(self, key: str) -> None:
+        self.held.add(key)
+
+    def release(self, key: str) -> None:
+        self.held.discard(key)
+
+    def tap(self, key: str) -> None:
+        self.taps.append(key)
+
+
+def test_the_labelling_person_never_holds_l_over_a_reset(tmp_path):
+    """Label mode with the cube up only near the time limit: the person presses `s` before the
+    limit and lets go of `l`. Before, `l` stayed held over the reset and labelled every frame of the
+    next episode (a near miss recorded as 80 positive frames; `record` counted 3 of 5 successes
+    where the twin saw 1)."""
+    cfg = load_config(CONFIG, [*FAST, "--env.max_episode_steps=12", *NO_CAMERAS])
+    twin = Twin(cfg, TwinOptions(dir=tmp_path / "twin", port=0))
+    try:
+        person, sim = twin.human, twin.human.sim
+        person.keys = keys = HeldKeys()
+        person.set_mode("label")
+        reset = np.asarray(cfg.robot.reset_pose_deg, dtype=np.float64)
+        away = reset + np.array([10.0, 0, 0, 0, 0, 0])
+        person._process("goal", reset)  # the reset ramp ends: a new episode
+        for step in range(1, cfg.env.max_episode_steps + 1):
+            if step == 9:  # the cube comes up with 3 steps left, fewer than the labelling takes
+                q = sim._cube_q
+                sim.data.qpos[q + 2] = 0.1
+                mujoco.mj_forward(sim.model, sim.data)
+            person._process("goal", away)
+            if person.phase != "running":
+                break
+        assert keys.taps[-1] == "s" and step < cfg.env.max_episode_steps, (keys.taps, step)
+        assert "l" not in keys.held  # nothing held over into the next episode
+        assert person.successes == 1
+    finally:
+        twin.stop()

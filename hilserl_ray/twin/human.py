@@ -49,6 +49,7 @@ HAND_S = 0.02  # while engaged the hand follows the arm this often, between the 
 MODES = ("oracle", "demo", "label", *FAILURE_MODES, "mix", "hands_off")
 MIX = ("label", "near_miss", "label", "slip", "hover")  # mix: in turn (record's EXPERT_MIX shares)
 LABEL_STEPS = 8  # label mode: steps it holds `l` with the cube up before pressing `s`
+LABEL_END_STEPS = 2  # ...or fewer when this few steps are left: `s` must land before the time limit
 SWEEP_HOLD_S = 0.15  # calibration: how long it holds each joint at each end of its range...
 SWEEP_READS = 3  # ...and until calibrate has read the bus this often since
 
@@ -172,7 +173,7 @@ class ScriptedHuman:
             self.expert = FailingExpert(self.sim, mode, self.rng)
         else:
             self.expert = None
-        self.labelled = 0
+        self._let_go_of_label()  # the robot reset early: nothing held over
         self.episodes += 1
         self.steps = 0
         self.phase = "running"
@@ -186,7 +187,13 @@ class ScriptedHuman:
             mode=mode,
         )
 
+    def _let_go_of_label(self) -> None:
+        if self.labelled:
+            self.keys.release("l")
+            self.labelled = 0
+
     def _end(self, why: str) -> None:
+        self._let_go_of_label()  # a key held over the reset would label the next episode's frames
         self.phase = "wait_reset"
         self.engaged, self.hand = False, None  # the robot's leader source hands back at its reset
         self.report.event("episode_end", episode=self.episodes, steps=self.steps, why=why)
@@ -194,20 +201,19 @@ class ScriptedHuman:
     def _act(self) -> None:
         """One episode step (under the follower's bus lock: a consistent view of the scene)."""
         if self.sim.is_success():
-            if self.episode_mode == "label" and self.labelled < LABEL_STEPS:
+            time_left = self.max_steps - self.steps > LABEL_END_STEPS
+            if self.episode_mode == "label" and self.labelled < LABEL_STEPS and time_left:
                 if self.labelled == 0:
                     self.keys.press("l")  # held while success is visible: per-frame labels
                 self.labelled += 1
-            else:
-                if self.labelled:
-                    self.keys.release("l")
+            else:  # labelled enough, or the time limit is near: a person says so before it ends
+                self._let_go_of_label()
                 self.successes += 1
                 self.tap("s")
                 self._end("success")
                 return
-        elif self.labelled:  # the cube dropped while it labelled: let go of `l`
-            self.keys.release("l")
-            self.labelled = 0
+        else:  # the cube dropped while it labelled: let go of `l`
+            self._let_go_of_label()
         if self.episode_mode == "hands_off" or self.handed_back:
             return
         a = self.oracle.action(None, self.sim) if self.expert is None else self.expert.act(None)
