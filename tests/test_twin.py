@@ -5,14 +5,18 @@ and a scripted person (hilserl_ray/twin). Ray, kill -9 and unplugging: `make twi
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import mujoco
 import numpy as np
 import pytest
-from run_helpers import ROOT
+from run_helpers import ENV, ROOT
 
 from hilserl_ray.configio import load_config
+from hilserl_ray.data.lerobot_reader import LeRobotReader
+from hilserl_ray.data.mapping import INTERVENTION
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.errors import ConfigError
 from hilserl_ray.hardware.calibration import load_calibration
@@ -297,5 +301,31 @@ def test_the_labelling_person_never_holds_l_over_a_reset(tmp_path):
         assert keys.taps[-1] == "s" and step < cfg.env.max_episode_steps, (keys.taps, step)
         assert "l" not in keys.held  # nothing held over into the next episode
         assert person.successes == 1
+    finally:
+        twin.stop()
+
+
+@pytest.mark.subprocess
+def test_record_demos_with_the_leader_are_the_persons_from_the_first_step(tmp_path):
+    """`record` on the real path: the leader drives from each episode's first step, so every frame
+    of a demonstration is the person's. Before, frame 0 was a neutral action with is_intervention
+    False (the person could only take over once the first step had been sent)."""
+    twin, args = _twin(tmp_path, *NO_CAMERAS, "--env.fps=10", "--env.max_episode_steps=80")
+    try:
+        twin.post("person?mode=demo")
+        out = tmp_path / "demos"
+        r = subprocess.run(
+            [sys.executable, "-m", "hilserl_ray.record", "--config", CONFIG, *args, *NO_CAMERAS,
+             *twin.overrides(), "--episodes=2", f"--out={out}", "--no-progress", "--console.enabled=false"],
+            env=ENV, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        frames = LeRobotReader(out).read(["episode_index", INTERVENTION])
+        episodes = frames["episode_index"].reshape(-1)
+        person = frames[INTERVENTION].reshape(-1).astype(bool)
+        for e in np.unique(episodes):
+            assert person[episodes == e].all(), (e, person[episodes == e][:5])
+        ends = [e["why"] for e in _events(twin, "episode_end")]
+        assert ends.count("success") >= 1, ends  # 2 of 2 on a quiet machine
     finally:
         twin.stop()

@@ -19,7 +19,8 @@ are), and only acts through the leader arm's servos and key presses:
 
 What it does in an episode is its `mode` (`POST /person?mode=...`, from the next episode on), the
 modes a real session needs: `oracle` (intervene by the rule while a policy trains), `demo`
-(demonstrate whole episodes from step 0), `label` (as demo, then hold `l` while the cube is up:
+(demonstrate whole episodes from step 0: `record`'s leader drives from the first step, so it
+leads the leader from the reset on and never presses space), `label` (as demo, then hold `l` while the cube is up:
 classifier positives), `near_miss` / `slip` / `hover` (fail on purpose: classifier negatives),
 `mix` (label and the three failures in turn, as record's EXPERT_MIX shares them) and `hands_off` (`evaluate`).
 When `calibrate` asks, it poses an arm mid-range and moves every joint through the range the
@@ -186,6 +187,9 @@ class ScriptedHuman:
             cube=[round(float(x), 4) for x in self.sim.cube_pos()],
             mode=mode,
         )
+        if self.expert is not None:  # `record`: the leader drives from the first step; lead it now
+            with self.arm.bus.lock:
+                self._act()
 
     def _let_go_of_label(self) -> None:
         if self.labelled:
@@ -223,7 +227,8 @@ class ScriptedHuman:
             self.engaged = True
             self.engaged_steps = 0
             self.interventions += 1
-            self.tap("space")  # take over, then move the leader
+            if self.expert is None:  # by the rule: take over, then move the leader (in `record`
+                self.tap("space")  # the leader drives from the first step: space would hand back)
         self.hand = (self.sim.ee_pos() + np.clip(a[:3], -1, 1) * self.step_size, float(a[3]))
         self.set_leader(self._leader_pose(self.hand))
         self.engaged_steps += 1
