@@ -185,16 +185,20 @@ class RowStore:
                     pos += len(block)
 
     def commit(self, state: dict) -> None:
-        """Publish `state` (JSON): what is stored after the rows just written. Survives a kill -9."""
-        self._commit_seq += 1
-        record = {**state, "boot_id": self._boot, "time": time.time(), "commit_seq": self._commit_seq}
+        """Publish `state` (JSON): what is stored after the rows just written. Survives a kill -9.
+
+        A write that fails (disk full) tears only its own slot: the next try writes that slot
+        again, never the other one, which holds the last intact commit."""
+        seq = self._commit_seq + 1
+        record = {**state, "boot_id": self._boot, "time": time.time(), "commit_seq": seq}
         body = json.dumps(record).encode()
         if HEADER.size + len(body) > SLOT:
             raise StoreError(
                 f"{self.dir / COMMIT}: commit record of {len(body):,} B exceeds its {SLOT:,} B slot"
             )
-        data = HEADER.pack(self._commit_seq, len(body), zlib.crc32(body)) + body
-        _pwrite_all(self._commit_fd, memoryview(data), (self._commit_seq % 2) * SLOT)
+        data = HEADER.pack(seq, len(body), zlib.crc32(body)) + body
+        _pwrite_all(self._commit_fd, memoryview(data), (seq % 2) * SLOT)
+        self._commit_seq = seq
 
     def sync(self, state: dict) -> None:
         """Flush every field to the disk, then record `state` as surviving a power loss.
@@ -505,12 +509,16 @@ def _acquire(path: Path, timeout_s: float) -> int:
 
 def _write_json(path: Path, obj: dict, fsync: bool) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a write cut short (disk full) leaves nothing behind
+        raise
     if fsync:
         fsync_dir(path.parent)
 
