@@ -364,16 +364,19 @@ class Run:
     def loop(self) -> RunFailed | DiskFull | bool:
         """Poll until total_env_steps (True), a stop signal (False) or a failure (RunFailed, or
         DiskFull: the learner could not store a chunk). A checkpoint or metrics line that finds
-        the disk full raises DiskFull."""
+        the disk full raises DiskFull.
+
+        `idle_s`: seconds without a new env step, counted only while no robot is paused from its
+        console (`actors.no_step_timeout_s`): a pause holds the count where it was."""
         cfg = self.cfg
         next_log = 0.0
-        last_steps, last_progress = -1, time.monotonic()
+        last_steps, idle_s, last_poll = -1, 0.0, time.monotonic()
         while not self.stop.event.wait(POLL_S):
             try:
                 s = ray.get(self.learner.stats.remote(), timeout=60)
             except ray.exceptions.RayActorError:
                 self._restart_learner()
-                last_progress = time.monotonic()
+                idle_s, last_poll = 0.0, time.monotonic()
                 continue
             full = s.pop("disk_full", None)
             if full is not None:
@@ -384,10 +387,11 @@ class Run:
             s.update(self.robots.metrics())
             now = time.monotonic()
             if s["env_steps"] != last_steps:
-                last_steps, last_progress = s["env_steps"], now
-            elif now - last_progress > cfg.actors.no_step_timeout_s and self.robots.any_paused():
-                last_progress = now  # paused from the console: no steps on purpose
-            elif now - last_progress > cfg.actors.no_step_timeout_s:
+                last_steps, idle_s = s["env_steps"], 0.0
+            elif not self.robots.any_paused():  # paused from the console: no steps on purpose
+                idle_s += now - last_poll
+            last_poll = now
+            if idle_s > cfg.actors.no_step_timeout_s:
                 detail = self.robots.summary()
                 return RunFailed(
                     f"no env step for {cfg.actors.no_step_timeout_s:g} s (actors.no_step_timeout_s)"
