@@ -124,6 +124,13 @@ def test_a_full_disk_refuses_the_chunk_and_every_later_one_and_keeps_each_acknow
     assert counters["env_steps"] == steps == acked + 48
 
 
+def test_a_learner_that_cannot_create_its_replay_store_says_the_disk_is_full(small_disk):
+    out = small_disk / "run"
+    fill(small_disk)
+    with pytest.raises(DiskFull, match="no space left while creating the replay store"):
+        Learner(reach_cfg(out, "--learner.training_starts=1000000000").model_dump(mode="json"))
+
+
 def test_a_metrics_line_that_does_not_fit_is_taken_back(small_disk):
     out = small_disk / "run"
     metrics = MetricsLogger(out, tensorboard=False)

@@ -139,10 +139,10 @@ class RowStore:
             file = f"{name}.npy"
             # open_memmap sizes the file by seeking: sparse, disk is used only where rows are written
             a = np.lib.format.open_memmap(self.dir / file, "w+", np.dtype(dtype), (capacity, *shape))
-            if name in ("next", "row_id"):
-                a[:] = -1
-            a.flush()
+            offset, nbytes = a.offset, a.nbytes
             del a
+            if name in ("next", "row_id"):  # -1 everywhere: written, not through the mapping, so
+                _fill_ones(self.dir / file, offset, nbytes)  # a full disk is an OSError, not a SIGBUS
             entries[name] = {"file": file, "shape": [capacity, *shape], "dtype": np.dtype(dtype).str}
         manifest = {
             "format": FORMAT,
@@ -487,6 +487,17 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while len(data):
         n = os.pwrite(fd, data, offset)
         data, offset = data[n:], offset + n
+
+
+def _fill_ones(path: Path, offset: int, nbytes: int) -> None:
+    """Every byte of `path` from `offset` on, `nbytes` of them, set to 0xFF (int64 -1)."""
+    block = memoryview(b"\xff" * min(nbytes, 1 << 20))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for start in range(0, nbytes, len(block)):
+            _pwrite_all(fd, block[: min(len(block), nbytes - start)], offset + start)
+    finally:
+        os.close(fd)
 
 
 def _acquire(path: Path, timeout_s: float) -> int:

@@ -36,7 +36,7 @@ from hilserl_ray.configio import write_config
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import UserError, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
-from hilserl_ray.fsutil import DiskFull, no_space
+from hilserl_ray.fsutil import DiskFull, disk_full_as, no_space
 from hilserl_ray.preflight import check_cluster, check_dataset_readable
 from hilserl_ray.runtime import rundir
 from hilserl_ray.runtime.checkpoint import (
@@ -481,13 +481,18 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
         except BaseException:
             r.abort()
             raise
-        rundir.claim(cfg)  # started: from here on the dir is this run's
-        if resume:  # what was skipped as damaged never counts as one of checkpoint.keep_last
-            loaded = r.resumed_from.name if r.resumed_from else None
-            set_aside_damaged(r.ckpt_root, say, r.unloadable, trusted=loaded, check=damaged_file)
-        write_config(cfg, out / "config.yaml")
-        if cfg.console.enabled:
-            r.list_consoles()
+        try:
+            with disk_full_as(out, "starting the run"):
+                rundir.claim(cfg)  # started: from here on the dir is this run's
+                if resume:  # what was skipped as damaged never counts as one of checkpoint.keep_last
+                    loaded = r.resumed_from.name if r.resumed_from else None
+                    set_aside_damaged(r.ckpt_root, say, r.unloadable, trusted=loaded, check=damaged_file)
+                write_config(cfg, out / "config.yaml")
+                if cfg.console.enabled:
+                    r.list_consoles()
+        except DiskFull:
+            r.abort()
+            raise
         stop.starting = False
         outcome: RunFailed | DiskFull | bool = False
         try:

@@ -69,12 +69,13 @@ class Learner:
         cap = cfg.buffer.offline_capacity
         ring_cap = cap - offline_rows if isinstance(cap, int) else cfg.buffer.online_capacity
         replay = replay_dir(cfg.output_dir) if cfg.storage.durable else None
-        self.online = ReplayBuffer(
-            spec, cfg.buffer.online_capacity, self.device, cfg.seed, storage=replay and replay / "online"
-        )
-        ring = ReplayBuffer(
-            spec, ring_cap, self.device, cfg.seed + 1, storage=replay and replay / "interventions"
-        )
+        with disk_full_as(cfg.output_dir, "creating the replay store"):
+            self.online = ReplayBuffer(
+                spec, cfg.buffer.online_capacity, self.device, cfg.seed, storage=replay and replay / "online"
+            )
+            ring = ReplayBuffer(
+                spec, ring_cap, self.device, cfg.seed + 1, storage=replay and replay / "interventions"
+            )
         self.offline = OfflineBuffer(ring, datasets, seed=cfg.seed + 3)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
