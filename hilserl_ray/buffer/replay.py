@@ -300,15 +300,18 @@ class ReplayBuffer:
         return last is not None and source[1] <= last
 
     def _commit(self, source: tuple[str, int] | None, meta: dict | None) -> None:
+        """Publish the rows just written. The chunk counts as stored (`is_stored`) only once its
+        commit is written: a commit that fails (disk full) leaves it to be sent again."""
+        senders = dict(self._senders)
         if source is not None:
-            self._senders.pop(source[0], None)  # re-insert: the dict stays in last-heard order
-            self._senders[source[0]] = int(source[1])
-            while len(self._senders) > MAX_SENDERS:
-                self._senders.pop(next(iter(self._senders)))
-        if meta is not None:
-            self.meta = meta
+            senders.pop(source[0], None)  # re-insert: the dict stays in last-heard order
+            senders[source[0]] = int(source[1])
+            while len(senders) > MAX_SENDERS:
+                senders.pop(next(iter(senders)))
+        meta = self.meta if meta is None else meta
         if self._store is not None:
-            self._store.commit(self._state())
+            self._store.commit({**self._state(), "senders": senders, "meta": meta})
+        self._senders, self.meta = senders, meta
 
     def _state(self) -> dict:
         return {
