@@ -255,6 +255,10 @@ DATASET_CASES = {
         "frames are 48x64 (HxW), meta/info.json says observation.images.front is 96x128",
     ),
     "info_not_json": (lambda r: (r / "meta" / "info.json").write_text("{"), "valid JSON"),
+    "features_a_list": (
+        lambda r: _info(r, lambda i: i.update(features=[{"name": k, **f} for k, f in i["features"].items()])),
+        "meta/info.json'; 'features' is a list",
+    ),
     "no_info_json": (lambda r: (r / "meta" / "info.json").unlink(), "meta/info.json"),
 }
 
@@ -279,6 +283,19 @@ def test_bad_dataset_data_convert(case, good_dataset, tmp_path, capsys):
     before = snapshot(root)
     user_error(capsys, convert.main(["--config", str(cfg)]), expect)
     assert snapshot(root) == before
+
+
+# what `train --dry-run` finds too (it reads each dataset's metadata and the values it decides on)
+DRY_RUN_DATASET_CASES = ["features_a_list"]
+
+
+@pytest.mark.parametrize("case", DRY_RUN_DATASET_CASES)
+def test_bad_dataset_train_dry_run(case, good_dataset, tmp_path, capsys):
+    damage, expect = DATASET_CASES[case]
+    root = tmp_path / "demos"
+    shutil.copytree(good_dataset, root)
+    damage(root)
+    user_error(capsys, train.main(["--config", str(dataset_config(tmp_path, root)), "--dry-run"]), expect)
 
 
 def test_good_dataset_converts(good_dataset, tmp_path, capsys):

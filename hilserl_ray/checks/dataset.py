@@ -1,8 +1,8 @@
 """Dataset rules: every configured dataset is there, fits the offline buffer and the pipeline.
 
-`check_dataset` reads only each dataset's meta/info.json (and the values `formats.decide`
-needs); `preflight.check_dataset_readable` then reads and converts everything, so a damaged
-file is named before Ray starts instead of killing the learner.
+`check_dataset` reads only each dataset's metadata (meta/info.json, the episode list) and the
+values `formats.decide` needs; `preflight.check_dataset_readable` then reads and converts
+everything, so a damaged file is named before Ray starts instead of killing the learner.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader, info_problem
 from hilserl_ray.data.mapping import feature_problems
 from hilserl_ray.errors import HINT, Problem
 
@@ -28,7 +29,12 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
             problems += found
             continue
         rows += int(info.get("total_frames", 0)) + int(info.get("total_episodes", 0))
-        problems += _fits(info, cfg, key, root, several=len(roots) > 1)
+        try:
+            reader = LeRobotReader(root)  # the version, the episode list
+        except DatasetError as e:
+            problems.append(Problem(key, str(root), f"a readable LeRobot dataset ({e})"))
+            continue
+        problems += _fits(reader, cfg, key, several=len(roots) > 1)
     return problems + _capacity(cfg, rows)
 
 
@@ -37,15 +43,20 @@ def _read_info(key: str, root: Path) -> tuple[dict | None, list[Problem]]:
     if not info_path.is_file():
         return None, [Problem(key, str(root), "a LeRobot dataset directory containing meta/info.json")]
     try:
-        return json.loads(info_path.read_text()), []
+        info = json.loads(info_path.read_text())
     except json.JSONDecodeError as e:
         return None, [Problem(key, str(info_path), f"valid JSON ({e})")]
+    problem = info_problem(info)
+    if problem is not None:
+        return None, [Problem(key, str(info_path), problem)]
+    return info, []
 
 
-def _fits(info: dict, cfg: TrainConfig, key: str, root: Path, several: bool) -> list[Problem]:
+def _fits(reader: LeRobotReader, cfg: TrainConfig, key: str, several: bool) -> list[Problem]:
     """The dataset against the pipeline's features, with a hint to the command that prints the fix."""
+    root = reader.root
     try:
-        found = feature_problems(info, cfg, root)
+        found = feature_problems(reader.info, cfg, root, reader)
     except ValueError as e:  # DatasetError: an unreadable dataset
         found = [Problem(key, str(root), f"a readable LeRobot dataset ({e})")]
     if not found:

@@ -55,6 +55,9 @@ class LeRobotReader:
             self.info = json.loads(info_path.read_text())
         except json.JSONDecodeError as e:
             raise DatasetError(f"{info_path}: not valid JSON ({e})") from None
+        problem = info_problem(self.info)
+        if problem is not None:
+            raise DatasetError(f"{info_path}: {problem}")
         self.version = str(self.info.get("codebase_version", ""))
         if self.version not in ("v3.0", "v2.1", "v2.0"):
             raise DatasetError(
@@ -294,6 +297,28 @@ class LeRobotReader:
             if size is not None or crop is not None:
                 img = process_image(img, crop, size or img.shape[:2])
             yield row, img
+
+
+def info_problem(info: object) -> str | None:
+    """What makes a parsed meta/info.json other than LeRobot's layout (an object whose
+    `features` maps each name to {dtype, shape, names}), with the fix; None when it is."""
+    fix = "restore the meta/info.json LeRobot wrote (or record the dataset again)"
+    if not isinstance(info, dict):
+        return f"the top level is a {type(info).__name__}, not an object; {fix}"
+    features = info.get("features")
+    if not isinstance(features, dict):
+        got = "missing" if features is None else f"a {type(features).__name__}"
+        return (
+            f"'features' is {got}; it must map each feature name to its {{dtype, shape, names}} "
+            f"(an object, as LeRobot writes it); {fix}"
+        )
+    for name, f in features.items():
+        if not isinstance(f, dict):
+            return f"features[{name!r}] is a {type(f).__name__}, not an object {{dtype, shape, names}}; {fix}"
+        shape = f.get("shape")
+        if shape is not None and not (isinstance(shape, list) and all(isinstance(n, int) for n in shape)):
+            return f"features[{name!r}].shape is {shape!r}, not a list of integers such as [6]; {fix}"
+    return None
 
 
 @contextlib.contextmanager
