@@ -217,6 +217,13 @@ def _nan_state(t: pa.Table) -> pa.Table:
     return _set_column(t, "observation.state", rows)
 
 
+def _short_state(t: pa.Table) -> pa.Table:
+    """Rows of 5 joint values where meta/info.json says 6."""
+    rows = [r[:5] for r in t.column("observation.state").to_pylist()]
+    i = t.schema.get_field_index("observation.state")
+    return t.set_column(i, "observation.state", pa.array(rows, type=pa.list_(pa.float32())))
+
+
 def _frame_gap(t: pa.Table) -> pa.Table:
     fi = t.column("frame_index").to_pylist()
     fi[2] = 7
@@ -242,6 +249,10 @@ DATASET_CASES = {
     ),
     "nan_state": (lambda r: _rewrite_parquet(r / DATA, _nan_state), "observation.state"),
     "frame_gap": (lambda r: _rewrite_parquet(r / DATA, _frame_gap), "frame_index"),
+    "short_state_rows": (
+        lambda r: _rewrite_parquet(r / DATA, _short_state),
+        "file-000.parquet: 'observation.state' rows hold 5 values, meta/info.json says 6",
+    ),
     "unsupported_version": (
         lambda r: _info(r, lambda i: i.update(codebase_version="v1.6")),
         "'v1.6' is not supported",
@@ -286,7 +297,7 @@ def test_bad_dataset_data_convert(case, good_dataset, tmp_path, capsys):
 
 
 # what `train --dry-run` finds too (it reads each dataset's metadata and the values it decides on)
-DRY_RUN_DATASET_CASES = ["features_a_list"]
+DRY_RUN_DATASET_CASES = ["features_a_list", "short_state_rows"]
 
 
 @pytest.mark.parametrize("case", DRY_RUN_DATASET_CASES)

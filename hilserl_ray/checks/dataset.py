@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
+from hilserl_ray.data import formats
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader, info_problem
 from hilserl_ray.data.mapping import feature_problems
 from hilserl_ray.errors import HINT, Problem
@@ -53,19 +54,24 @@ def _read_info(key: str, root: Path) -> tuple[dict | None, list[Problem]]:
 
 
 def _fits(reader: LeRobotReader, cfg: TrainConfig, key: str, several: bool) -> list[Problem]:
-    """The dataset against the pipeline's features, with a hint to the command that prints the fix."""
+    """The dataset against the pipeline's features, with a hint to the command that prints the fix;
+    then its joint and action rows against meta/info.json's shapes (the conversion reads them)."""
     root = reader.root
     try:
         found = feature_problems(reader.info, cfg, root, reader)
     except ValueError as e:  # DatasetError: an unreadable dataset
         found = [Problem(key, str(root), f"a readable LeRobot dataset ({e})")]
-    if not found:
-        return []
-    where = f" [dataset {root}]" if several else ""
-    inspect = (
-        f"python -m hilserl_ray.data.inspect {root} --config <your config> prints the overrides that fit"
-    )
-    return [Problem(p, v, m + where) for p, v, m in found] + [Problem(HINT, str(root), inspect)]
+    if found:
+        where = f" [dataset {root}]" if several else ""
+        inspect = (
+            f"python -m hilserl_ray.data.inspect {root} --config <your config> prints the overrides that fit"
+        )
+        return [Problem(p, v, m + where) for p, v, m in found] + [Problem(HINT, str(root), inspect)]
+    try:
+        reader.read([k for k in formats.state_and_action_keys(cfg) if k in reader.features])
+    except DatasetError as e:
+        return [Problem(key, str(root), f"a readable LeRobot dataset ({e})")]
+    return []
 
 
 def _capacity(cfg: TrainConfig, rows: int) -> list[Problem]:

@@ -209,6 +209,7 @@ class LeRobotReader:
                         )
                     t = pq.read_table(p, columns=need)
                 for c in need:
+                    _check_width(p, c, t.column(c), self.features[c])
                     parts[c].extend(t.column(c).chunks)
             for c in need:
                 self._column_cache[c] = pa.concat_arrays(parts[c]) if parts[c] else pa.array([])
@@ -365,6 +366,31 @@ def image_hw(feature: dict) -> tuple[int, int] | None:
     if names[:1] in (["channel"], ["channels"]) or (shape[0] == 3 and shape[2] != 3):
         return int(shape[1]), int(shape[2])
     return int(shape[0]), int(shape[1])
+
+
+def _check_width(path: Path, name: str, col: pa.ChunkedArray, feature: dict) -> None:
+    """A vector column's rows hold the values meta/info.json's shape says (conversion and the
+    networks size every input from info.json, so a shorter row would shift every value)."""
+    shape = feature.get("shape") or []
+    kind = col.type
+    if len(shape) != 1 or not (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
+        return
+    if pa.types.is_fixed_size_list(kind):
+        sizes = {kind.list_size}
+    else:
+        lengths = pc.list_value_length(col).drop_null().to_numpy(zero_copy_only=False)
+        sizes = set(np.unique(lengths).tolist())
+    want = int(shape[0])
+    wrong = sorted(int(n) for n in sizes if n != want)
+    if wrong:
+        got = " to ".join(map(str, dict.fromkeys([wrong[0], wrong[-1]])))
+        raise DatasetError(
+            f"{path}: {name!r} rows hold {got} values, meta/info.json says {want} (shape {list(shape)}); "
+            f"the data and meta/info.json must agree: record the dataset again, or set features[{name!r}].shape "
+            "in meta/info.json to what was recorded"
+        )
 
 
 def _to_numpy(col: pa.Array, feature: dict, name: str) -> np.ndarray:
