@@ -257,6 +257,10 @@ DATASET_CASES = {
         lambda r: _info(r, lambda i: i.update(codebase_version="v1.6")),
         "'v1.6' is not supported",
     ),
+    "version_2_0": (
+        lambda r: _info(r, lambda i: i.update(codebase_version="v2.0")),
+        ("'v2.0' is not supported", "v3.0 and v2.1", "lerobot.datasets.v21.convert_dataset_v20_to_v21"),
+    ),
     "wrong_state_length": (
         lambda r: _info(r, lambda i: i["features"]["observation.state"].update(shape=[4])),
         "observation.state",
@@ -272,6 +276,10 @@ DATASET_CASES = {
     ),
     "no_info_json": (lambda r: (r / "meta" / "info.json").unlink(), "meta/info.json"),
 }
+
+
+def _texts(expect: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (expect,) if isinstance(expect, str) else expect
 
 
 def _truncate(path: Path, keep: float) -> None:
@@ -292,12 +300,12 @@ def test_bad_dataset_data_convert(case, good_dataset, tmp_path, capsys):
     )
     cfg = dataset_config(tmp_path, root, **cams)
     before = snapshot(root)
-    user_error(capsys, convert.main(["--config", str(cfg)]), expect)
+    user_error(capsys, convert.main(["--config", str(cfg)]), *_texts(expect))
     assert snapshot(root) == before
 
 
 # what `train --dry-run` finds too (it reads each dataset's metadata and the values it decides on)
-DRY_RUN_DATASET_CASES = ["features_a_list", "short_state_rows"]
+DRY_RUN_DATASET_CASES = ["features_a_list", "short_state_rows", "version_2_0"]
 
 
 @pytest.mark.parametrize("case", DRY_RUN_DATASET_CASES)
@@ -306,7 +314,9 @@ def test_bad_dataset_train_dry_run(case, good_dataset, tmp_path, capsys):
     root = tmp_path / "demos"
     shutil.copytree(good_dataset, root)
     damage(root)
-    user_error(capsys, train.main(["--config", str(dataset_config(tmp_path, root)), "--dry-run"]), expect)
+    user_error(
+        capsys, train.main(["--config", str(dataset_config(tmp_path, root)), "--dry-run"]), *_texts(expect)
+    )
 
 
 def test_good_dataset_converts(good_dataset, tmp_path, capsys):

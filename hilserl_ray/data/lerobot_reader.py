@@ -27,6 +27,9 @@ from hilserl_ray.envs.transforms import process_image
 from hilserl_ray.errors import UserError
 
 TIME_TOLERANCE_S = 1e-4  # LeRobot's own tolerance between a frame's time and its video frame
+VERSIONS = ("v3.0", "v2.1")  # the codebase_version values read here
+# LeRobot's own upgrade of a v2.0 dataset to v2.1 (per-episode stats), in its releases that write v2.1
+V20_UPGRADE = "python -m lerobot.datasets.v21.convert_dataset_v20_to_v21 --repo-id=<repo>"
 
 
 class DatasetError(UserError, ValueError):
@@ -59,10 +62,9 @@ class LeRobotReader:
         if problem is not None:
             raise DatasetError(f"{info_path}: {problem}")
         self.version = str(self.info.get("codebase_version", ""))
-        if self.version not in ("v3.0", "v2.1", "v2.0"):
+        if self.version not in VERSIONS:
             raise DatasetError(
-                f"{info_path}: codebase_version {self.version!r} is not supported; expected 'v3.0' or 'v2.1' "
-                "(convert older datasets with lerobot's conversion script)"
+                f"{info_path}: codebase_version {self.version!r} is not supported; {_upgrade(self.version)}"
             )
         try:
             self.fps = float(self.info["fps"])
@@ -298,6 +300,16 @@ class LeRobotReader:
             if size is not None or crop is not None:
                 img = process_image(img, crop, size or img.shape[:2])
             yield row, img
+
+
+def _upgrade(version: str) -> str:
+    """How to get a dataset of `version` into one read here."""
+    if version == "v2.0":
+        return (
+            f"LeRobot v3.0 and v2.1 datasets are read; upgrade this one to v2.1 with LeRobot's converter: "
+            f"{V20_UPGRADE} (lerobot/common/datasets/v21/convert_dataset_v20_to_v21.py in older LeRobot)"
+        )
+    return "expected 'v3.0' or 'v2.1' (convert older datasets with lerobot's conversion script)"
 
 
 def info_problem(info: object) -> str | None:
