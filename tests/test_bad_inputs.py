@@ -319,6 +319,30 @@ def test_bad_dataset_train_dry_run(case, good_dataset, tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize("command", ["convert", "train --dry-run"])
+def test_calibration_without_a_motor_for_range_unit_conversion(command, good_dataset, tmp_path, capsys):
+    """dataset.joint_units lerobot_range converts with robot.calibration: every joint must be in it."""
+    bad = CORPUS / "calibrations" / "missing_joint.json"
+    extra = {
+        "dataset": {"path": str(good_dataset), "joint_units": "lerobot_range"},
+        "robot": {"calibration": str(bad)},
+    }
+    cfg = str(dataset_config(tmp_path, good_dataset, **extra))
+    rc = (
+        convert.main(["--config", cfg])
+        if command == "convert"
+        else train.main(["--config", cfg, "--dry-run"])
+    )
+    user_error(
+        capsys,
+        rc,
+        "robot.calibration",
+        str(bad),
+        "no entry for motors ['wrist_flex']",
+        "hilserl_ray.calibrate",
+    )
+
+
 def test_good_dataset_converts(good_dataset, tmp_path, capsys):
     assert convert.main(["--config", str(dataset_config(tmp_path, good_dataset))]) == 0
     assert "15 transitions, 3 episodes" in capsys.readouterr().out
