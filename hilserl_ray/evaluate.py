@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.configio import NO_BUFFER_MIX, ConfigError, load_config
 from hilserl_ray.data.video import VideoEncoder
 from hilserl_ray.errors import UserError, command
 from hilserl_ray.fleet import one_arm
@@ -37,7 +37,7 @@ def evaluate(
     output_dir = Path(output_dir)
     ckpt = Path(checkpoint) if checkpoint else newest_loadable(output_dir)
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
-    cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
+    cfg = load_config(output_dir, ["--pipeline.intervention.source=none", *NO_BUFFER_MIX])
     cfg = one_arm(cfg, arm, str(output_dir / "config.yaml"))
     agent = load_agent(ckpt)
     seed = cfg.seed + seed_offset

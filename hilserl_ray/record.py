@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.configio import NO_BUFFER_MIX, ConfigError, load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, SUCCESS_LABEL, TRUNCATED
 from hilserl_ray.envs.intervention import no_events
@@ -275,14 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = one_arm(load_config(args.config, rest), args.arm, args.config)
+    cfg = one_arm(load_config(args.config, [*rest, *NO_BUFFER_MIX]), args.arm, args.config)
     problems = []
     if args.episodes <= 0:
         problems.append(f"--episodes: got {args.episodes}; a positive number of episodes")
     if cfg.pipeline.intervention.source == "none":
         problems.append(
-            "pipeline.intervention.source: got 'none'; a source that acts: 'oracle' (sim), 'keyboard', "
-            "'gamepad', 'leader' or 'web' (the console page)"
+            "pipeline.intervention.source: got 'none'; record needs a source that acts to record its "
+            "actions: --pipeline.intervention.source=oracle (the sim's scripted expert, robot.type sim), "
+            "keyboard, gamepad, leader (with --pipeline.intervention.leader_port and "
+            "--pipeline.intervention.leader_calibration) or web (the console page)"
         )
     if (args.out / "meta" / "info.json").exists():
         problems.append(f"--out: got '{args.out}'; a new directory (it already holds a dataset)")
