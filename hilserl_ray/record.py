@@ -38,6 +38,7 @@ from hilserl_ray.envs.pipeline import pipeline_spec, robot_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, STATE, FeatureSpec
 from hilserl_ray.fleet import one_arm
+from hilserl_ray.fsutil import unwritable
 from hilserl_ray.gymenv.oracle import GymExpertSource
 from hilserl_ray.gymenv.spaces import is_gym
 from hilserl_ray.reward.spec import check_classifier
@@ -292,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--out: got '{args.out}', which is a file; a new directory for the dataset")
     elif args.out.is_dir() and any(args.out.iterdir()):
         problems.append(f"--out: got '{args.out}', which holds other files; a new or empty directory")
+    elif (blocked := unwritable(args.out)) is not None:
+        problems.append(
+            f"--out: got '{args.out}'; '{blocked}' is not writable by this user: pick a directory you can write"
+        )
     if args.expert != "success" and not scripted_expert(cfg, args.assist):
         problems.append(
             f"--expert: got '{args.expert}'; only the sim's scripted expert fails on purpose "

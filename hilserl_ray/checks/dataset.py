@@ -1,4 +1,5 @@
-"""Dataset rules: every configured dataset is there, fits the offline buffer and the pipeline.
+"""Dataset rules: every configured dataset is there, fits the offline buffer and the pipeline, and
+its conversion can be cached.
 
 `check_dataset` reads only each dataset's metadata (meta/info.json, the episode list) and the
 values `formats.decide` needs; `preflight.check_dataset_readable` then reads and converts
@@ -12,9 +13,11 @@ from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.data import formats
+from hilserl_ray.data.convert import cache_root
 from hilserl_ray.data.lerobot_reader import DatasetError, LeRobotReader, info_problem
 from hilserl_ray.data.mapping import feature_problems
 from hilserl_ray.errors import HINT, Problem
+from hilserl_ray.fsutil import unwritable
 
 
 def check_dataset(cfg: TrainConfig) -> list[Problem]:
@@ -36,7 +39,7 @@ def check_dataset(cfg: TrainConfig) -> list[Problem]:
             problems.append(Problem(key, str(root), f"a readable LeRobot dataset ({e})"))
             continue
         problems += _fits(reader, cfg, key, several=len(roots) > 1)
-    return problems + _capacity(cfg, rows)
+    return problems + _capacity(cfg, rows) + _cache(cfg)
 
 
 def _read_info(key: str, root: Path) -> tuple[dict | None, list[Problem]]:
@@ -72,6 +75,24 @@ def _fits(reader: LeRobotReader, cfg: TrainConfig, key: str, several: bool) -> l
     except DatasetError as e:
         return [Problem(key, str(root), f"a readable LeRobot dataset ({e})")]
     return []
+
+
+def _cache(cfg: TrainConfig) -> list[Problem]:
+    """The converted datasets are cached before Ray starts: this user must be able to write there."""
+    if not cfg.dataset.cache:
+        return []
+    root = cache_root(cfg)
+    blocked = unwritable(root)
+    if blocked is None:
+        return []
+    return [
+        Problem(
+            "dataset.cache_dir",
+            str(root),
+            f"a directory this user can write for the converted datasets ('{blocked}' is not): "
+            "--dataset.cache_dir=<dir> (or HILSERL_RAY_CACHE_DIR)",
+        )
+    ]
 
 
 def _capacity(cfg: TrainConfig, rows: int) -> list[Problem]:
