@@ -3,8 +3,10 @@
 A `UserError` says what is wrong, where (a dotted config key or a file) and the fix. Every
 command's `main` is wrapped by `@command`: a user error prints its message on stderr and returns
 `EXIT_USER` (2) without a traceback (`--debug` or HILSERL_DEBUG=1 adds it); Ctrl+C returns 130
-quietly; anything else is a bug and keeps its traceback. A user error raised inside a Ray actor
-reaches the user as the same message: `user_error` unwraps Ray's wrappers.
+quietly; anything else is a bug and keeps its traceback. A file the OS refuses this user (a
+`PermissionError` naming it) is a user error too: its owner and mode are the user's to fix. A user
+error raised inside a Ray actor reaches the user as the same message: `user_error` unwraps Ray's
+wrappers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import NamedTuple
+
+from hilserl_ray.fsutil import unwritable
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "HILSERL_DEBUG"
@@ -89,7 +94,8 @@ class InvalidConfig(ConfigError, ValueError):
 
 
 def user_error(exc: BaseException | None) -> UserError | None:
-    """The `UserError` behind `exc`: itself, or the one Ray (task/actor errors) or `raise from` wraps."""
+    """The `UserError` behind `exc`: itself, or the one Ray (task/actor errors) or `raise from` wraps;
+    a file the OS refused this user (`PermissionError` naming it) is one too, see `permission_denied`."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -100,7 +106,34 @@ def user_error(exc: BaseException | None) -> UserError | None:
                 return inner
         if isinstance(exc, UserError):
             return exc
+        if isinstance(exc, PermissionError) and exc.filename:
+            return permission_denied(exc)
         exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def permission_denied(e: PermissionError) -> UserError:
+    """A path the OS refused this user (an unreadable config, a run directory of another user):
+    no bug of the program but the files' owner and mode, so the file and the fix, not a traceback."""
+    path = Path(os.fsdecode(e.filename)).absolute()
+    return UserError(
+        f"permission denied: {_refusal(path) or e.strerror}",
+        where=str(path),
+        fix="run the command as the user who owns these files, give this user access (ls -l, chown, "
+        "chmod), or point the command at a copy or a directory this user can write",
+    )
+
+
+def _refusal(path: Path) -> str | None:
+    """What this user may not do on the way to `path` (os.path and os.access never raise)."""
+    for d in reversed(path.parents):  # from the root down
+        if os.path.isdir(d) and not os.access(d, os.X_OK):
+            return f"this user cannot enter {d}"
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        return "this user cannot read it"
+    blocked = unwritable(path)
+    if blocked is not None:
+        return "this user cannot write it" if blocked == path else f"this user cannot write into {blocked}"
     return None
 
 

@@ -1,5 +1,6 @@
 """File-system helpers shared by everything that writes: atomic renames (checkpoints, buffers,
-caches) and the one way a full disk is told to the user (`DiskFull`)."""
+caches), the checks of where a command will write, and the one way a full disk is told to the
+user (`DiskFull`)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,14 @@ def disk_full_as(directory: str | Path, doing: str) -> Iterator[None]:
         if no_space(e):
             raise DiskFull(directory, doing) from e
         raise
+
+
+def unwritable(path: Path | str) -> Path | None:
+    """What stops this user from writing `path` (a file or directory, existing or to be made): the
+    nearest existing one of it and its parents when this user cannot write into it; else None."""
+    p = Path(path).expanduser().absolute()
+    existing = next((q for q in [p, *p.parents] if os.path.exists(q)), None)  # never raises
+    if existing is None:
+        return None
+    need = os.W_OK | os.X_OK if os.path.isdir(existing) else os.W_OK
+    return None if os.access(existing, need) else existing

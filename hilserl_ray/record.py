@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.configio import NO_BUFFER_MIX, ConfigError, load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, SUCCESS_LABEL, TRUNCATED
 from hilserl_ray.envs.intervention import no_events
@@ -39,6 +39,7 @@ from hilserl_ray.envs.pipeline import pipeline_spec, robot_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, STATE, FeatureSpec
 from hilserl_ray.fleet import one_arm
+from hilserl_ray.fsutil import unwritable
 from hilserl_ray.gymenv.oracle import GymExpertSource
 from hilserl_ray.gymenv.spaces import is_gym
 from hilserl_ray.reward.spec import check_classifier
@@ -281,14 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = one_arm(load_config(args.config, rest), args.arm, args.config)
+    cfg = one_arm(load_config(args.config, [*rest, *NO_BUFFER_MIX]), args.arm, args.config)
     problems = []
     if args.episodes <= 0:
         problems.append(f"--episodes: got {args.episodes}; a positive number of episodes")
     if cfg.pipeline.intervention.source == "none":
         problems.append(
-            "pipeline.intervention.source: got 'none'; a source that acts: 'oracle' (sim), 'keyboard', "
-            "'gamepad', 'leader' or 'web' (the console page)"
+            "pipeline.intervention.source: got 'none'; record needs a source that acts to record its "
+            "actions: --pipeline.intervention.source=oracle (the sim's scripted expert, robot.type sim), "
+            "keyboard, gamepad, leader (with --pipeline.intervention.leader_port and "
+            "--pipeline.intervention.leader_calibration) or web (the console page)"
         )
     if (args.out / "meta" / "info.json").exists():
         problems.append(f"--out: got '{args.out}'; a new directory (it already holds a dataset)")
@@ -296,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--out: got '{args.out}', which is a file; a new directory for the dataset")
     elif args.out.is_dir() and any(args.out.iterdir()):
         problems.append(f"--out: got '{args.out}', which holds other files; a new or empty directory")
+    elif (blocked := unwritable(args.out)) is not None:
+        problems.append(
+            f"--out: got '{args.out}'; '{blocked}' is not writable by this user: pick a directory you can write"
+        )
     if args.expert != "success" and not scripted_expert(cfg, args.assist):
         problems.append(
             f"--expert: got '{args.expert}'; only the sim's scripted expert fails on purpose "

@@ -326,7 +326,7 @@ def joint_degrees(values: np.ndarray, cfg: TrainConfig, units: str | None = None
     if units in ("degrees", "auto"):
         return values
     return (
-        Normalizer(load_calibration(cfg.robot.calibration), JOINT_NAMES)
+        Normalizer(load_calibration(cfg.robot.calibration, JOINT_NAMES), JOINT_NAMES)
         .from_lerobot_range(values)
         .astype(np.float64)
     )

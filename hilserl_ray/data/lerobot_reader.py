@@ -30,6 +30,9 @@ TIME_TOLERANCE_S = 1e-4  # LeRobot's own tolerance between a frame's time and it
 COPY_AGAIN = (
     "copy the whole dataset directory again from where it was recorded (a copy that stopped cuts files)"
 )
+VERSIONS = ("v3.0", "v2.1")  # the codebase_version values read here
+# LeRobot's own upgrade of a v2.0 dataset to v2.1 (per-episode stats), in its releases that write v2.1
+V20_UPGRADE = "python -m lerobot.datasets.v21.convert_dataset_v20_to_v21 --repo-id=<repo>"
 
 
 class DatasetError(UserError, ValueError):
@@ -58,11 +61,13 @@ class LeRobotReader:
             self.info = json.loads(info_path.read_text())
         except json.JSONDecodeError as e:
             raise DatasetError(f"{info_path}: not valid JSON ({e})") from None
+        problem = info_problem(self.info)
+        if problem is not None:
+            raise DatasetError(f"{info_path}: {problem}")
         self.version = str(self.info.get("codebase_version", ""))
-        if self.version not in ("v3.0", "v2.1", "v2.0"):
+        if self.version not in VERSIONS:
             raise DatasetError(
-                f"{info_path}: codebase_version {self.version!r} is not supported; expected 'v3.0' or 'v2.1' "
-                "(convert older datasets with lerobot's conversion script)"
+                f"{info_path}: codebase_version {self.version!r} is not supported; {_upgrade(self.version)}"
             )
         try:
             self.fps = float(self.info["fps"])
@@ -214,6 +219,7 @@ class LeRobotReader:
                         )
                     t = pq.read_table(p, columns=need)
                 for c in need:
+                    _check_width(p, c, t.column(c), self.features[c])
                     parts[c].extend(t.column(c).chunks)
             for c in need:
                 self._column_cache[c] = pa.concat_arrays(parts[c]) if parts[c] else pa.array([])
@@ -311,6 +317,38 @@ class LeRobotReader:
             yield row, img
 
 
+def _upgrade(version: str) -> str:
+    """How to get a dataset of `version` into one read here."""
+    if version == "v2.0":
+        return (
+            f"LeRobot v3.0 and v2.1 datasets are read; upgrade this one to v2.1 with LeRobot's converter: "
+            f"{V20_UPGRADE} (lerobot/common/datasets/v21/convert_dataset_v20_to_v21.py in older LeRobot)"
+        )
+    return "expected 'v3.0' or 'v2.1' (convert older datasets with lerobot's conversion script)"
+
+
+def info_problem(info: object) -> str | None:
+    """What makes a parsed meta/info.json other than LeRobot's layout (an object whose
+    `features` maps each name to {dtype, shape, names}), with the fix; None when it is."""
+    fix = "restore the meta/info.json LeRobot wrote (or record the dataset again)"
+    if not isinstance(info, dict):
+        return f"the top level is a {type(info).__name__}, not an object; {fix}"
+    features = info.get("features")
+    if not isinstance(features, dict):
+        got = "missing" if features is None else f"a {type(features).__name__}"
+        return (
+            f"'features' is {got}; it must map each feature name to its {{dtype, shape, names}} "
+            f"(an object, as LeRobot writes it); {fix}"
+        )
+    for name, f in features.items():
+        if not isinstance(f, dict):
+            return f"features[{name!r}] is a {type(f).__name__}, not an object {{dtype, shape, names}}; {fix}"
+        shape = f.get("shape")
+        if shape is not None and not (isinstance(shape, list) and all(isinstance(n, int) for n in shape)):
+            return f"features[{name!r}].shape is {shape!r}, not a list of integers such as [6]; {fix}"
+    return None
+
+
 @contextlib.contextmanager
 def _readable(path: Path):
     """A parquet file that pyarrow cannot read (truncated, not parquet) as a DatasetError naming it."""
@@ -406,6 +444,31 @@ def image_hw(feature: dict) -> tuple[int, int] | None:
     if names[:1] in (["channel"], ["channels"]) or (shape[0] == 3 and shape[2] != 3):
         return int(shape[1]), int(shape[2])
     return int(shape[0]), int(shape[1])
+
+
+def _check_width(path: Path, name: str, col: pa.ChunkedArray, feature: dict) -> None:
+    """A vector column's rows hold the values meta/info.json's shape says (conversion and the
+    networks size every input from info.json, so a shorter row would shift every value)."""
+    shape = feature.get("shape") or []
+    kind = col.type
+    if len(shape) != 1 or not (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
+        return
+    if pa.types.is_fixed_size_list(kind):
+        sizes = {kind.list_size}
+    else:
+        lengths = pc.list_value_length(col).drop_null().to_numpy(zero_copy_only=False)
+        sizes = set(np.unique(lengths).tolist())
+    want = int(shape[0])
+    wrong = sorted(int(n) for n in sizes if n != want)
+    if wrong:
+        got = " to ".join(map(str, dict.fromkeys([wrong[0], wrong[-1]])))
+        raise DatasetError(
+            f"{path}: {name!r} rows hold {got} values, meta/info.json says {want} (shape {list(shape)}); "
+            f"the data and meta/info.json must agree: record the dataset again, or set features[{name!r}].shape "
+            "in meta/info.json to what was recorded"
+        )
 
 
 def _to_numpy(col: pa.Array, feature: dict, name: str) -> np.ndarray:

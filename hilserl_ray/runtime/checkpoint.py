@@ -131,12 +131,18 @@ def _replace_pointer(root: Path, name: str) -> None:
         raise
 
 
+def pointed_at(root: Path) -> str | None:
+    """The checkpoint name the `last` pointer file holds; None without one."""
+    pointer = Path(root) / POINTER
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The checkpoint `last` points at, if complete; else the newest complete one; else None."""
     root = Path(root)
-    pointer = root / POINTER
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
+    name = pointed_at(root)
+    if name is not None:
+        candidate = root / name
         if (candidate / COMPLETE).is_file():
             return candidate
     complete = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
@@ -232,8 +238,8 @@ def set_aside_damaged(
     if moved:
         fsync_dir(root)
         pointer = root / POINTER
-        named = root / pointer.read_text().strip() if pointer.is_file() else None
-        if named is None or not (named / COMPLETE).is_file():
+        name = pointed_at(root)
+        if name is None or not (root / name / COMPLETE).is_file():
             newest = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
             if newest:
                 _write_pointer(root, newest[-1].name)
@@ -246,9 +252,9 @@ def complete_checkpoints(root: Path) -> list[Path]:
     """Every complete checkpoint, newest first, the one `last` points at leading (resume fallback)."""
     root = Path(root)
     done = sorted((p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file()), reverse=True)
-    pointer = root / POINTER
-    if pointer.is_file():
-        target = root / pointer.read_text().strip()
+    name = pointed_at(root)
+    if name is not None:
+        target = root / name
         if target in done:
             done.remove(target)
             done.insert(0, target)

@@ -19,7 +19,7 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import ConfigError, UserError
 from hilserl_ray.features import FeatureSpec
-from hilserl_ray.runtime.checkpoint import complete_checkpoints, damaged_file
+from hilserl_ray.runtime.checkpoint import COMPLETE, POINTER, complete_checkpoints, damaged_file, pointed_at
 from hilserl_ray.runtime.rundir import replay_dir
 
 # policy fields that change the networks' shapes: a checkpoint cannot be loaded into others
@@ -45,6 +45,11 @@ def loadable_checkpoints(root: Path, warn=print) -> list[Path]:
             f"no checkpoint in {root} can be loaded: {'; '.join(bad)}",
             fix="start over with --overwrite, or restore the files",
         )
+    named = pointed_at(root)
+    if named is not None and not (root / named / COMPLETE).is_file():
+        what = "missing" if not (root / named).exists() else "incomplete (no COMPLETE marker)"
+        instead = f"using {good[0].name} instead" if good else "no other complete checkpoint"
+        warn(f"warning: {root / POINTER} names checkpoint {named!r}, which is {what}; {instead}")
     return good
 
 
