@@ -11,11 +11,13 @@ wrappers.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -110,6 +112,56 @@ def user_error(exc: BaseException | None) -> UserError | None:
             return permission_denied(exc)
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Rust writers (safetensors) raise their own error type; its text carries the OS error number.
+NO_SPACE_TEXT = tuple(f"(os error {n})" for n in NO_SPACE)
+
+
+class DiskFull(UserError):
+    """No space left (or over quota) where a run writes: the run stops with this one line (exit 2).
+
+    What was committed before stays as it was (the replay store's last commit, the newest complete
+    checkpoint), so `--resume` goes on from there once there is room."""
+
+    def __init__(self, directory: str | Path, doing: str):
+        self.directory, self.doing = str(directory), doing
+        super().__init__(
+            f"the disk is full (no space left while {doing})",
+            where=self.directory,
+            fix="free space on it, or point output_dir to another disk (with the run's directory "
+            "copied there), then run again with --resume",
+        )
+
+    def message(self) -> str:
+        return f"{self.where}: {self.what}; {self.fix}"
+
+
+def no_space(e: BaseException | None) -> bool:
+    """Did `e` (or what it was raised from) fail for want of disk space?"""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFull) or (isinstance(e, OSError) and e.errno in NO_SPACE):
+            return True
+        if any(t in str(e) for t in NO_SPACE_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_as(directory: str | Path, doing: str) -> Iterator[None]:
+    """A write in this block that finds no space raises `DiskFull(directory, doing)`; other errors pass."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as e:
+        if no_space(e):
+            raise DiskFull(directory, doing) from e
+        raise
 
 
 def permission_denied(e: PermissionError) -> UserError:

@@ -21,7 +21,7 @@ from hilserl_ray.buffer import ReplayBuffer
 from hilserl_ray.buffer.store import check_store
 from hilserl_ray.buffer.synthetic import episodes_chunk
 from hilserl_ray.configio import load_config
-from hilserl_ray.fsutil import DiskFull
+from hilserl_ray.errors import DiskFull
 from hilserl_ray.runtime.checkpoint import (
     complete_checkpoints,
     damaged_file,

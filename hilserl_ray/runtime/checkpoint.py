@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
-from hilserl_ray.fsutil import NO_SPACE, fsync_dir
+from hilserl_ray.errors import NO_SPACE
+from hilserl_ray.fsutil import fsync_dir
 
 COMPLETE = "COMPLETE"  # marker written last inside a checkpoint dir
 POINTER = "last"

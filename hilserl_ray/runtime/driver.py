@@ -31,9 +31,8 @@ import ray
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import write_config
-from hilserl_ray.errors import UserError, user_error
+from hilserl_ray.errors import DiskFull, UserError, disk_full_as, no_space, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
-from hilserl_ray.fsutil import DiskFull, disk_full_as, no_space
 from hilserl_ray.preflight import check_cluster, check_inputs
 from hilserl_ray.runtime import rundir
 from hilserl_ray.runtime.checkpoint import (

@@ -35,9 +35,8 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.data.convert import load_offline_datasets
 from hilserl_ray.device import resolve_device
 from hilserl_ray.envs.pipeline import pipeline_spec
-from hilserl_ray.errors import deferred_init
+from hilserl_ray.errors import DiskFull, deferred_init, disk_full_as
 from hilserl_ray.fleet.stats import ArmStats, episode_summary
-from hilserl_ray.fsutil import DiskFull, disk_full_as
 from hilserl_ray.policy import SACAgent
 from hilserl_ray.runtime.resume import CheckpointLoadError
 from hilserl_ray.runtime.rundir import replay_dir

@@ -12,8 +12,8 @@ import math
 import time
 from pathlib import Path
 
+from hilserl_ray.errors import disk_full_as
 from hilserl_ray.fleet.stats import ARM_PREFIX, arm_names
-from hilserl_ray.fsutil import disk_full_as
 
 
 class MetricsLogger:

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from hilserl_ray.errors import EXIT_FAILED, UserError, user_error
-from hilserl_ray.fsutil import DiskFull
+from hilserl_ray.errors import EXIT_FAILED, DiskFull, UserError, user_error
 
 
 class RunFailed(UserError):
