@@ -15,6 +15,7 @@ frame of every file checks the fast route against the exact one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from fractions import Fraction
@@ -117,11 +118,9 @@ def decode(
         yield t, frame.to_ndarray(**kwargs)
 
 
-def decode_frames(path: Path) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Yield (time in seconds, decoded frame) for every frame of `path`, in order.
-
-    Times are pts * time_base in float64: exact to ~1e-11 s for hours of video.
-    """
+@contextlib.contextmanager
+def _video_stream(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """`path` opened, and its first video stream; a missing file or one without video is named."""
     try:
         container = av.open(str(path))
     except (av.error.FileNotFoundError, FileNotFoundError):
@@ -129,7 +128,15 @@ def decode_frames(path: Path) -> Iterator[tuple[float, av.VideoFrame]]:
     with container:
         if not container.streams.video:
             raise ValueError(f"{path}: no video stream")
-        stream = container.streams.video[0]
+        yield container, container.streams.video[0]
+
+
+def decode_frames(path: Path) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Yield (time in seconds, decoded frame) for every frame of `path`, in order.
+
+    Times are pts * time_base in float64: exact to ~1e-11 s for hours of video.
+    """
+    with _video_stream(path) as (container, stream):
         stream.thread_type = "AUTO"
         tb = float(stream.time_base)
         for frame in container.decode(stream):
@@ -141,14 +148,7 @@ def decode_frames(path: Path) -> Iterator[tuple[float, av.VideoFrame]]:
 def frame_times(path: Path) -> list[float]:
     """Every frame's time in seconds, sorted, from the container's packets without decoding them:
     what `decode_frames` would yield times for (a cut file lists fewer), read in a fraction of its time."""
-    try:
-        container = av.open(str(path))
-    except (av.error.FileNotFoundError, FileNotFoundError):
-        raise FileNotFoundError(f"video file {path} does not exist") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"{path}: no video stream")
-        stream = container.streams.video[0]
+    with _video_stream(path) as (container, stream):
         tb = float(stream.time_base)
         times = []
         for packet in container.demux(stream):
