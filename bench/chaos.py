@@ -67,6 +67,9 @@ COUNTERS = ("env_steps", "updates", "episodes")
 UP_MEANS = (
     "learner: its `learner up` line; robot: `arm ... up` for the new process; driver: the resumed learner up"
 )
+DRIVER_NOTE = (
+    "; a resumed run starts its robot actor after its learner: up to {:.1f} s of it is that start-up"
+)
 PHASES = {  # the moments each kill's row records, as printed
     "learner": {"driver_saw_death": "driver saw it", "process_started": "new process", "up": "learner up"},
     "robot": {"process_started": "new process", "up": "arm up"},
@@ -545,6 +548,12 @@ def main() -> int:
     return 0
 
 
+def robot_start_s(r: dict) -> float:
+    """A driver kill's seconds from the resumed learner up to the resumed robot actor up."""
+    p = r["phases_s"]
+    return p.get("robot_up", p["up"]) - p["up"]
+
+
 def print_summary(rows: list[dict], s: dict, args) -> None:
     print("\n== chaos summary")
     for r in rows:
@@ -563,6 +572,7 @@ def print_summary(rows: list[dict], s: dict, args) -> None:
             print(
                 f"  {kind:<8} at most {up:4.1f} s / {max(r['recovery_from_kill_s'] for r in mine):4.1f} s "
                 f"(under {RECOVERY_LIMIT_S:g} s after up: {'yes' if up < RECOVERY_LIMIT_S else 'NO'})"
+                + (DRIVER_NOTE.format(max(robot_start_s(r) for r in mine)) if kind == "driver" else "")
             )
     print("where the time went (s after the kill):")
     for r in rows:
