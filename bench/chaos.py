@@ -7,9 +7,10 @@ moments of a sim training run; per kill, what the robots and the replay store we
 
 The run is bench/learn_reach.py's (configs/sim_reach.yaml, 5 oracle demos, the oracle
 intervening, one update per env step) with a progress line every 0.5 s, chunks of 8 transitions
-(so "sending again" shows within a second), a checkpoint every 500 updates and no limit on robot
-restarts. Kill points are seeded: one env-step threshold drawn in each of `--kills` equal slices of
-the run, the kinds dealt evenly (learner, robot actor, driver) in a seeded order; a kill waits
+(so "sending again" shows within a second), a checkpoint every 500 updates and as many robot
+restarts allowed as there are kills. Kill points are seeded: one env-step threshold drawn in each
+of `--kills` equal slices of the run (from 100 steps after training starts to 90% of it), the kinds
+dealt evenly (learner, robot actor, driver) in a seeded order; a kill waits
 until the previous one has recovered.
 
 Per kill it prints: what was killed and when; the seconds until the robots were sending again
