@@ -294,6 +294,11 @@ class ReplayBuffer:
         self._n_valid = int(np.count_nonzero(d["valid"]))
         self._valid_idx = None
 
+    def commit_meta(self, meta: dict) -> None:
+        """Commit the owner's state alone, with no rows (with storage: it survives a kill -9)."""
+        with self._lock:
+            self._commit(None, meta)
+
     def is_stored(self, source: tuple[str, int]) -> bool:
         """Was this chunk of this sender stored already (sent again after a lost acknowledgement)?"""
         last = self._senders.get(source[0])

@@ -47,6 +47,12 @@ EPISODE_WINDOW = 50  # episodes behind the "recent" success/return/intervention 
 DATA_COUNTERS = ("env_steps", "episodes", "intervention_steps")  # committed with the stored rows
 
 
+def stored_state(counters: dict, recent: list[dict], arms: ArmStats) -> dict:
+    """What the learner commits with the stored rows (the replay store's meta): its counters, the
+    recent episodes overall and per arm; a restarted learner starts from it."""
+    return {"counters": counters, "recent": recent, "arms": arms.state()}
+
+
 class Learner:
     """Plain class (testable without Ray); `LearnerActor` below is its Ray actor."""
 
@@ -164,9 +170,7 @@ class Learner:
             with self._storing("storing replay rows"):
                 self.offline.add_chunk(chunk, only_interventions=True, source=src)
                 self.online.add_chunk(
-                    chunk,
-                    source=src,
-                    meta={"counters": {**c, "updates": updates}, "recent": recent, "arms": arms.state()},
+                    chunk, source=src, meta=stored_state({**c, "updates": updates}, recent, arms)
                 )
             with self._lock:
                 self.counters.update(c)
@@ -225,7 +229,23 @@ class Learner:
             return None
         return w[0], [w[1]]
 
+    def _commit_counters(self) -> None:
+        """Commit the counters as they are now (the update count moves between chunks): a count
+        the driver has shown survives a kill -9, so a restarted learner never counts back."""
+        if self._disk_full is not None:  # nothing more is stored; stats() reports why
+            return
+        with self._ingest:
+            with self._lock:
+                state = stored_state(dict(self.counters), list(self.recent), self.arms)
+            if state["counters"] != self.online.meta.get("counters"):
+                try:
+                    with self._storing("storing the counters"):
+                        self.online.commit_meta(state)
+                except DiskFull:
+                    return
+
     def stats(self) -> dict:
+        self._commit_counters()  # before it is reported
         with self._lock:
             s = dict(self.counters)
             pending, self._pending_metrics = self._pending_metrics, None
