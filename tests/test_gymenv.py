@@ -23,6 +23,7 @@ from hilserl_ray.data.convert import load_offline_transitions
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import ConfigError
 from hilserl_ray.gymenv.actions import CLOSE, OPEN, STAY, ActionMap
+from hilserl_ray.gymenv.lerobot_experts import PickPlace
 from hilserl_ray.gymenv.oracle import GymExpertSource
 from hilserl_ray.record import record
 from hilserl_ray.rig import make_env
@@ -126,6 +127,28 @@ def test_the_envs_own_expert_places_the_block_through_the_pipeline():
     finally:
         env.close()
     assert info["is_success"] and info["is_intervention"] and info["succeed"] and steps < 120
+
+
+@pytest.mark.parametrize("takeover_at", [30, 35])  # the controller lifting, carrying the block
+def test_the_envs_expert_taken_over_mid_task_still_places_the_block(takeover_at: int):
+    """A takeover resets the expert wherever the task is: holding the block, it must not drop it and
+    aim its next grasp at the height it was carried to (the env's controller alone: 0 of 10)."""
+    env = gym.make("lerobot_env_so101/SO101PickPlace-v0", random_block_position=True, action_scale=0.025)
+    expert = PickPlace(env.unwrapped)
+    placed = 0
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        expert.reset()
+        for t in range(300):
+            if t == takeover_at:
+                assert expert.held()
+                expert.reset()
+            obs, _, terminated, truncated, info = env.step(expert(obs))
+            if terminated or truncated:
+                break
+        placed += info["succeed"]
+    env.close()
+    assert placed == 3
 
 
 def test_a_flat_box_env_and_pick_cube_run_through_the_same_code():
