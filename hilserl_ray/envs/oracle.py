@@ -254,11 +254,15 @@ class OracleSource:
         self.t += 1
         if not self.engaged:
             return None
-        a = self.expert.act(obs)
+        a = self.perturb(self.expert.act(obs))
         self.engaged_steps += 1
         if not self.always and self.ocfg.takeover_steps and self.engaged_steps >= self.ocfg.takeover_steps:
             self.engaged = False  # the policy's again, with a fresh stuck window from here
             self.best, self.since_progress = (score if score is not None else np.inf), 0
+        return a
+
+    def perturb(self, a: np.ndarray) -> np.ndarray:
+        """The expert's action with the configured noise on its xyz."""
         if self.ocfg.noise > 0:
             n = self.noise_dims
             a[:n] = np.clip(a[:n] + self.rng.normal(0.0, self.ocfg.noise, n), -1.0, 1.0)
