@@ -249,6 +249,11 @@ class OracleConfig(Strict):
     decay_episodes: int | None = Field(
         None, ge=1, description="scale the takeover probability down linearly over N episodes"
     )
+    takeover_steps: PositiveInt | None = Field(
+        None,
+        description="hand control back to the policy after N steps of a takeover, as a person corrects and lets "
+        "go (the policy then acts in the later phases of the task too); null: the expert keeps it to the episode's end",
+    )
 
 
 # sources whose actions are end-effector deltas only (the leader's go through joint_targets_to_action)

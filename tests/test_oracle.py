@@ -108,6 +108,20 @@ def test_oracle_takes_over_after_stuck_steps():
     env.close()
 
 
+def test_oracle_hands_control_back_after_takeover_steps():
+    """A person corrects and lets go: the policy acts again, and gets stuck_steps again."""
+    oracle = {"episode_probability": 1.0, "stuck_steps": 8, "noise": 0.0, "takeover_steps": 4}
+    env = make_env(cfg_for("reach", oracle), seed=0)
+    src = _source(env)
+    flags, _ = run_episode(env, steps=40)
+    first = flags.index(True)
+    assert first < 60 // 4 and flags[first : first + 4] == [True] * 4 and not flags[first + 4]
+    assert src.engage_at is None  # the episode's drawn takeover is spent
+    later = flags.index(True, first + 4)  # the idle policy is stuck again: a second takeover
+    assert later >= first + 4 + 8
+    env.close()
+
+
 def test_oracle_probability_per_episode_and_decay():
     cfg = cfg_for("reach", {"episode_probability": 0.5, "stuck_steps": None, "decay_episodes": 40})
     src = OracleSource(cfg, seed=0)

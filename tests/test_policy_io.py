@@ -12,10 +12,10 @@ from policy_helpers import make_spec, numpy_obs, random_batch, small_cfg
 from safetensors.torch import save_file
 
 from hilserl_ray.config import PolicyConfig
-from hilserl_ray.features import STATE, Feature
+from hilserl_ray.features import ENV_STATE, STATE, Feature
 from hilserl_ray.policy import ActorPolicy, SACAgent
 from hilserl_ray.policy.augment import random_shift
-from hilserl_ray.policy.normalize import resolve_stats
+from hilserl_ray.policy.normalize import data_stats, resolve_stats
 from hilserl_ray.so101 import JOINT_NAMES
 
 CAM = "observation.images.front"
@@ -145,6 +145,26 @@ def test_default_state_stats_follow_the_pipeline_units():
     # SO-101 joint ranges in degrees, gripper 0..100, metres for the end effector
     assert s["min"][0] == -110.0 and s["max"][5] == 100.0 and s["min"][5] == 0.0 and s["max"][6] == 0.5
     assert s["max"][7] == pytest.approx(np.pi)
+
+
+def test_data_stats_range_only_the_features_the_spec_has_no_units_for():
+    joints = tuple(f"{j}.pos" for j in JOINT_NAMES)
+    spec = make_spec()
+    spec = spec.__class__(
+        {
+            STATE: Feature(STATE, (6,), "float32", "t", joints),
+            ENV_STATE: Feature(ENV_STATE, (3,), "float32", "t", ("env.0", "env.1", "env.2")),
+        },
+        spec.action,
+        1,
+        False,
+    )
+    rows = {STATE: np.zeros((4, 6)), ENV_STATE: np.array([[0.1, -2, 0.02], [0.3, 2, 0.02]] * 2)}
+    stats = data_stats(spec, [rows])
+    assert set(stats) == {ENV_STATE}  # the joints keep their units
+    assert stats[ENV_STATE] == {"min": [0.1, -2.0, -0.98], "max": [0.3, 2.0, 1.02]}  # a constant: raw units
+    assert data_stats(spec, []) == {}
+    assert resolve_stats(spec, stats)[STATE] == resolve_stats(spec, None)[STATE]
 
 
 def test_random_shift_is_a_replicate_padded_crop():

@@ -183,9 +183,13 @@ class OracleSource:
     An episode is assisted with `episode_probability` (scaled down linearly over
     `decay_episodes`), from a random step in its first quarter; any episode is taken over after
     `stuck_steps` steps without progress (the gripper not getting closer to the object, the cube
-    not rising). Once engaged it stays engaged to the episode's end. `noise` is Gaussian noise on
-    the expert's xyz action, so interventions are not all identical.
+    not rising). Once engaged it stays engaged to the episode's end, or with `takeover_steps` it
+    hands control back after that many steps (and the policy has `stuck_steps` again), so the
+    policy also acts where only the expert went before. `noise` is Gaussian noise on the expert's
+    xyz action, so interventions are not all identical.
     """
+
+    always = False  # acting from the first step (demos): it never hands control back
 
     def __init__(self, cfg: TrainConfig, seed: int | None = None):
         self.ocfg: OracleConfig = cfg.pipeline.intervention.oracle
@@ -198,6 +202,7 @@ class OracleSource:
     def reset_episode_state(self) -> None:
         self.t = 0
         self.engaged = False
+        self.engaged_steps = 0
         self.best = np.inf
         self.since_progress = 0
         self.engage_at: int | None = None
@@ -243,11 +248,21 @@ class OracleSource:
             stuck = self.ocfg.stuck_steps is not None and self.since_progress >= self.ocfg.stuck_steps
             self.engaged = stuck or (self.engage_at is not None and self.t >= self.engage_at)
             if self.engaged:
+                self.engage_at = None  # the episode's drawn takeover happens once
+                self.engaged_steps = 0
                 self.expert.reset()
         self.t += 1
         if not self.engaged:
             return None
-        a = self.expert.act(obs)
+        a = self.perturb(self.expert.act(obs))
+        self.engaged_steps += 1
+        if not self.always and self.ocfg.takeover_steps and self.engaged_steps >= self.ocfg.takeover_steps:
+            self.engaged = False  # the policy's again, with a fresh stuck window from here
+            self.best, self.since_progress = (score if score is not None else np.inf), 0
+        return a
+
+    def perturb(self, a: np.ndarray) -> np.ndarray:
+        """The expert's action with the configured noise on its xyz."""
         if self.ocfg.noise > 0:
             n = self.noise_dims
             a[:n] = np.clip(a[:n] + self.rng.normal(0.0, self.ocfg.noise, n), -1.0, 1.0)

@@ -7,7 +7,10 @@ plus extra keys that are ignored). Image stats are in 0..1 pixel units, per chan
 
 Without stats, defaults come from the spec: images /255 (ImageNet mean/std for a pretrained
 backbone) and `observation.state` elements by their pipeline names (degrees, gripper 0..100,
-metres, radians), so the arm's raw units never reach a tanh unscaled.
+metres, radians), so the arm's raw units never reach a tanh unscaled. A vector feature whose
+names the spec does not know (a gym env's `agent_pos.3`, whose space is unbounded) gets its
+range from the demos instead (`data_stats`): left raw, a block's 1 cm move is 0.01 next to
+joint velocities of several units, and the critic cannot tell where the block is.
 """
 
 from __future__ import annotations
@@ -53,6 +56,37 @@ def _range_for(name: str) -> tuple[float, float] | None:
     return None
 
 
+def has_known_range(feature: Feature) -> bool:
+    """Whether every element of a vector feature has a range from its pipeline name."""
+    return bool(feature.names) and all(_range_for(n) is not None for n in feature.names)
+
+
+# An element that spans less than this in the data (a constant, such as a goal on the table) keeps
+# its raw units around its value instead of being blown up by 2 / (max - min).
+_MIN_DATA_SPAN = 1e-3
+
+
+def data_stats(spec: FeatureSpec, datasets: list[dict[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
+    """{"min", "max"} over the rows of `datasets` (the offline demos, pipeline features) for each
+    vector feature without a known range (`has_known_range`); {} when there are no rows."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for key, f in spec.observation.items():
+        if f.is_image or has_known_range(f):
+            continue
+        rows = [
+            np.asarray(d[key], np.float64).reshape(-1, f.shape[0]) for d in datasets if len(d.get(key, ()))
+        ]
+        if not rows:
+            continue
+        x = np.concatenate(rows)
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        flat = (hi - lo) < _MIN_DATA_SPAN
+        mid = (hi + lo) / 2
+        lo, hi = np.where(flat, mid - 1.0, lo), np.where(flat, mid + 1.0, hi)
+        out[key] = {"min": lo.tolist(), "max": hi.tolist()}
+    return out
+
+
 def default_stats(spec: FeatureSpec, pretrained: bool = False) -> dict[str, dict[str, list[float]]]:
     """Stats for every observation feature from the spec alone (used when none are given)."""
     out: dict[str, dict[str, list[float]]] = {}
@@ -60,13 +94,10 @@ def default_stats(spec: FeatureSpec, pretrained: bool = False) -> dict[str, dict
         if f.is_image:
             mean, std = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else ((0.0,) * 3, (1.0,) * 3)
             out[key] = {"mean": list(mean), "std": list(std)}
-        elif f.names:
+        elif has_known_range(f):
             ranges = [_range_for(n) for n in f.names]
-            if all(r is not None for r in ranges):
-                out[key] = {"min": [r[0] for r in ranges], "max": [r[1] for r in ranges]}
-            else:  # any unknown element: keep raw units rather than guess
-                out[key] = {"mean": [0.0] * f.shape[0], "std": [1.0] * f.shape[0]}
-        else:
+            out[key] = {"min": [r[0] for r in ranges], "max": [r[1] for r in ranges]}
+        else:  # any unknown element: keep raw units rather than guess (`data_stats` knows better)
             out[key] = {"mean": [0.0] * f.shape[0], "std": [1.0] * f.shape[0]}
     return out
 

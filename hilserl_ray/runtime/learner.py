@@ -38,6 +38,7 @@ from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import DiskFull, deferred_init, disk_full_as
 from hilserl_ray.fleet.stats import ArmStats, episode_summary
 from hilserl_ray.policy import SACAgent
+from hilserl_ray.policy.normalize import data_stats
 from hilserl_ray.runtime.resume import CheckpointLoadError
 from hilserl_ray.runtime.rundir import replay_dir
 
@@ -68,7 +69,8 @@ class Learner:
                 else 1
             )
         offline = self._offline_data()
-        self.agent = SACAgent(spec, cfg.policy, device=self.device)  # normalization from the spec
+        # normalization from the spec; features it has no range for (a gym env's) from the demos
+        self.agent = SACAgent(spec, cfg.policy, data_stats(spec, offline), device=self.device)
         datasets = [DatasetRows(spec, c, seed=cfg.seed + 10 + i) for i, c in enumerate(offline)]
         offline_rows = sum(len(c["is_last"]) for c in offline)
         cap = cfg.buffer.offline_capacity
