@@ -158,8 +158,12 @@ class FakeLearner:
     one update each time it is asked for its counters; `stop` is set once `stop_at` env steps
     were asked for (in `pump`, called once per step)."""
 
-    def __init__(self, stop: threading.Event, stop_at: int | None = None, weights=None, pace=None):
+    def __init__(
+        self, stop: threading.Event, stop_at: int | None = None, weights=None, pace=None, first=None
+    ):
         self.stop, self.stop_at, self.new_weights, self.pace = stop, stop_at, weights, pace
+        self.first = first  # the weights `connect` answers with
+        self.versions_at_steps: list[int] = []  # the robot's weights version at each step's pump
         self.chunks: list[dict[str, np.ndarray]] = []
         self.episodes: list[dict] = []
         self.acked_steps = self.updates = self.pumps = 0
@@ -177,12 +181,16 @@ class FakeLearner:
         self.acked_steps += int((~chunk["is_last"]).sum())
 
     def pump(self) -> None:
+        self.versions_at_steps.append(self.robot.weights_version)
         self.pumps += 1
         if self.pumps == self.stop_at:
             self.stop.set()
 
     def flush(self, give_up=lambda: False) -> bool:
         return True
+
+    def connect(self):
+        return self.first
 
     def weights(self, have_version: int):
         reply, self.new_weights = self.new_weights, None
@@ -200,7 +208,8 @@ def robot_on(cfg, **learner):
     torch.manual_seed(0)  # the untrained policy's weights and its sampled actions
     stop = threading.Event()
     fake = FakeLearner(stop, **learner)
-    return Robot(cfg, 0, "arm0", fake, incarnation=5, stop=stop), fake
+    fake.robot = Robot(cfg, 0, "arm0", fake, incarnation=5, stop=stop)
+    return fake.robot, fake
 
 
 def test_the_robot_streams_chunks_of_k_steps_and_each_episodes_end_with_its_numbers():
@@ -259,6 +268,20 @@ def test_the_robot_takes_newer_weights_between_steps():
             np.testing.assert_array_equal(v, state[k])
     finally:
         robot.stop()
+
+
+def test_the_robots_first_step_uses_the_weights_the_learner_has_when_it_answers():
+    """A resumed run's robot opens its env while the learner loads: its first action must be the
+    trained policy's, not the untrained one it was built with."""
+    cfg = reach()
+    torch.manual_seed(1)
+    state = ActorPolicy(pipeline_spec(cfg), cfg.policy).state_numpy()
+    robot, learner = robot_on(cfg, first=(12, state), stop_at=3)
+    robot.run()
+    assert learner.versions_at_steps == [12, 12, 12]
+    for k, v in robot.policy.state_numpy().items():
+        np.testing.assert_array_equal(v, state[k])
+    robot.stop()
 
 
 def test_sim_pacing_holds_the_robot_until_the_learners_updates_allow_more_steps():

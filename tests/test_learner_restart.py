@@ -1,5 +1,7 @@
-"""A learner killed with kill -9 mid-run: the driver restarts it and the robots send again within
-5 s of it being up (they used to wait, paced, while it redid the updates since its checkpoint)."""
+"""The robots send again within 5 s of a learner being up: a learner killed with kill -9 mid-run
+(the driver restarts it; the robots used to wait, paced, while it redid the updates since its
+checkpoint), and a run resumed after its driver died (its robot actors used to start only once
+its learner was up)."""
 
 from __future__ import annotations
 
@@ -53,20 +55,9 @@ class Timeline:
         return "\n".join(s for _, s in self.snapshot())
 
 
-@pytest.mark.ray
-@pytest.mark.subprocess
-@pytest.mark.timeout(600)
-def test_robots_send_again_within_5_s_of_a_restarted_learner_being_up(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
-    # paced one update per env step (sim_reach.yaml); no checkpoint before the kill, so the
-    # restarted learner starts from scratch with the stored rows: the most updates to make up
-    cmd += [f"--env.max_episode_steps={EPISODE}", "--total_env_steps=100000"]
-    cmd += ["--checkpoint.every_updates=100000", "--logging.every_seconds=0.5"]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
-    log = Timeline(proc)
+def waiter(proc: subprocess.Popen, log: Timeline):
+    """`wait(pred, timeout, what)`: pred's first truthy value, or an assertion naming `what` with
+    the run's output (at once if the run exits)."""
 
     def wait(pred, timeout: float, what: str):
         deadline = time.monotonic() + timeout
@@ -81,6 +72,52 @@ def test_robots_send_again_within_5_s_of_a_restarted_learner_being_up(tmp_path):
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}:\n{log.text()[-4000:]}")
 
+    return wait
+
+
+def start(cmd: list[str]) -> tuple[subprocess.Popen, Timeline]:
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    return proc, Timeline(proc)
+
+
+def moving_again(log: Timeline, wait, t_up: float) -> float:
+    """Seconds from `t_up` until env_steps rose two episodes past the first figure after it (that
+    first figure may lack an episode a robot sends again; two more are new ones)."""
+    first = wait(lambda: [s for t, s, _ in log.steps() if t > t_up], 60, "a console line")[0]
+    target = first + 2 * EPISODE
+    try:
+        t = wait(lambda: next((t for t, s, _ in log.steps() if t > t_up and s >= target), None), 90, "steps")
+    except AssertionError:
+        return float("inf")
+    return t - t_up
+
+
+def end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            for p in descendants(proc.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(p, signal.SIGKILL)
+            proc.kill()
+
+
+@pytest.mark.ray
+@pytest.mark.subprocess
+@pytest.mark.timeout(600)
+def test_robots_send_again_within_5_s_of_a_restarted_learner_being_up(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
+    # paced one update per env step (sim_reach.yaml); no checkpoint before the kill, so the
+    # restarted learner starts from scratch with the stored rows: the most updates to make up
+    cmd += [f"--env.max_episode_steps={EPISODE}", "--total_env_steps=100000"]
+    cmd += ["--checkpoint.every_updates=100000", "--logging.every_seconds=0.5"]
+    proc, log = start(cmd)
+    wait = waiter(proc, log)
     try:
         (_, pid), *_ = wait(log.learners, 300, "the learner")
         # well past training_starts (50): a fresh learner would owe ~250 updates to the pacing
@@ -91,33 +128,48 @@ def test_robots_send_again_within_5_s_of_a_restarted_learner_being_up(tmp_path):
         ups = wait(lambda: log.learners()[1:], 240, "the restarted learner")
         t_up, new_pid = ups[0]
         assert new_pid != pid
-        # the first figure after it is up may lack the episode a robot sends again (acknowledged
-        # by no one before the kill); two episodes more are new ones, collected after the restart
-        first = wait(lambda: [s for t, s, _ in log.steps() if t > t_up], 60, "a console line")[0]
-        target = first + 2 * EPISODE
-
-        def moving():
-            return next((t for t, s, _ in log.steps() if t > t_up and s >= target), None)
-
-        try:
-            t_moving = wait(moving, 90, f"env_steps >= {target}")
-        except AssertionError:
-            t_moving = float("inf")
+        moving = moving_again(log, wait, t_up)
         died = next(t for t, s in log.snapshot() if "learner died" in s)
         timeline = [(round(t - t_up, 1), s, u) for t, s, u in log.steps() if t > t_kill - 2]
         print(
             f"\nkilled at env_steps >= {before}; the driver saw it {died - t_kill:.1f} s later, the learner "
-            f"was up {t_up - t_kill:.1f} s after the kill; env_steps {first} -> {target} "
-            f"{t_moving - t_up:.1f} s after it was up; (s after up, env_steps, updates): {timeline[:40]}"
+            f"was up {t_up - t_kill:.1f} s after the kill; sending again {moving:.1f} s after it was up; "
+            f"(s after up, env_steps, updates): {timeline[:40]}"
         )
-        assert t_moving - t_up < 5.0, (t_moving - t_up, timeline[:40])
+        assert moving < 5.0, (moving, timeline[:40])
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                for p in descendants(proc.pid):
-                    with contextlib.suppress(OSError):
-                        os.kill(p, signal.SIGKILL)
-                proc.kill()
+        end(proc)
+
+
+@pytest.mark.ray
+@pytest.mark.subprocess
+@pytest.mark.timeout(600)
+def test_a_resumed_runs_robots_send_within_5_s_of_its_learner_being_up(tmp_path):
+    """The driver killed with kill -9 (its Ray and actors with it), then `--resume`: the robot
+    actor opens its env while the learner loads and starts with the resumed policy's weights."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
+    cmd += [f"--env.max_episode_steps={EPISODE}", "--total_env_steps=100000"]
+    cmd += ["--checkpoint.every_updates=50", "--logging.every_seconds=0.5"]
+    proc, log = start(cmd)
+    wait = waiter(proc, log)
+    try:
+        wait(lambda: (out / "checkpoints" / "last").exists(), 300, "a checkpoint")
+        actors = descendants(proc.pid)
+        for p in [proc.pid, *actors]:  # the driver and the local Ray it started, as kill -9 of a job
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        proc.wait()
+    finally:
+        end(proc)
+    proc, log = start([*cmd, "--resume"])
+    wait = waiter(proc, log)
+    try:
+        ((t_up, _),) = wait(log.learners, 300, "the resumed learner")
+        assert "resumed" in next(s for t, s in log.snapshot() if t == t_up)
+        moving = moving_again(log, wait, t_up)
+        timeline = [(round(t - t_up, 1), s, u) for t, s, u in log.steps()]
+        print(f"\nresumed: sending again {moving:.1f} s after its learner was up; {timeline[:20]}")
+        assert moving < 5.0, (moving, timeline[:20])
+    finally:
+        end(proc)

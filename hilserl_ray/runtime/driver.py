@@ -199,18 +199,20 @@ class Run:
         return pages
 
     def start(self, candidates: list[Path]) -> None:
-        """Learner (resuming the first checkpoint that loads), then every robot actor, awaited."""
-        self.learner = self._start_learner(candidates)
-        self.stop.check()
-        sup = RobotSupervisor(
+        """Every robot actor and the learner (resuming the first checkpoint that loads) at once,
+        both awaited. A robot opens its env, arm and cameras while the learner loads, then finds
+        it by name and starts with its weights: a resumed run sends again within about a second
+        of its learner being up, not after a robot actor's own start."""
+        self.robots = RobotSupervisor(
             lambda i: self._start_robot(self.arms[i]),
             len(self.arms),
             self.cfg.actors.max_restarts,
             arms=[a.name for a in self.arms],
             fleet=bool(self.cfg.robots),
         )
-        self.robots = sup
-        sup.await_start(self.cfg.actors.start_timeout_s, stop=self.stop.check)
+        self.learner = self._start_learner(candidates)
+        self.stop.check()
+        self.robots.await_start(self.cfg.actors.start_timeout_s, stop=self.stop.check)
         self.metrics = MetricsLogger(self.out, tensorboard=self.cfg.logging.tensorboard)
 
     def _start_learner(self, candidates: list[Path]):

@@ -97,7 +97,16 @@ class Robot:
 
     # ---------------------------------------------------------------------------- loop
     def run(self) -> None:
-        """The control loop: steps until `stop()`, then sends what is left."""
+        """The control loop: steps until `stop()`, then sends what is left. It starts once the
+        learner answers (a run starts both at once: the env opened while the learner loaded), with
+        the learner's weights, so a resumed run's first step is its trained policy's."""
+        self.waiting_for = "the learner"
+        first = self.learner.connect()
+        self.waiting_for = ""
+        if self._stop.is_set():
+            return
+        if first is not None:
+            self._load_weights(*first)
         self.collector.reset(seed=self._seed)
         while not self._stop.is_set():
             self.step()
@@ -151,9 +160,11 @@ class Robot:
         """Newer weights when the learner has them; never blocks."""
         new = self.learner.weights(self.weights_version)
         if new is not None:
-            version, state = new
-            self.policy.load_state_numpy(state)
-            self.weights_version = version
+            self._load_weights(*new)
+
+    def _load_weights(self, version: int, state: dict[str, np.ndarray]) -> None:
+        self.policy.load_state_numpy(state)
+        self.weights_version = version
 
     def _poll_console(self) -> None:
         """The learner's counters for the page, about once a second; never blocks."""

@@ -86,6 +86,8 @@ class LearnerLink(Protocol):
 
     acked_steps: int  # env steps the learner has acknowledged
 
+    def connect(self) -> tuple[int, dict[str, np.ndarray]] | None: ...  # waits; the weights then
+
     def __len__(self) -> int: ...  # chunks sent and not acknowledged yet
 
     def send(self, chunk: dict[str, np.ndarray], episodes: list[dict]) -> None: ...
@@ -114,17 +116,38 @@ class RayLearner:
         self._weights_req: ray.ObjectRef | None = None
         self._counters_req: ray.ObjectRef | None = None
         self._counters_at = 0.0
+        self._sender_args = (sender, max_pending, arm)
+        self.sender: ChunkSender | None = None  # from `connect()`
+
+    def connect(self) -> tuple[int, dict[str, np.ndarray]] | None:
+        """Wait until the learner answers (it may still be loading), then its current weights
+        (None if the robot stops first)."""
+        sender, max_pending, arm = self._sender_args
         self.sender = ChunkSender(sender, max_pending, self._reconnect, arm=arm)
+        if self._stop.is_set():
+            return None
+        try:
+            reply = ray.get(self.handle.get_weights.remote(-1))
+        except ray.exceptions.RayActorError:
+            return None  # lost again at once: the weights come with the next poll
+        if reply is None:
+            return None
+        version, (ref,) = reply
+        return version, ray.get(ref)
 
     def _reconnect(self):
-        """Find the learner by name; after a learner death, wait until the driver restarts it."""
+        """Find the learner by name and wait until it is up (its constructor done); after a
+        learner death, until the driver has restarted it. A learner whose constructor failed is
+        the driver's to replace: this waits for the next."""
         while not self._stop.is_set():
             try:
                 self.handle = ray.get_actor(self.learner_name)
-                ray.get(self.handle.counters_now.remote(), timeout=10)
+                ray.get(self.handle.ready.remote(), timeout=10)
                 break
-            except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                self._stop.wait(1.0)
+            except ray.exceptions.GetTimeoutError:
+                continue  # still loading: the call stays queued and answers once it is up
+            except (ValueError, ray.exceptions.RayError):
+                self._stop.wait(0.2)
         self._weights_req = None
         self._counters_req = None
         return self.handle
@@ -132,10 +155,10 @@ class RayLearner:
     # the chunks: see ChunkSender
     @property
     def acked_steps(self) -> int:
-        return self.sender.acked_steps
+        return 0 if self.sender is None else self.sender.acked_steps
 
     def __len__(self) -> int:
-        return len(self.sender)
+        return 0 if self.sender is None else len(self.sender)
 
     def send(self, chunk: dict[str, np.ndarray], episodes: list[dict]) -> None:
         self.sender.send(chunk, episodes)
