@@ -63,6 +63,11 @@ class GymEnvConfig(Strict):
 
     id: str = Field(description="registered id; its namespace (before '/') is imported if not registered yet")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")
+    wrappers: list[str] = Field(
+        default_factory=list,
+        description="gymnasium wrappers, 'module:Class' (built with the env), applied in order before its spaces "
+        "are read: e.g. a measurement the env leaves out of its observation",
+    )
     observation: dict[str, str] = Field(
         default_factory=lambda: dict(GYM_OBSERVATION),
         description="env key ('pixels.front': a nested dict's key) -> feature name; every env key must be "

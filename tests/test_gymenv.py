@@ -59,8 +59,10 @@ def pick_place(*overrides: str) -> TrainConfig:
 
 
 def test_the_spec_comes_from_the_envs_spaces():
-    spec = pipeline_spec(pick_place())
+    spec = pipeline_spec(pick_place("--env.gym.wrappers=[]"))
     assert spec.observation["observation.state"].shape == (14,)
+    # the config's wrapper adds the jaws' measured opening to agent_pos
+    assert pipeline_spec(pick_place()).observation["observation.state"].shape == (15,)
     assert spec.observation["observation.environment_state"].shape == (6,)
     assert spec.action.names == ("ee.dx", "ee.dy", "ee.dz", "gripper.command")
     assert spec.continuous_action_dim == 3 and spec.discrete_gripper
@@ -80,6 +82,7 @@ def test_the_spec_comes_from_the_envs_spaces():
         ("--env.gym.id=lerobot_env_so101/NoSuchEnv-v0", "env.gym.id"),
         ("--env.gym.gripper=none", "env.gym.action_names"),
         ("--env.gym.expert=hilserl_ray.gymenv.lerobot_experts:Nope", "env.gym.expert"),
+        ("--env.gym.wrappers=[hilserl_ray.gymenv.lerobot_obs:Nope]", "env.gym.wrappers"),
         ("--pipeline.image.crop={front: [0, 0, 64, 64]}", "pipeline.image.crop.front"),
     ],
 )
@@ -127,6 +130,27 @@ def test_the_envs_own_expert_places_the_block_through_the_pipeline():
     finally:
         env.close()
     assert info["is_success"] and info["is_intervention"] and info["succeed"] and steps < 120
+
+
+def test_the_measured_jaw_shows_when_the_grip_has_closed():
+    """agent_pos has the gripper's command only: right after a close and once the jaws sit on the
+    block it reads the same, and the policy cannot tell when to lift. The wrapper's reading moves."""
+    cfg = pick_place("--pipeline.intervention.oracle.noise=0")
+    env = make_env(cfg, seed=3, intervention=GymExpertSource(cfg, seed=3, always=True))
+    command, measured = [], []
+    try:
+        env.reset()
+        for _ in range(40):
+            obs, *_ = env.step(np.zeros(4, np.float32))
+            command.append(obs["observation.state"][10])
+            measured.append(obs["observation.state"][14])
+    finally:
+        env.close()
+    closing = [t for t in range(1, 40) if command[t] < 0 < command[t - 1]]
+    assert closing, "the expert closed the jaws"
+    t = closing[0]
+    assert command[t] == command[t + 1] == command[t + 5]  # the command: one value throughout
+    assert measured[t] > measured[t + 1] + 0.2 and abs(measured[t + 5] - measured[t + 4]) < 0.01
 
 
 def test_the_oracles_noise_leaves_the_experts_holds_still():
@@ -197,6 +221,7 @@ def test_a_flat_box_env_and_pick_cube_run_through_the_same_code():
         "--env.gym.id=lerobot_env_so101/SO101PickCube-v0",
         "--env.gym.kwargs={random_block_position: true, action_scale: 0.025}",
         "--env.gym.expert=hilserl_ray.gymenv.lerobot_experts:reach_close",
+        "--env.gym.wrappers=[]",  # its expert reads the env's own 17 values
         "--env.max_episode_steps=15",
     )
     assert pipeline_spec(cube).observation["observation.environment_state"].shape == (3,)
@@ -222,13 +247,13 @@ def test_record_with_the_expert_writes_demos_training_reads(tmp_path):
     cfg = load_config(CONFIG, [f"--output_dir={tmp_path / 'run'}", "--seed=5"])
     out = record(cfg, 2, tmp_path / "demos", codec="h264", progress=False)
     info = json.loads((out / "meta" / "info.json").read_text())
-    assert info["total_episodes"] == 2 and info["features"]["observation.state"]["shape"] == [14]
+    assert info["total_episodes"] == 2 and info["features"]["observation.state"]["shape"] == [15]
     chunk = load_offline_transitions(
         cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"path": out, "cache": False})}),
         progress=False,
     )
     frames = ~chunk["is_last"]
-    assert chunk["observation.state"].shape[1] == 14 and chunk["observation.environment_state"].shape[1] == 6
+    assert chunk["observation.state"].shape[1] == 15 and chunk["observation.environment_state"].shape[1] == 6
     assert chunk["is_intervention"][frames].all() and chunk["reward"].sum() == 2.0
     assert set(np.unique(chunk["action"][frames, 3])) <= {CLOSE, STAY, OPEN}
 

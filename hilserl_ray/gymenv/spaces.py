@@ -18,6 +18,7 @@ import numpy as np
 from hilserl_ray.config import GymEnvConfig, TrainConfig
 from hilserl_ray.errors import ConfigError, Problem
 from hilserl_ray.features import ACTION, ENV_STATE, IMAGE_PREFIX, STATE, Feature, FeatureSpec
+from hilserl_ray.gymenv.expert import load_named
 
 VECTOR_FEATURES = (STATE, ENV_STATE)
 _WILDCARD = "*"
@@ -28,17 +29,21 @@ def is_gym(cfg: TrainConfig) -> bool:
 
 
 def make_inner(g: GymEnvConfig, max_episode_steps: int | None = None) -> gym.Env:
-    """`gymnasium.make(id, **kwargs)`, importing the id's namespace module first if it is not registered."""
+    """`gymnasium.make(id, **kwargs)` inside `env.gym.wrappers`, importing the id's namespace
+    module first if it is not registered."""
     if g.id not in gym.registry and "/" in g.id:
         with contextlib.suppress(ImportError):  # gymnasium names the unknown id below
             importlib.import_module(g.id.split("/")[0])
     extra = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    return gym.make(g.id, disable_env_checker=True, **extra, **g.kwargs)
+    env = gym.make(g.id, disable_env_checker=True, **extra, **g.kwargs)
+    for name in g.wrappers:
+        env = load_named(name)(env)
+    return env
 
 
 @lru_cache(maxsize=16)
-def _probe(env_id: str, kwargs_json: str) -> tuple[gym.Space, gym.Space]:
-    env = make_inner(GymEnvConfig(id=env_id, kwargs=json.loads(kwargs_json)))
+def _probe(env_id: str, kwargs_json: str, wrappers: tuple[str, ...]) -> tuple[gym.Space, gym.Space]:
+    env = make_inner(GymEnvConfig(id=env_id, kwargs=json.loads(kwargs_json), wrappers=list(wrappers)))
     try:
         return env.observation_space, env.action_space
     finally:
@@ -46,8 +51,8 @@ def _probe(env_id: str, kwargs_json: str) -> tuple[gym.Space, gym.Space]:
 
 
 def probe(g: GymEnvConfig) -> tuple[gym.Space, gym.Space]:
-    """(observation space, action space) of the env, made once per id and kwargs in this process."""
-    return _probe(g.id, json.dumps(g.kwargs, sort_keys=True, default=str))
+    """(observation space, action space) of the env, made once per id, kwargs and wrappers in this process."""
+    return _probe(g.id, json.dumps(g.kwargs, sort_keys=True, default=str), tuple(g.wrappers))
 
 
 def flat_keys(space: gym.Space, prefix: str = "") -> dict[str, gym.Space]:
