@@ -23,6 +23,10 @@ from hilserl_ray.checks.config import config_problems
 from hilserl_ray.config import MOVED_KEYS, TrainConfig
 from hilserl_ray.errors import ConfigError  # (re-exported: callers import it from here)
 
+# The override of commands that fill no replay buffer (record, evaluate): the rule on how the
+# buffers mix (buffer.online_ratio against the intervention source) is training's.
+NO_BUFFER_MIX = ["--buffer.online_ratio=1.0"]
+
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
     """`--policy.batch_size=128` or `--policy.batch_size 128` -> {"policy.batch_size": 128}."""

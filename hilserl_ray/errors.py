@@ -3,18 +3,25 @@
 A `UserError` says what is wrong, where (a dotted config key or a file) and the fix. Every
 command's `main` is wrapped by `@command`: a user error prints its message on stderr and returns
 `EXIT_USER` (2) without a traceback (`--debug` or HILSERL_DEBUG=1 adds it); Ctrl+C returns 130
-quietly; anything else is a bug and keeps its traceback. A user error raised inside a Ray actor
-reaches the user as the same message: `user_error` unwraps Ray's wrappers.
+quietly; anything else is a bug and keeps its traceback. A file the OS refuses this user (a
+`PermissionError` naming it) is a user error too: its owner and mode are the user's to fix. A user
+error raised inside a Ray actor reaches the user as the same message: `user_error` unwraps Ray's
+wrappers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import NamedTuple
+
+from hilserl_ray.fsutil import unwritable
 
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "HILSERL_DEBUG"
@@ -89,7 +96,8 @@ class InvalidConfig(ConfigError, ValueError):
 
 
 def user_error(exc: BaseException | None) -> UserError | None:
-    """The `UserError` behind `exc`: itself, or the one Ray (task/actor errors) or `raise from` wraps."""
+    """The `UserError` behind `exc`: itself, or the one Ray (task/actor errors) or `raise from` wraps;
+    a file the OS refused this user (`PermissionError` naming it) is one too, see `permission_denied`."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -100,7 +108,84 @@ def user_error(exc: BaseException | None) -> UserError | None:
                 return inner
         if isinstance(exc, UserError):
             return exc
+        if isinstance(exc, PermissionError) and exc.filename:
+            return permission_denied(exc)
         exc = exc.__cause__ or exc.__context__
+    return None
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Rust writers (safetensors) raise their own error type; its text carries the OS error number.
+NO_SPACE_TEXT = tuple(f"(os error {n})" for n in NO_SPACE)
+
+
+class DiskFull(UserError):
+    """No space left (or over quota) where a run writes: the run stops with this one line (exit 2).
+
+    What was committed before stays as it was (the replay store's last commit, the newest complete
+    checkpoint), so `--resume` goes on from there once there is room."""
+
+    def __init__(self, directory: str | Path, doing: str):
+        self.directory, self.doing = str(directory), doing
+        super().__init__(
+            f"the disk is full (no space left while {doing})",
+            where=self.directory,
+            fix="free space on it, or point output_dir to another disk (with the run's directory "
+            "copied there), then run again with --resume",
+        )
+
+    def message(self) -> str:
+        return f"{self.where}: {self.what}; {self.fix}"
+
+
+def no_space(e: BaseException | None) -> bool:
+    """Did `e` (or what it was raised from) fail for want of disk space?"""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFull) or (isinstance(e, OSError) and e.errno in NO_SPACE):
+            return True
+        if any(t in str(e) for t in NO_SPACE_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_as(directory: str | Path, doing: str) -> Iterator[None]:
+    """A write in this block that finds no space raises `DiskFull(directory, doing)`; other errors pass."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as e:
+        if no_space(e):
+            raise DiskFull(directory, doing) from e
+        raise
+
+
+def permission_denied(e: PermissionError) -> UserError:
+    """A path the OS refused this user (an unreadable config, a run directory of another user):
+    no bug of the program but the files' owner and mode, so the file and the fix, not a traceback."""
+    path = Path(os.fsdecode(e.filename)).absolute()
+    return UserError(
+        f"permission denied: {_refusal(path) or e.strerror}",
+        where=str(path),
+        fix="run the command as the user who owns these files, give this user access (ls -l, chown, "
+        "chmod), or point the command at a copy or a directory this user can write",
+    )
+
+
+def _refusal(path: Path) -> str | None:
+    """What this user may not do on the way to `path` (os.path and os.access never raise)."""
+    for d in reversed(path.parents):  # from the root down
+        if os.path.isdir(d) and not os.access(d, os.X_OK):
+            return f"this user cannot enter {d}"
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        return "this user cannot read it"
+    blocked = unwritable(path)
+    if blocked is not None:
+        return "this user cannot write it" if blocked == path else f"this user cannot write into {blocked}"
     return None
 
 

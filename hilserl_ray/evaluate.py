@@ -16,10 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.configio import NO_BUFFER_MIX, ConfigError, load_config
 from hilserl_ray.data.video import VideoEncoder
 from hilserl_ray.errors import UserError, command
 from hilserl_ray.fleet import one_arm
+from hilserl_ray.fsutil import unwritable
 from hilserl_ray.policy import SACAgent
 from hilserl_ray.runtime.collector import collecting
 from hilserl_ray.runtime.resume import CheckpointLoadError, loadable_checkpoints
@@ -37,7 +38,7 @@ def evaluate(
     output_dir = Path(output_dir)
     ckpt = Path(checkpoint) if checkpoint else newest_loadable(output_dir)
     # the policy alone: no interventions (and so no buffer mixing rule to satisfy)
-    cfg = load_config(output_dir, ["--pipeline.intervention.source=none", "--buffer.online_ratio=1.0"])
+    cfg = load_config(output_dir, ["--pipeline.intervention.source=none", *NO_BUFFER_MIX])
     cfg = one_arm(cfg, arm, str(output_dir / "config.yaml"))
     agent = load_agent(ckpt)
     seed = cfg.seed + seed_offset
@@ -68,6 +69,23 @@ def evaluate(
     summary = summarize(cfg, ckpt, results, video)
     (output_dir / "eval.json").write_text(json.dumps({**summary, "per_episode": results}, indent=1))
     return summary
+
+
+def check_writable(output_dir: Path, video: Path | None) -> None:
+    """eval.json (and the video) can be written, checked before any episode runs."""
+    problems = []
+    if output_dir.is_dir() and (blocked := unwritable(output_dir / "eval.json")) is not None:
+        problems.append(
+            f"output_dir: got '{output_dir}'; evaluate writes eval.json there, and '{blocked}' is not "
+            "writable by this user: run it as the run's owner, or evaluate a copy of the run"
+        )
+    if video is not None and (blocked := unwritable(video)) is not None:
+        problems.append(
+            f"--video: got '{video}'; '{blocked}' is not writable by this user: "
+            "--video=<a path you can write> or --no-video"
+        )
+    if problems:
+        raise ConfigError("command line", problems)
 
 
 def newest_loadable(output_dir: Path) -> Path:
@@ -147,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes <= 0:
         raise ConfigError("command line", [f"--episodes: got {args.episodes}; a positive number of episodes"])
     video = None if args.no_video else (args.video or args.output_dir / "eval.mp4")
+    check_writable(args.output_dir, video)
     s = evaluate(args.output_dir, args.episodes, video, args.checkpoint, arm=args.arm)
     print(
         f"success {s['success_rate']:.0%} over {s['episodes']} episodes, mean return {s['mean_return']:+.2f}, "

@@ -12,9 +12,10 @@ visible in this frame" (sim: ground truth; real arm: the human holds the labelli
 presses success). `--expert near_miss|slip|hover|mix` makes the sim's expert fail on purpose
 (hard negatives) and `--until-time-limit` keeps recording after a success (more positives).
 
-In the sim the scripted expert acts on every step by default (`--assist always`); with
-`--assist rule` (and on the real arm, where a person decides) steps where the source does not
-act get a neutral action (no motion, gripper "stay") and is_intervention False. A "rerecord"
+In the sim the scripted expert acts on every step by default (`--assist always`); on the real
+arm the leader arm drives from each episode's first step (`--assist always`: a demonstration is
+the person's from step 0). With `--assist rule`, and for keys or a gamepad, steps where the source
+does not act get a neutral action (no motion, gripper "stay") and is_intervention False. A "rerecord"
 event drops the episode; Ctrl+C keeps every episode saved so far.
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hilserl_ray.config import TrainConfig
-from hilserl_ray.configio import ConfigError, load_config
+from hilserl_ray.configio import NO_BUFFER_MIX, ConfigError, load_config
 from hilserl_ray.data.lerobot_writer import LeRobotWriter
 from hilserl_ray.data.mapping import DONE, INTERVENTION, PENALTY, REWARD, SUCCESS_LABEL, TRUNCATED
 from hilserl_ray.envs.intervention import no_events
@@ -38,9 +39,11 @@ from hilserl_ray.envs.pipeline import pipeline_spec, robot_spec
 from hilserl_ray.errors import command
 from hilserl_ray.features import ACTION, STATE, FeatureSpec
 from hilserl_ray.fleet import one_arm
+from hilserl_ray.fsutil import unwritable
 from hilserl_ray.gymenv.oracle import GymExpertSource
 from hilserl_ray.gymenv.spaces import is_gym
 from hilserl_ray.reward.spec import check_classifier
+from hilserl_ray.rig import make_intervention
 from hilserl_ray.runtime.collector import Step, collecting
 
 log = logging.getLogger(__name__)
@@ -186,8 +189,9 @@ def record(
 ) -> Path:
     """Record `episodes` episodes into a new LeRobot v3.0 dataset at `out`; returns `out`.
 
-    assist (sim oracle only): "always" = the scripted expert acts on every step (demos);
-    "rule" = the oracle's takeover rule from the config (interventions on a neutral policy).
+    assist: "always" = the sim's scripted expert acts on every step, a leader arm drives from
+    each episode's first step (demos); "rule" = the sim oracle's takeover rule from the config, or
+    the person takes over when they choose (interventions on a neutral policy).
     expert (assist "always"): "success", "near_miss", "slip", "hover" or "mix".
     until_time_limit: an env success does not end the episode (human events still do).
     source: an `InterventionSource` to use instead of the configured one.
@@ -200,6 +204,8 @@ def record(
             if is_gym(cfg)
             else ExpertSource(cfg, cfg.seed, expert)
         )
+    elif source is None and assist == "always" and cfg.robot.type != "sim":
+        source = make_intervention(cfg, cfg.seed, demonstrating=True)  # the leader drives from step 0
     writer = LeRobotWriter(
         Path(out), cfg.env.fps, features, robot_type=f"so101_{cfg.robot.type}", codec=codec
     )  # first: refuses an existing dataset before the robot moves
@@ -252,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--assist",
         choices=["always", "rule"],
         default="always",
-        help="sim oracle: the expert acts on every step (demos), or takes over by the config's rule",
+        help="always: the sim's expert acts on every step, a leader arm drives from the first step (demos); "
+        "rule: the sim oracle takes over by the config's rule, a person when they choose",
     )
     p.add_argument(
         "--expert",
@@ -275,14 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = one_arm(load_config(args.config, rest), args.arm, args.config)
+    cfg = one_arm(load_config(args.config, [*rest, *NO_BUFFER_MIX]), args.arm, args.config)
     problems = []
     if args.episodes <= 0:
         problems.append(f"--episodes: got {args.episodes}; a positive number of episodes")
     if cfg.pipeline.intervention.source == "none":
         problems.append(
-            "pipeline.intervention.source: got 'none'; a source that acts: 'oracle' (sim), 'keyboard', "
-            "'gamepad', 'leader' or 'web' (the console page)"
+            "pipeline.intervention.source: got 'none'; record needs a source that acts to record its "
+            "actions: --pipeline.intervention.source=oracle (the sim's scripted expert, robot.type sim), "
+            "keyboard, gamepad, leader (with --pipeline.intervention.leader_port and "
+            "--pipeline.intervention.leader_calibration) or web (the console page)"
         )
     if (args.out / "meta" / "info.json").exists():
         problems.append(f"--out: got '{args.out}'; a new directory (it already holds a dataset)")
@@ -290,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--out: got '{args.out}', which is a file; a new directory for the dataset")
     elif args.out.is_dir() and any(args.out.iterdir()):
         problems.append(f"--out: got '{args.out}', which holds other files; a new or empty directory")
+    elif (blocked := unwritable(args.out)) is not None:
+        problems.append(
+            f"--out: got '{args.out}'; '{blocked}' is not writable by this user: pick a directory you can write"
+        )
     if args.expert != "success" and not scripted_expert(cfg, args.assist):
         problems.append(
             f"--expert: got '{args.expert}'; only the sim's scripted expert fails on purpose "

@@ -42,9 +42,12 @@ def make_base_env(cfg: TrainConfig) -> gym.Env:
     raise ValueError(f"robot.type: expected 'sim' or 'so101', got {cfg.robot.type!r}")
 
 
-def make_intervention(cfg: TrainConfig, seed: int | None) -> InterventionSource | None:
+def make_intervention(
+    cfg: TrainConfig, seed: int | None, demonstrating: bool = False
+) -> InterventionSource | None:
     """The source named by `pipeline.intervention.source` (None for 'none' and 'web': the console
-    adds its own `web` source over this one, see `console.session`)."""
+    adds its own `web` source over this one, see `console.session`). demonstrating: a leader arm
+    drives from each episode's first step (`record`'s demonstrations)."""
     source = cfg.pipeline.intervention.source
     if source in ("none", "web"):
         return None
@@ -54,7 +57,7 @@ def make_intervention(cfg: TrainConfig, seed: int | None) -> InterventionSource 
     # keyboard, gamepad and leader-arm code (optional pynput/pygame, serial): loaded on demand
     from hilserl_ray.hardware.teleop import make_teleop_source
 
-    return make_teleop_source(cfg)
+    return make_teleop_source(cfg, demonstrating)
 
 
 def make_classifier_reward(env: gym.Env, cfg: TrainConfig) -> gym.Env:

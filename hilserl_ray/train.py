@@ -1,8 +1,9 @@
 """`python -m hilserl_ray.train --config X [--resume] [--overwrite] [--dry-run] [--a.b=value ...]`.
 
 Validates everything before Ray starts: a config problem prints one line per field and exits 2,
-never a traceback (`--debug` shows it). `--dry-run` prints the resolved config and the feature
-table, then exits.
+never a traceback (`--debug` shows it). `--dry-run` makes the same checks, reading the datasets
+without converting them, prints the resolved config, the feature table, what it read and what
+only the real run can check, then exits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hilserl_ray.data import formats
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import command
 from hilserl_ray.fleet import fleet
-from hilserl_ray.preflight import preflight
+from hilserl_ray.preflight import RUN_ONLY, check_inputs, preflight
 from hilserl_ray.runtime.resume import choose_checkpoint
 from hilserl_ray.runtime.rundir import check_output_dir
 
@@ -48,12 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         if args.resume:
             choose_checkpoint(cfg)  # a damaged or incompatible checkpoint is named here too
+        read = check_inputs(cfg, args.resume, convert=False)
         print(to_yaml(cfg))
         print(spec.table())
         _print_dataset_decisions(cfg)
 
         for arm in fleet(cfg):
             print(f"robot actor '{arm.name}' ({arm.cfg.robot.type}) -> {arm.where()}")
+        named = "the config and the files it names (MJCF, calibrations, devices, weights, reward classifier)"
+        print(f"\nread as the run would before Ray: {named}", *read, sep="\n  ")
+        print("only the real run checks:", *RUN_ONLY, sep="\n  ")
         print(f"\nconfig OK (feature fingerprint {spec.fingerprint()})")
         return 0
     from hilserl_ray.runtime.driver import run  # Ray and torch: not loaded by --dry-run

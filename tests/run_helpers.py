@@ -1,5 +1,6 @@
 """What tests share: the repository root, the environment and command lines of the package's CLIs
-in a subprocess, a small reach run, waiting for it, the test Rays, a wrapper in an env's chain."""
+in a subprocess, a small reach run, waiting for it (and for its processes to go), the test Rays, a
+wrapper in an env's chain."""
 
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ ENV = {
     "RAY_DEDUP_LOGS": "0",
     "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
 }
+
+
+def still_running(pids: set[int]) -> set[int]:
+    """Those of `pids` that are still processes (not gone, not zombies)."""
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
 
 
 def module_command(module: str, *args: str) -> list[str]:

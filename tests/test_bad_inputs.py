@@ -14,12 +14,14 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from run_helpers import ENV, ROOT, train_command
+from run_helpers import ENV, ROOT, learner_run, train_command
 
 from hilserl_ray import convert, evaluate, record, train
 from hilserl_ray.data.synthetic import write_dataset
@@ -217,6 +219,13 @@ def _nan_state(t: pa.Table) -> pa.Table:
     return _set_column(t, "observation.state", rows)
 
 
+def _short_state(t: pa.Table) -> pa.Table:
+    """Rows of 5 joint values where meta/info.json says 6."""
+    rows = [r[:5] for r in t.column("observation.state").to_pylist()]
+    i = t.schema.get_field_index("observation.state")
+    return t.set_column(i, "observation.state", pa.array(rows, type=pa.list_(pa.float32())))
+
+
 def _frame_gap(t: pa.Table) -> pa.Table:
     fi = t.column("frame_index").to_pylist()
     fi[2] = 7
@@ -242,9 +251,17 @@ DATASET_CASES = {
     ),
     "nan_state": (lambda r: _rewrite_parquet(r / DATA, _nan_state), "observation.state"),
     "frame_gap": (lambda r: _rewrite_parquet(r / DATA, _frame_gap), "frame_index"),
+    "short_state_rows": (
+        lambda r: _rewrite_parquet(r / DATA, _short_state),
+        "file-000.parquet: 'observation.state' rows hold 5 values, meta/info.json says 6",
+    ),
     "unsupported_version": (
         lambda r: _info(r, lambda i: i.update(codebase_version="v1.6")),
         "'v1.6' is not supported",
+    ),
+    "version_2_0": (
+        lambda r: _info(r, lambda i: i.update(codebase_version="v2.0")),
+        ("'v2.0' is not supported", "v3.0 and v2.1", "lerobot.datasets.v21.convert_dataset_v20_to_v21"),
     ),
     "wrong_state_length": (
         lambda r: _info(r, lambda i: i["features"]["observation.state"].update(shape=[4])),
@@ -255,8 +272,16 @@ DATASET_CASES = {
         "frames are 48x64 (HxW), meta/info.json says observation.images.front is 96x128",
     ),
     "info_not_json": (lambda r: (r / "meta" / "info.json").write_text("{"), "valid JSON"),
+    "features_a_list": (
+        lambda r: _info(r, lambda i: i.update(features=[{"name": k, **f} for k, f in i["features"].items()])),
+        "meta/info.json'; 'features' is a list",
+    ),
     "no_info_json": (lambda r: (r / "meta" / "info.json").unlink(), "meta/info.json"),
 }
+
+
+def _texts(expect: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (expect,) if isinstance(expect, str) else expect
 
 
 def _truncate(path: Path, keep: float) -> None:
@@ -277,8 +302,83 @@ def test_bad_dataset_data_convert(case, good_dataset, tmp_path, capsys):
     )
     cfg = dataset_config(tmp_path, root, **cams)
     before = snapshot(root)
-    user_error(capsys, convert.main(["--config", str(cfg)]), expect)
+    user_error(capsys, convert.main(["--config", str(cfg)]), *_texts(expect))
     assert snapshot(root) == before
+
+
+# what the dry run names beyond the case's text: the damaged file, and a fix
+DRY_RUN_FILES = {"truncated_parquet": DATA, "truncated_video": VIDEO, "nan_state": DATA}
+
+
+@pytest.mark.parametrize("case", sorted(DATASET_CASES))
+def test_bad_dataset_train_dry_run(case, good_dataset, tmp_path, capsys, monkeypatch):
+    """`--dry-run` reads the dataset as the run does before Ray: whatever the conversion refuses,
+    it refuses (exit 2, named), without converting, caching or changing anything."""
+    damage, expect = DATASET_CASES[case]
+    root = tmp_path / "demos"
+    shutil.copytree(good_dataset, root)
+    damage(root)
+    cache_dir = tmp_path / "offline_cache"
+    monkeypatch.setenv("HILSERL_RAY_CACHE_DIR", str(cache_dir))
+    cams = (
+        {"env": {"task": "reach", "cameras": [{"name": "front", "width": 128, "height": 96}]}}
+        if case == "video_size_not_info_json"
+        else {}
+    )
+    before = snapshot(root)
+    err = user_error(
+        capsys,
+        train.main(["--config", str(dataset_config(tmp_path, root, **cams)), "--dry-run"]),
+        *_texts(expect),
+    )
+    if case in DRY_RUN_FILES:
+        assert f"{root / DRY_RUN_FILES[case]}: " in err and "\n  fix: " in err, err
+    if case == "nan_state":
+        assert "non-finite value at episode 0 frame 3" in err, err
+    assert snapshot(root) == before
+    assert not cache_dir.exists() and not (tmp_path / "run").exists()
+
+
+def test_dry_run_reads_a_good_dataset_says_what_only_the_run_checks_and_trusts_a_valid_cache(
+    good_dataset, tmp_path, capsys
+):
+    args = ["--config", str(dataset_config(tmp_path, good_dataset)), "--dry-run"]
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"dataset {good_dataset}: 3 episodes, 15 frames read" in out and "1 video file(s)" in out
+    only = out.split("only the real run checks:")[1]
+    assert "every video frame decoded" in only and "the cluster's resources once Ray is up" in only
+    assert out.rstrip().splitlines()[-1].startswith("config OK")
+    # converted (as the run does before Ray): the dry run says the cache is valid and reads no more
+    assert convert.main(["--config", str(dataset_config(tmp_path, good_dataset))]) == 0
+    capsys.readouterr()
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"dataset {good_dataset}: its offline cache for this config is valid" in out, out
+
+
+@pytest.mark.parametrize("command", ["convert", "train --dry-run"])
+def test_calibration_without_a_motor_for_range_unit_conversion(command, good_dataset, tmp_path, capsys):
+    """dataset.joint_units lerobot_range converts with robot.calibration: every joint must be in it."""
+    bad = CORPUS / "calibrations" / "missing_joint.json"
+    extra = {
+        "dataset": {"path": str(good_dataset), "joint_units": "lerobot_range"},
+        "robot": {"calibration": str(bad)},
+    }
+    cfg = str(dataset_config(tmp_path, good_dataset, **extra))
+    rc = (
+        convert.main(["--config", cfg])
+        if command == "convert"
+        else train.main(["--config", cfg, "--dry-run"])
+    )
+    user_error(
+        capsys,
+        rc,
+        "robot.calibration",
+        str(bad),
+        "no entry for motors ['wrist_flex']",
+        "hilserl_ray.calibrate",
+    )
 
 
 def test_good_dataset_converts(good_dataset, tmp_path, capsys):
@@ -354,6 +454,123 @@ def test_overwrite_of_a_dataset_dir_refused_as_a_subprocess(good_dataset, tmp_pa
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "dataset.path" in r.stderr, r.stderr
     assert snapshot(ds) == before
+
+
+# ------------------------------------------------------- files this user may not read or write
+@pytest.fixture(scope="module")
+def unprivileged() -> list[str]:
+    """The prefix that runs a command as a user without root's rights: none for a user who is not
+    root; nobody (setpriv) under root, who may read and write anything (skipped where nobody cannot)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: no unprivileged user to run the command as")
+    as_nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    probe = subprocess.run(
+        [*as_nobody, sys.executable, "-c", "import hilserl_ray.train"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"user nobody cannot import this tree with {sys.executable}: {probe.stderr[-300:]}")
+    return as_nobody
+
+
+@pytest.fixture
+def shared_tmp():
+    """A directory every user may enter and write (pytest's tmp_path is root's own under root)."""
+    d = Path(tempfile.mkdtemp(prefix="hilserl-perm-"))
+    d.chmod(0o777)
+    (d / "home").mkdir(mode=0o777)
+    yield d
+    for p in [d, *d.rglob("*")]:
+        if p.is_dir() and not p.is_symlink():
+            p.chmod(0o755)
+    shutil.rmtree(d)
+
+
+def make_read_only(*paths: Path) -> None:
+    """Readable and not writable by the unprivileged user (root's own dirs are, for nobody)."""
+    for p in paths:
+        p.chmod((0o755 if os.geteuid() == 0 else 0o555) if p.is_dir() else 0o444)
+
+
+def run_as(
+    prefix: list[str], shared: Path, module: str, *args: str, **env: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env={**ENV, "HOME": str(shared / "home"), "MPLCONFIGDIR": str(shared / "home"), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def named(r: subprocess.CompletedProcess, *expect: str) -> None:
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-3000:]
+    for text in expect:
+        assert text in r.stderr, f"{text!r} not in:\n{r.stderr[-2000:]}"
+
+
+@pytest.mark.subprocess
+def test_unreadable_config_file(unprivileged, shared_tmp):
+    """A config in a directory this user cannot enter (a PermissionError traceback), or unreadable."""
+    closed = shared_tmp / "closed"
+    closed.mkdir()
+    cfg = closed / "cfg.yaml"
+    shutil.copy(GOOD, cfg)
+    closed.chmod(0o000)
+    r = run_as(unprivileged, shared_tmp, "hilserl_ray.train", "--config", str(cfg), "--dry-run")
+    named(r, str(cfg), f"permission denied: this user cannot enter {closed}", "fix:")
+    closed.chmod(0o755)
+    cfg.chmod(0o000)
+    r = run_as(unprivileged, shared_tmp, "hilserl_ray.train", "--config", str(cfg), "--dry-run")
+    named(r, str(cfg), "cannot be read (Permission denied)")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    """A run's output dir with checkpoints, written by the learner itself (no Ray)."""
+    return learner_run(tmp_path_factory.mktemp("perm") / "run")
+
+
+@pytest.mark.subprocess
+def test_read_only_run_directory(unprivileged, small_run, good_dataset, shared_tmp):
+    """Where a command writes (a run directory, record's --out, the dataset cache) this user may not."""
+    ro = shared_tmp / "ro"
+    run = ro / "run"
+    shutil.copytree(small_run, run)
+    make_read_only(*run.rglob("*"), run, ro)  # as another user's run usually is
+    r = run_as(unprivileged, shared_tmp, "hilserl_ray.evaluate", str(run), "--episodes", "1")
+    named(r, f"output_dir: got '{run}'; evaluate writes eval.json there, and '{run}' is not writable")
+    run.chmod(0o777)  # the run dir writable, but a checkpoint of another user closed to this one
+    (run / "checkpoints" / "0000000030").chmod(0o700 if os.geteuid() == 0 else 0o000)
+    r = run_as(unprivileged, shared_tmp, "hilserl_ray.evaluate", str(run), "--episodes", "1", "--no-video")
+    named(r, f"permission denied: this user cannot enter {run / 'checkpoints' / '0000000030'}")
+
+    record = ["--config", GOOD, "--pipeline.intervention.source=oracle", "--episodes", "1"]
+    r = run_as(unprivileged, shared_tmp, "hilserl_ray.record", *record, "--out", str(ro / "demos"))
+    named(r, f"--out: got '{ro / 'demos'}'; '{ro}' is not writable by this user")
+
+    demos = shared_tmp / "demos"
+    shutil.copytree(good_dataset, demos)
+    cfg = dataset_config(shared_tmp, demos)
+    cache = ro / "cache"
+    for args in (
+        ["hilserl_ray.convert", "--config", str(cfg)],
+        ["hilserl_ray.train", "--config", str(cfg), "--dry-run"],
+    ):
+        r = run_as(unprivileged, shared_tmp, *args, HILSERL_RAY_CACHE_DIR=str(cache))
+        named(r, f"dataset.cache_dir: got '{cache}'", f"('{ro}' is not)")
+    train_args = ["--config", GOOD, f"--output_dir={ro / 'out'}", "--dry-run"]
+    r = run_as(unprivileged, shared_tmp, "hilserl_ray.train", *train_args)
+    named(r, f"output_dir: got '{ro / 'out'}'; '{ro}' is not writable by this user")
 
 
 # ---------------------------------------------------------------------------- other commands

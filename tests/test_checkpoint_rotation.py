@@ -16,6 +16,7 @@ import pytest
 from run_helpers import ROOT, SMALL_REACH, learner_run
 from safetensors.numpy import save_file
 
+from hilserl_ray import train
 from hilserl_ray.runtime.checkpoint import (
     POINTER,
     complete_checkpoints,
@@ -24,6 +25,7 @@ from hilserl_ray.runtime.checkpoint import (
     set_aside_damaged,
     write_checkpoint,
 )
+from hilserl_ray.runtime.resume import loadable_checkpoints
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 PARTS = (
@@ -107,6 +109,35 @@ def test_what_only_a_full_load_found_is_set_aside_and_last_names_a_good_one(tmp_
 def trained(tmp_path_factory) -> Path:
     """A run's output dir with three checkpoints, written by the learner itself (no Ray needed)."""
     return learner_run(tmp_path_factory.mktemp("trained") / "run")
+
+
+def test_last_naming_a_missing_checkpoint_is_one_warning_naming_the_one_used(tmp_path):
+    root = tmp_path / "checkpoints"
+    for step in (10, 20):
+        write_checkpoint(root, step, lambda d, s=step: fill(d, s))
+    (root / POINTER).write_text("0000000030\n")  # e.g. its directory deleted by hand
+    lines: list[str] = []
+    assert loadable_checkpoints(root, lines.append) == [root / "0000000020", root / "0000000010"]
+    assert lines == [
+        f"warning: {root / POINTER} names checkpoint '0000000030', which is missing; using 0000000020 instead"
+    ]
+    (root / "0000000030").mkdir()  # there, but never completed
+    lines.clear()
+    loadable_checkpoints(root, lines.append)
+    assert len(lines) == 1 and "'0000000030', which is incomplete" in lines[0]
+
+
+def test_resume_dry_run_warns_of_last_naming_a_missing_checkpoint(trained, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    shutil.rmtree(out / "checkpoints" / "0000000030")  # `last` still names it
+    monkeypatch.chdir(ROOT)
+    assert train.main([*SMALL_REACH, f"--output_dir={out}", "--resume", "--dry-run"]) == 0
+    warned = [x for x in capsys.readouterr().out.splitlines() if x.startswith("warning:")]
+    assert warned == [
+        f"warning: {out / 'checkpoints' / POINTER} names checkpoint '0000000030', which is missing; "
+        "using 0000000020 instead"
+    ]
 
 
 @pytest.mark.ray

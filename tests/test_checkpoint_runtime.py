@@ -63,6 +63,34 @@ def test_resumed_learner_reports_no_bogus_updates_per_s(tmp_path, seeded_single_
 
 
 @pytest.mark.heavy
+def test_a_killed_learner_comes_back_with_at_least_the_updates_it_reported(
+    tmp_path, seeded_single_thread_torch
+):
+    """The driver's progress lines never show the update count going back: updates made after the
+    last stored chunk, once reported by stats(), survive a kill -9 of the learner (they were lost
+    with it, and the restarted learner counted on from the last chunk's count)."""
+    from hilserl_ray.buffer.synthetic import episodes_chunk
+    from hilserl_ray.runtime.learner import Learner
+
+    cfg = small_cfg(tmp_path, "--learner.training_starts=20", "--actors.env_steps_per_update=null")
+    learner = Learner(cfg.model_dump(mode="json"))
+    learner.add_chunk(episodes_chunk(learner.spec, [24, 24]), source=("robot0", 0))
+    wait_for(lambda: learner.counters_now()["updates"] >= 30, 120, "30 updates after the chunk")
+    reported = learner.stats()["updates"]
+    # a kill -9: nothing of the learner runs any more (its threads stopped here, its files released)
+    learner._stop.set()
+    learner._thread.join()
+    learner._syncer.join()
+    learner.online.close()
+    learner.offline.ring.close()
+    idle = small_cfg(tmp_path, "--learner.training_starts=1000000")
+    back = Learner(idle.model_dump(mode="json"))
+    assert back.counters_now()["updates"] >= reported > 0
+    assert back.counters_now()["env_steps"] == 48
+    back.close()
+
+
+@pytest.mark.heavy
 def test_storage_not_durable_keeps_rows_in_ram_and_a_resume_starts_empty(tmp_path):
     """storage.durable=false (sim fleets faster than the disk): no replay files, the learner
     trains from RAM, and a resume keeps the agent and counters but not the rows."""

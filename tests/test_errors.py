@@ -53,6 +53,20 @@ def test_command_wrapper_exit_codes(capsys):
 
 
 @pytest.mark.subprocess
+def test_a_path_the_os_refuses_is_a_user_error_naming_it(tmp_path):
+    """A PermissionError naming a file is the files' owner and mode (exit 2); one naming no file
+    (e.g. a signal to another user's process) stays a bug with its traceback."""
+    assert user_error(RuntimeError("a bug")) is None
+    refused = PermissionError(13, "Permission denied", str(tmp_path / "x.yaml"))
+    try:
+        raise RuntimeError("while loading") from refused
+    except RuntimeError as e:
+        err = user_error(e)
+    assert isinstance(err, UserError) and err.where == str(tmp_path / "x.yaml")
+    assert err.message().startswith(f"{tmp_path / 'x.yaml'}: permission denied") and "fix:" in err.message()
+    assert user_error(PermissionError(1, "Operation not permitted")) is None
+
+
 def test_cli_user_error_vs_debug_vs_bug(tmp_path):
     r = run("hilserl_ray.train", "--config", str(tmp_path / "nope.yaml"))
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr

@@ -144,3 +144,38 @@ def test_human_sources_need_the_ee_action_format(tmp_path):
             tmp_path / "c.json",
             pipeline={"intervention": {"source": "keyboard"}, "ee_action": {"enabled": False}},
         )
+
+
+def test_leader_for_record_drives_from_the_first_step_until_handed_back(tmp_path):
+    """`record`'s leader (from_start): the person's from step 0, the leader still at rest; space
+    hands back for the rest of the episode, and the next episode is the person's again."""
+    cal = write_calibration(tmp_path / "c.json")
+    with FakeBus() as leader_bus:
+        cfg = real_config(
+            "/dev/null",
+            cal,
+            pipeline={
+                "intervention": {
+                    "source": "leader",
+                    "leader_port": leader_bus.port,
+                    "leader_calibration": str(cal),
+                }
+            },
+        )
+        keys = KeyboardListener()
+        src = make_leader_source(cfg, keys=keys, from_start=True)
+        try:
+            raw = src.leader.normalizer.to_raw(RESET)
+            for i, name in enumerate(src.leader.bus.motors):
+                leader_bus[i + 1].set_present(raw[name])
+            src.reset()
+            obs = {"observation.state": np.concatenate([RESET, np.zeros(12, np.float32)])}
+            a = src.action(obs, None)  # the leader at rest, where the follower is: hold still
+            assert a is not None and np.abs(a[:3]).max() < 0.02 and a[3] == 1.0, a
+            keys.press("space")
+            assert src.action(obs, None) is None and not src.engaged
+            keys.release("space")
+            src.reset()
+            assert src.action(obs, None) is not None
+        finally:
+            src.close()

@@ -113,6 +113,17 @@ def test_cli_refuses_a_config_without_an_acting_source(tmp_path, capsys):
     assert "pipeline.intervention.source" in capsys.readouterr().err
 
 
+def test_cli_without_a_source_names_what_record_needs_not_a_training_rule(tmp_path, capsys):
+    """buffer.online_ratio < 1 without a source is training's rule: record fills no buffer."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("env:\n  cameras: []\nbuffer:\n  online_ratio: 0.5\n")
+    assert main(["--config", str(cfg_file), "--episodes", "1", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "buffer.online_ratio" not in err and "Traceback" not in err, err
+    assert "pipeline.intervention.source: got 'none'; record needs a source that acts" in err
+    assert "--pipeline.intervention.source=oracle" in err
+
+
 class Replay:
     """An intervention source that replays recorded actions."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fake_sts3215 import FakeBus, write_calibration
-from run_helpers import ENV, ROOT, SMALL_REACH, learner_run, module_command, train_command
+from run_helpers import ENV, ROOT, SMALL_REACH, learner_run, module_command, still_running, train_command
 
 from hilserl_ray.runtime.checkpoint import complete_checkpoints, latest_checkpoint
 from hilserl_ray.runtime.procs import command_line, descendants
@@ -177,18 +177,6 @@ def test_robot_actor_that_cannot_start_ends_the_start_with_one_line(tmp_path):
     assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()
 
 
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
-
-
 @pytest.mark.ray
 @pytest.mark.parametrize("signals", [1, 2], ids=["ctrl_c", "ctrl_c_twice"])
 def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, tmp_path):
@@ -217,9 +205,11 @@ def test_ctrl_c_during_start_up_exits_130_and_leaves_no_ray_processes(signals, t
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     deadline = time.monotonic() + 20
-    while _alive(ray_procs) and time.monotonic() < deadline:
+    while still_running(ray_procs) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _alive(ray_procs), [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in _alive(ray_procs)]
+    assert not still_running(ray_procs), [
+        Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in still_running(ray_procs)
+    ]
     assert not (out / ".hilserl_run").exists() and not (out / "checkpoints").exists()  # nothing claimed
 
 

@@ -165,6 +165,28 @@ def error_line(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize("damage", ["manifest", "ring_file"])
+def test_dry_run_of_a_resume_names_the_damaged_store_file(damage, run_dir, tmp_path, capsys):
+    """`--resume --dry-run` checks the replay store as the run does before Ray."""
+    from hilserl_ray import train
+
+    out = copy_run(run_dir, tmp_path)
+    args = [*SMALL_REACH, f"--output_dir={out}", "--resume", "--dry-run"]
+    assert train.main(args) == 0
+    assert f"replay store {out / 'replay'}: online and interventions checked" in capsys.readouterr().out
+    if damage == "manifest":
+        path = out / "replay" / "online" / MANIFEST
+        path.unlink()
+        expect = f"error: {path}: missing"
+    else:
+        path = out / "replay" / "online" / "observation.state.npy"
+        cut(path, path.stat().st_size // 2)
+        expect = f"error: {path}: cut short"
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert expect in err and "\n  fix: " in err and "Traceback" not in err, err
+
+
 @pytest.mark.subprocess
 def test_resume_names_a_missing_manifest_before_ray(run_dir, tmp_path):
     out = copy_run(run_dir, tmp_path)

@@ -5,13 +5,18 @@ and a scripted person (hilserl_ray/twin). Ray, kill -9 and unplugging: `make twi
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
+import mujoco
 import numpy as np
 import pytest
-from run_helpers import ROOT
+from run_helpers import ENV, ROOT
 
 from hilserl_ray.configio import load_config
+from hilserl_ray.data.lerobot_reader import LeRobotReader
+from hilserl_ray.data.mapping import INTERVENTION
 from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.errors import ConfigError
 from hilserl_ray.hardware.calibration import load_calibration
@@ -252,3 +257,75 @@ def test_rehearsal_kill9_unplug_and_ctrl_c_through_ray(tmp_path):
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     assert rehearse(tmp_path / "rehearsal", steps=200) < 600
+
+
+class HeldKeys:
+    """The keyboard the twin's person types on, as the robot's keyboard source sees it."""
+
+    def __init__(self):
+        self.held: set[str] = set()
+        self.taps: list[str] = []
+
+    def press(self, key: str) -> None:
+        self.held.add(key)
+
+    def release(self, key: str) -> None:
+        self.held.discard(key)
+
+    def tap(self, key: str) -> None:
+        self.taps.append(key)
+
+
+def test_the_labelling_person_never_holds_l_over_a_reset(tmp_path):
+    """Label mode with the cube up only near the time limit: the person presses `s` before the
+    limit and lets go of `l`. Before, `l` stayed held over the reset and labelled every frame of the
+    next episode (a near miss recorded as 80 positive frames; `record` counted 3 of 5 successes
+    where the twin saw 1)."""
+    cfg = load_config(CONFIG, [*FAST, "--env.max_episode_steps=12", *NO_CAMERAS])
+    twin = Twin(cfg, TwinOptions(dir=tmp_path / "twin", port=0))
+    try:
+        person, sim = twin.human, twin.human.sim
+        person.keys = keys = HeldKeys()
+        person.set_mode("label")
+        reset = np.asarray(cfg.robot.reset_pose_deg, dtype=np.float64)
+        away = reset + np.array([10.0, 0, 0, 0, 0, 0])
+        person._process("goal", reset)  # the reset ramp ends: a new episode
+        for step in range(1, cfg.env.max_episode_steps + 1):
+            if step == 9:  # the cube comes up with 3 steps left, fewer than the labelling takes
+                q = sim._cube_q
+                sim.data.qpos[q + 2] = 0.1
+                mujoco.mj_forward(sim.model, sim.data)
+            person._process("goal", away)
+            if person.phase != "running":
+                break
+        assert keys.taps[-1] == "s" and step < cfg.env.max_episode_steps, (keys.taps, step)
+        assert "l" not in keys.held  # nothing held over into the next episode
+        assert person.successes == 1
+    finally:
+        twin.stop()
+
+
+@pytest.mark.subprocess
+def test_record_demos_with_the_leader_are_the_persons_from_the_first_step(tmp_path):
+    """`record` on the real path: the leader drives from each episode's first step, so every frame
+    of a demonstration is the person's. Before, frame 0 was a neutral action with is_intervention
+    False (the person could only take over once the first step had been sent)."""
+    twin, args = _twin(tmp_path, *NO_CAMERAS, "--env.fps=10", "--env.max_episode_steps=80")
+    try:
+        twin.post("person?mode=demo")
+        out = tmp_path / "demos"
+        r = subprocess.run(
+            [sys.executable, "-m", "hilserl_ray.record", "--config", CONFIG, *args, *NO_CAMERAS,
+             *twin.overrides(), "--episodes=2", f"--out={out}", "--no-progress", "--console.enabled=false"],
+            env=ENV, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        frames = LeRobotReader(out).read(["episode_index", INTERVENTION])
+        episodes = frames["episode_index"].reshape(-1)
+        person = frames[INTERVENTION].reshape(-1).astype(bool)
+        for e in np.unique(episodes):
+            assert person[episodes == e].all(), (e, person[episodes == e][:5])
+        ends = [e["why"] for e in _events(twin, "episode_end")]
+        assert ends.count("success") >= 1, ends  # 2 of 2 on a quiet machine
+    finally:
+        twin.stop()

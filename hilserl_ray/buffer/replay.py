@@ -294,21 +294,29 @@ class ReplayBuffer:
         self._n_valid = int(np.count_nonzero(d["valid"]))
         self._valid_idx = None
 
+    def commit_meta(self, meta: dict) -> None:
+        """Commit the owner's state alone, with no rows (with storage: it survives a kill -9)."""
+        with self._lock:
+            self._commit(None, meta)
+
     def is_stored(self, source: tuple[str, int]) -> bool:
         """Was this chunk of this sender stored already (sent again after a lost acknowledgement)?"""
         last = self._senders.get(source[0])
         return last is not None and source[1] <= last
 
     def _commit(self, source: tuple[str, int] | None, meta: dict | None) -> None:
+        """Publish the rows just written. The chunk counts as stored (`is_stored`) only once its
+        commit is written: a commit that fails (disk full) leaves it to be sent again."""
+        senders = dict(self._senders)
         if source is not None:
-            self._senders.pop(source[0], None)  # re-insert: the dict stays in last-heard order
-            self._senders[source[0]] = int(source[1])
-            while len(self._senders) > MAX_SENDERS:
-                self._senders.pop(next(iter(self._senders)))
-        if meta is not None:
-            self.meta = meta
+            senders.pop(source[0], None)  # re-insert: the dict stays in last-heard order
+            senders[source[0]] = int(source[1])
+            while len(senders) > MAX_SENDERS:
+                senders.pop(next(iter(senders)))
+        meta = self.meta if meta is None else meta
         if self._store is not None:
-            self._store.commit(self._state())
+            self._store.commit({**self._state(), "senders": senders, "meta": meta})
+        self._senders, self.meta = senders, meta
 
     def _state(self) -> dict:
         return {

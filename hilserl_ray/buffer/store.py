@@ -139,10 +139,10 @@ class RowStore:
             file = f"{name}.npy"
             # open_memmap sizes the file by seeking: sparse, disk is used only where rows are written
             a = np.lib.format.open_memmap(self.dir / file, "w+", np.dtype(dtype), (capacity, *shape))
-            if name in ("next", "row_id"):
-                a[:] = -1
-            a.flush()
+            offset, nbytes = a.offset, a.nbytes
             del a
+            if name in ("next", "row_id"):  # -1 everywhere: written, not through the mapping, so
+                _fill_ones(self.dir / file, offset, nbytes)  # a full disk is an OSError, not a SIGBUS
             entries[name] = {"file": file, "shape": [capacity, *shape], "dtype": np.dtype(dtype).str}
         manifest = {
             "format": FORMAT,
@@ -185,16 +185,20 @@ class RowStore:
                     pos += len(block)
 
     def commit(self, state: dict) -> None:
-        """Publish `state` (JSON): what is stored after the rows just written. Survives a kill -9."""
-        self._commit_seq += 1
-        record = {**state, "boot_id": self._boot, "time": time.time(), "commit_seq": self._commit_seq}
+        """Publish `state` (JSON): what is stored after the rows just written. Survives a kill -9.
+
+        A write that fails (disk full) tears only its own slot: the next try writes that slot
+        again, never the other one, which holds the last intact commit."""
+        seq = self._commit_seq + 1
+        record = {**state, "boot_id": self._boot, "time": time.time(), "commit_seq": seq}
         body = json.dumps(record).encode()
         if HEADER.size + len(body) > SLOT:
             raise StoreError(
                 f"{self.dir / COMMIT}: commit record of {len(body):,} B exceeds its {SLOT:,} B slot"
             )
-        data = HEADER.pack(self._commit_seq, len(body), zlib.crc32(body)) + body
-        _pwrite_all(self._commit_fd, memoryview(data), (self._commit_seq % 2) * SLOT)
+        data = HEADER.pack(seq, len(body), zlib.crc32(body)) + body
+        _pwrite_all(self._commit_fd, memoryview(data), (seq % 2) * SLOT)
+        self._commit_seq = seq
 
     def sync(self, state: dict) -> None:
         """Flush every field to the disk, then record `state` as surviving a power loss.
@@ -485,6 +489,17 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[n:], offset + n
 
 
+def _fill_ones(path: Path, offset: int, nbytes: int) -> None:
+    """Every byte of `path` from `offset` on, `nbytes` of them, set to 0xFF (int64 -1)."""
+    block = memoryview(b"\xff" * min(nbytes, 1 << 20))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for start in range(0, nbytes, len(block)):
+            _pwrite_all(fd, block[: min(len(block), nbytes - start)], offset + start)
+    finally:
+        os.close(fd)
+
+
 def _acquire(path: Path, timeout_s: float) -> int:
     """One writer per store: a second learner waits (a killed one releases the lock at once)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -505,12 +520,16 @@ def _acquire(path: Path, timeout_s: float) -> int:
 
 def _write_json(path: Path, obj: dict, fsync: bool) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a write cut short (disk full) leaves nothing behind
+        raise
     if fsync:
         fsync_dir(path.parent)
 

@@ -51,12 +51,16 @@ def check_files(cfg: TrainConfig) -> list[Problem]:
 
 
 def check_calibrations(cfg: TrainConfig) -> list[Problem]:
-    """The follower's and the leader's calibration files: present, every joint, sane ranges."""
+    """The follower's and the leader's calibration files: present, every joint, sane ranges.
+
+    The follower's is read by the real arm, and by the dataset conversion when the dataset's
+    joints may be in LeRobot's -100..100 range units (`dataset.joint_units` not `degrees`)."""
     if cfg.robots:  # a fleet: check_fleet checks each arm's own
         return []
     files = []
     calibration = cfg.robot.calibration
-    if cfg.robot.type != "sim" and calibration is not None and Path(calibration).is_file():
+    converts = bool(cfg.dataset.all_paths()) and cfg.dataset.joint_units != "degrees"
+    if (cfg.robot.type != "sim" or converts) and calibration is not None and Path(calibration).is_file():
         files.append(("robot.calibration", calibration))
     it = cfg.pipeline.intervention
     if it.source == "leader" and it.leader_calibration is not None:
@@ -66,7 +70,13 @@ def check_calibrations(cfg: TrainConfig) -> list[Problem]:
         try:
             load_calibration(path, JOINT_NAMES)
         except CalibrationError as e:
-            problems.append(Problem(key, str(path), f"a usable calibration: {e}"))
+            use = (
+                " (the dataset's joints convert from LeRobot's range units with it)"
+                if cfg.robot.type == "sim"
+                else ""
+            )
+            fix = "record the arm's calibration again (python -m hilserl_ray.calibrate), or pass its complete LeRobot calibration JSON"
+            problems.append(Problem(key, str(path), f"a usable calibration{use}: {e}; {fix}"))
     return problems
 
 

@@ -133,6 +133,17 @@ def load(path: Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     return out, manifest
 
 
+def is_valid(final: Path) -> bool:
+    """True when `load_or_build` would load the cache at `final` rather than build it."""
+    if not final.exists():
+        return False
+    try:
+        load(final)
+    except CacheError:
+        return False
+    return True
+
+
 def load_or_build(
     final: Path, build: Callable[[CacheWriter], dict], verify: bool = True
 ) -> tuple[dict[str, np.ndarray], dict]:

@@ -106,12 +106,16 @@ def convert(
     reader: LeRobotReader | None = None,
     alloc: Alloc = _ram_alloc,
     progress: bool = True,
+    decode: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Convert one dataset (`reader`, default `cfg.dataset.path`) to a Chunk; returns
     (chunk, report): the report says what was decided and done (see `format_report`).
 
     The recorded frames pass through every step's offline transform (`envs.pipeline.STEPS`),
-    in pipeline order, as the live env's observations pass through its wrappers."""
+    in pipeline order, as the live env's observations pass through its wrappers. Every video
+    is checked (`check_videos`) before any is decoded, so a cut file fails in seconds; with
+    `decode=False` that check is all, and the chunk has no images (what `check_offline_transitions`
+    reads)."""
     spec = spec or pipeline_spec(cfg)
     if reader is None:
         if cfg.dataset.path is None:
@@ -143,7 +147,9 @@ def convert(
     signals, rules = _signals(cfg, reader, cols, present, layout, alloc)
     out.update(signals)
     out.update(_episode_fields(reader, layout, alloc))
-    out.update(decode_images(reader, cfg, spec, rec.images, layout, alloc, progress))
+    check_videos(reader, cfg, rec.images)
+    if decode:
+        out.update(decode_images(reader, cfg, spec, rec.images, layout, alloc, progress))
     seconds = time.perf_counter() - t0
     return out, _summary(cfg, spec, reader, decision, rec.clipped, seconds, opt, present, rules)
 
@@ -162,19 +168,19 @@ def read_recorded(
     value checked finite (and a pipeline action in range), naming the episode and frame."""
     eps = reader.episodes
     joints = joint_degrees(state_col[:, :NUM_JOINTS], cfg, decision.joint_units)
-    _check_finite(joints, key[STATE], eps)
+    _check_finite(joints, key[STATE], reader)
     # the SO-101's proprioception step makes the state from the joints; a gym env's is as recorded
     obs = {STATE: state_col.astype(np.float32) if is_gym(cfg) else joints}
     if ENV_STATE in spec.observation:  # privileged sim state (state-only sim tasks): as recorded
         env_key = mapping.dataset_key(ENV_STATE, cfg)
         obs[ENV_STATE] = reader.read([env_key])[env_key].astype(np.float32)
-        _check_finite(obs[ENV_STATE], env_key, eps)
+        _check_finite(obs[ENV_STATE], env_key, reader)
     in_pipeline = decision.action_format == "pipeline"
     if in_pipeline:
-        action = _check_actions(action_col, key[ACTION], spec, eps)
+        action = _check_actions(action_col, key[ACTION], spec, reader)
     else:  # joint targets, or deltas in the dataset's units made targets, in degrees
         raw = action_col[:, :NUM_JOINTS].astype(np.float64)
-        _check_finite(raw, key[ACTION], eps)
+        _check_finite(raw, key[ACTION], reader)
         if decision.action_format == "joint_deltas":
             raw = state_col[:, :NUM_JOINTS].astype(np.float64) + raw
         action = joint_degrees(raw, cfg, decision.joint_units)
@@ -188,6 +194,12 @@ def read_recorded(
         kin=Kinematics(cfg.robot.mjcf),
         clipped=np.zeros(len(joints), bool),
     )
+
+
+def check_videos(reader: LeRobotReader, cfg: TrainConfig, cameras) -> int:
+    """Each camera's video files opened and their frames counted against the episodes, without
+    decoding them (`LeRobotReader.check_frames`); returns how many files were checked."""
+    return sum(reader.check_frames(mapping.dataset_key(name, cfg)) for name in cameras)
 
 
 def decode_images(
@@ -314,7 +326,7 @@ def joint_degrees(values: np.ndarray, cfg: TrainConfig, units: str | None = None
     if units in ("degrees", "auto"):
         return values
     return (
-        Normalizer(load_calibration(cfg.robot.calibration), JOINT_NAMES)
+        Normalizer(load_calibration(cfg.robot.calibration, JOINT_NAMES), JOINT_NAMES)
         .from_lerobot_range(values)
         .astype(np.float64)
     )
@@ -385,16 +397,23 @@ def _signals(
     return fields, {"reward_rule": reward_rule, "done_rule": done_rule}
 
 
-def _check_finite(a: np.ndarray, name: str, eps) -> None:
+def _check_finite(a: np.ndarray, name: str, reader: LeRobotReader) -> None:
     bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DatasetError(f"column {name!r}: non-finite value at {_where(row, eps)}: {a[row]}")
+        e = _episode(row, reader.episodes)
+        raise DatasetError(
+            f"column {name!r}: non-finite value at {_where(row, reader.episodes)}: {_values(a[row])} "
+            f"({int(bad.sum())} frame(s) hold NaN or inf)",
+            where=str(reader.data_file(e)) if e is not None else str(reader.root),
+            fix="repair those values in the parquet file, or record the episode again",
+        )
 
 
-def _check_actions(a: np.ndarray, name: str, spec: FeatureSpec, eps) -> np.ndarray:
+def _check_actions(a: np.ndarray, name: str, spec: FeatureSpec, reader: LeRobotReader) -> np.ndarray:
     a = a.astype(np.float32)
-    _check_finite(a, name, eps)
+    eps = reader.episodes
+    _check_finite(a, name, reader)
     n = spec.continuous_action_dim
     cont = a[:, :n]
     bad = (np.abs(cont) > 1.0 + 1e-4).any(axis=1)
@@ -418,11 +437,17 @@ def _check_actions(a: np.ndarray, name: str, spec: FeatureSpec, eps) -> np.ndarr
     return a
 
 
+def _values(v: np.ndarray) -> str:
+    return np.array2string(np.asarray(v), precision=4, max_line_width=10_000)
+
+
+def _episode(row: int, eps):
+    return next((e for e in eps if e.start <= row < e.start + e.length), None)
+
+
 def _where(row: int, eps) -> str:
-    for e in eps:
-        if e.start <= row < e.start + e.length:
-            return f"episode {e.index} frame {row - e.start}"
-    return f"row {row}"
+    e = _episode(row, eps)
+    return f"row {row}" if e is None else f"episode {e.index} frame {row - e.start}"
 
 
 # ------------------------------------------------------------------------------- the entry point
@@ -473,6 +498,31 @@ def _file_stamp(path) -> list | None:
     return [cache.files_fingerprint(Path(path).parent, [Path(path)]), st.st_size]
 
 
+def open_dataset(cfg: TrainConfig, root: Path | str | None = None) -> tuple[LeRobotReader, formats.Decision]:
+    """A dataset's metadata read and held against the pipeline (`check_dataset`), every file it
+    lists present; `root` defaults to `cfg.dataset.path`."""
+    root = root if root is not None else cfg.dataset.path
+    if root is None:
+        raise ValueError(
+            "dataset.path: no dataset configured (set dataset.path to a LeRobot dataset directory)"
+        )
+    reader = LeRobotReader(root)
+    decision = check_dataset(reader, cfg)
+    missing = [p for p in reader.files() if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p.relative_to(reader.root)) for p in missing[:3])
+        raise DatasetError(
+            f"{reader.root}: {len(missing)} file(s) its metadata lists are missing ({shown}); "
+            "copy the whole dataset directory"
+        )
+    return reader, decision
+
+
+def offline_cache_path(cfg: TrainConfig, reader: LeRobotReader, key: str) -> Path:
+    """The cache directory of this dataset converted under `key`."""
+    return cache.cache_dir(cache_root(cfg), key, tag=cache.path_tag(reader.root))
+
+
 def load_offline_transitions(
     cfg: TrainConfig,
     spec: FeatureSpec | None = None,
@@ -485,27 +535,14 @@ def load_offline_transitions(
     The conversion report is printed once, when it is made, and saved in the cache directory
     (report.txt). Cached arrays are read-only memory maps; `ReplayBuffer.add_chunk` copies.
     """
-    root = root if root is not None else cfg.dataset.path
-    if root is None:
-        raise ValueError(
-            "dataset.path: no dataset configured (set dataset.path to a LeRobot dataset directory)"
-        )
     spec = spec or pipeline_spec(cfg)
-    reader = LeRobotReader(root)
-    decision = check_dataset(reader, cfg)
-    missing = [p for p in reader.files() if not p.is_file()]
-    if missing:
-        shown = ", ".join(str(p.relative_to(reader.root)) for p in missing[:3])
-        raise DatasetError(
-            f"{reader.root}: {len(missing)} file(s) its metadata lists are missing ({shown}); "
-            "copy the whole dataset directory"
-        )
+    reader, decision = open_dataset(cfg, root)
     if not cfg.dataset.cache:
         chunk, report = convert(cfg, spec, reader, progress=progress)
         print(format_report(report), flush=True)
         return chunk
     key = offline_cache_key(cfg, spec, reader, decision)
-    path = cache.cache_dir(cache_root(cfg), key, tag=cache.path_tag(reader.root))
+    path = offline_cache_path(cfg, reader, key)
     t0 = time.perf_counter()
     existed = path.exists()
 
@@ -533,6 +570,37 @@ def load_offline_transitions(
             path / "report.txt",
         )
     return chunk
+
+
+def check_offline_transitions(
+    cfg: TrainConfig, spec: FeatureSpec | None = None, root: Path | str | None = None
+) -> str:
+    """What `load_offline_transitions` would fail on, found without decoding a frame or writing a
+    file (a dry run; a run that converts in its learner): when the cache for this config is valid,
+    nothing more (the run loads it); else the conversion without its images (every parquet
+    column it uses: rows, order, finite values, action ranges) and every video opened and its
+    frames counted (`check_videos`). Returns one line saying what was read."""
+    spec = spec or pipeline_spec(cfg)
+    reader, decision = open_dataset(cfg, root)
+    if cfg.dataset.cache:
+        path = offline_cache_path(cfg, reader, offline_cache_key(cfg, spec, reader, decision))
+        if cache.is_valid(path):
+            return (
+                f"dataset {reader.root}: its offline cache for this config is valid ({path}), not read again"
+            )
+    convert(cfg, spec, reader, progress=False, decode=False)
+    cams = [mapping.dataset_key(IMAGE_PREFIX + c.name, cfg) for c in cfg.env.cameras]
+    videos = len({e.videos[k][0] for e in reader.episodes for k in cams if k in e.videos})
+    return (
+        f"dataset {reader.root}: {len(reader.episodes)} episodes, {reader.num_frames} frames read "
+        f"(parquet columns and values, {videos} video file(s) opened and their frames counted)"
+    )
+
+
+def check_offline_datasets(cfg: TrainConfig, spec: FeatureSpec | None = None) -> list[str]:
+    """`check_offline_transitions` of every configured dataset."""
+    spec = spec or pipeline_spec(cfg)
+    return [check_offline_transitions(cfg, spec, p) for p in cfg.dataset.all_paths()]
 
 
 def load_offline_datasets(

@@ -32,7 +32,7 @@ from hilserl_ray.data.lerobot_reader import LeRobotReader
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import Problem
 from hilserl_ray.features import ACTION, STATE
-from hilserl_ray.hardware.calibration import Normalizer, load_calibration
+from hilserl_ray.hardware.calibration import CalibrationError, Normalizer, load_calibration
 from hilserl_ray.so101 import ARM, ARM_JOINTS, JOINT_NAMES, NUM_JOINTS
 
 RANGE_LIMIT = 100.0  # LeRobot's range units lie in [-100, 100]
@@ -180,10 +180,15 @@ def action_modes(cfg: TrainConfig) -> dict[tuple[bool, bool], list[str]]:
 
 
 def calibration_limits(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The calibrated joint ranges in degrees; None without a usable calibration (the file check,
+    `checks.files.check_calibrations`, names what is wrong with it)."""
     path = cfg.robot.calibration
     if path is None or not Path(path).is_file():
         return None
-    return Normalizer(load_calibration(path, JOINT_NAMES), JOINT_NAMES).limits()
+    try:
+        return Normalizer(load_calibration(path, JOINT_NAMES), JOINT_NAMES).limits()
+    except CalibrationError:
+        return None
 
 
 def _joint_units(cfg, fmt, srange, arange) -> tuple[str, str, list[Problem]]:

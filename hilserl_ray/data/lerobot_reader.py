@@ -22,11 +22,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hilserl_ray.data.layout import DEFAULT_FEATURES, V21_DATA_PATH, V21_VIDEO_PATH
-from hilserl_ray.data.video import PipelineImages, decode_frames
+from hilserl_ray.data.video import PipelineImages, decode_frames, frame_times
 from hilserl_ray.envs.transforms import process_image
 from hilserl_ray.errors import UserError
 
 TIME_TOLERANCE_S = 1e-4  # LeRobot's own tolerance between a frame's time and its video frame
+COPY_AGAIN = (
+    "copy the whole dataset directory again from where it was recorded (a copy that stopped cuts files)"
+)
+VERSIONS = ("v3.0", "v2.1")  # the codebase_version values read here
+# LeRobot's own upgrade of a v2.0 dataset to v2.1 (per-episode stats), in its releases that write v2.1
+V20_UPGRADE = "python -m lerobot.datasets.v21.convert_dataset_v20_to_v21 --repo-id=<repo>"
 
 
 class DatasetError(UserError, ValueError):
@@ -55,11 +61,13 @@ class LeRobotReader:
             self.info = json.loads(info_path.read_text())
         except json.JSONDecodeError as e:
             raise DatasetError(f"{info_path}: not valid JSON ({e})") from None
+        problem = info_problem(self.info)
+        if problem is not None:
+            raise DatasetError(f"{info_path}: {problem}")
         self.version = str(self.info.get("codebase_version", ""))
-        if self.version not in ("v3.0", "v2.1", "v2.0"):
+        if self.version not in VERSIONS:
             raise DatasetError(
-                f"{info_path}: codebase_version {self.version!r} is not supported; expected 'v3.0' or 'v2.1' "
-                "(convert older datasets with lerobot's conversion script)"
+                f"{info_path}: codebase_version {self.version!r} is not supported; {_upgrade(self.version)}"
             )
         try:
             self.fps = float(self.info["fps"])
@@ -160,17 +168,22 @@ class LeRobotReader:
             episodes.append(Episode(idx, int(row["length"]), 0, list(row.get("tasks", [])), videos))
         return episodes
 
-    def data_files(self) -> list[Path]:
+    def data_file(self, e: Episode) -> Path:
+        """The parquet file that holds episode `e`'s rows."""
         if self.version == "v3.0":
-            files = sorted({e.data_file for e in self.episodes})
-            template = self.info.get("data_path")
-            return [self.root / template.format(chunk_index=c, file_index=f) for c, f in files]
+            c, f = e.data_file
+            return self.root / self.info.get("data_path").format(chunk_index=c, file_index=f)
         chunks_size = int(self.info.get("chunks_size", 1000))
         template = self.info.get("data_path") or V21_DATA_PATH
-        return [
-            self.root / template.format(episode_chunk=e.index // chunks_size, episode_index=e.index)
-            for e in self.episodes
-        ]
+        return self.root / template.format(episode_chunk=e.index // chunks_size, episode_index=e.index)
+
+    def data_files(self) -> list[Path]:
+        if self.version == "v3.0":
+            first: dict[tuple[int, int], Episode] = {}
+            for e in self.episodes:
+                first.setdefault(e.data_file, e)
+            return [self.data_file(first[k]) for k in sorted(first)]
+        return [self.data_file(e) for e in self.episodes]
 
     def files(self) -> list[Path]:
         """Every file the dataset's content depends on (for cache fingerprints)."""
@@ -206,6 +219,7 @@ class LeRobotReader:
                         )
                     t = pq.read_table(p, columns=need)
                 for c in need:
+                    _check_width(p, c, t.column(c), self.features[c])
                     parts[c].extend(t.column(c).chunks)
             for c in need:
                 self._column_cache[c] = pa.concat_arrays(parts[c]) if parts[c] else pa.array([])
@@ -250,6 +264,36 @@ class LeRobotReader:
         if key in self.image_keys:
             yield from self._image_frames(key, size, crop)
             return
+        self.converter = convert = PipelineImages(crop, size)
+        for path, match in self._video_files(key):
+            convert.new_file()
+            for t, frame in _checked_frames(path, key, self.features[key]):
+                row = match.row(t)
+                if row is not None:
+                    yield row, convert(frame)
+            match.check_complete()
+
+    def check_frames(self, key: str) -> int:
+        """What `frames(key)` would fail on, found without decoding the video: each file opened and
+        its first frame decoded (missing, damaged, another size than meta/info.json), then every
+        frame's time from the container's packets matched to the episodes (a cut file lacks its
+        last frames). Returns the number of video files checked (0 for images in the parquet
+        files, which only the conversion decodes)."""
+        if key in self.image_keys:
+            return 0
+        files = self._video_files(key)
+        for path, match in files:
+            with contextlib.closing(_checked_frames(path, key, self.features[key])) as first:
+                next(first, None)
+            with _decodable(path, key):
+                times = frame_times(path)
+            for t in times:
+                match.row(t)
+            match.check_complete()
+        return len(files)
+
+    def _video_files(self, key: str) -> list[tuple[Path, _FileEpisodes]]:
+        """Camera `key`'s video files, in order, each with the episodes whose frames it holds."""
         if key not in self.video_keys:
             raise DatasetError(
                 f"{self.root}: {key!r} is not a camera; cameras are {self.video_keys + self.image_keys}"
@@ -257,30 +301,7 @@ class LeRobotReader:
         by_file: dict[Path, list[Episode]] = {}
         for e in self.episodes:
             by_file.setdefault(e.videos[key][0], []).append(e)
-        fps, tol = self.fps, TIME_TOLERANCE_S
-        self.converter = convert = PipelineImages(crop, size)
-        for path, eps in sorted(by_file.items()):
-            eps = sorted(eps, key=lambda e: e.videos[key][1])
-            spans = [(e.videos[key][1], e) for e in eps]
-            found = dict.fromkeys((e.index for e in eps), 0)
-            convert.new_file()
-            j = 0
-            for t, frame in _checked_frames(path, key, self.features[key]):
-                while j + 1 < len(spans) and t >= spans[j + 1][0] - tol:
-                    j += 1
-                start, e = spans[j]
-                rel = (t - start) * fps
-                i = round(rel)
-                if i < 0 or i >= e.length or abs(rel - i) / fps > tol:
-                    continue  # a frame outside every listed episode (e.g. an unsaved one)
-                found[e.index] += 1
-                yield e.start + i, convert(frame)
-            short = [(e.index, found[e.index], e.length) for e in eps if found[e.index] != e.length]
-            if short:
-                detail = ", ".join(f"episode {i}: {n} of {length}" for i, n, length in short)
-                raise DatasetError(
-                    f"{path}: frames missing for {key} ({detail}); the video file is truncated or misaligned"
-                )
+        return [(path, _FileEpisodes(path, key, eps, self.fps)) for path, eps in sorted(by_file.items())]
 
     def _image_frames(self, key: str, size, crop) -> Iterator[tuple[int, np.ndarray]]:
         col = self._columns([key])[key]
@@ -296,6 +317,38 @@ class LeRobotReader:
             yield row, img
 
 
+def _upgrade(version: str) -> str:
+    """How to get a dataset of `version` into one read here."""
+    if version == "v2.0":
+        return (
+            f"LeRobot v3.0 and v2.1 datasets are read; upgrade this one to v2.1 with LeRobot's converter: "
+            f"{V20_UPGRADE} (lerobot/common/datasets/v21/convert_dataset_v20_to_v21.py in older LeRobot)"
+        )
+    return "expected 'v3.0' or 'v2.1' (convert older datasets with lerobot's conversion script)"
+
+
+def info_problem(info: object) -> str | None:
+    """What makes a parsed meta/info.json other than LeRobot's layout (an object whose
+    `features` maps each name to {dtype, shape, names}), with the fix; None when it is."""
+    fix = "restore the meta/info.json LeRobot wrote (or record the dataset again)"
+    if not isinstance(info, dict):
+        return f"the top level is a {type(info).__name__}, not an object; {fix}"
+    features = info.get("features")
+    if not isinstance(features, dict):
+        got = "missing" if features is None else f"a {type(features).__name__}"
+        return (
+            f"'features' is {got}; it must map each feature name to its {{dtype, shape, names}} "
+            f"(an object, as LeRobot writes it); {fix}"
+        )
+    for name, f in features.items():
+        if not isinstance(f, dict):
+            return f"features[{name!r}] is a {type(f).__name__}, not an object {{dtype, shape, names}}; {fix}"
+        shape = f.get("shape")
+        if shape is not None and not (isinstance(shape, list) and all(isinstance(n, int) for n in shape)):
+            return f"features[{name!r}].shape is {shape!r}, not a list of integers such as [6]; {fix}"
+    return None
+
+
 @contextlib.contextmanager
 def _readable(path: Path):
     """A parquet file that pyarrow cannot read (truncated, not parquet) as a DatasetError naming it."""
@@ -303,8 +356,50 @@ def _readable(path: Path):
         yield
     except (pa.ArrowException, OSError) as e:
         raise DatasetError(
-            f"{path}: unreadable parquet ({' '.join(str(e).split())[:200]}); the file is truncated or damaged"
+            f"unreadable parquet ({' '.join(str(e).split())[:200]}); the file is truncated or damaged",
+            where=str(path),
+            fix=COPY_AGAIN,
         ) from None
+
+
+class _FileEpisodes:
+    """The episodes one video file holds: a frame's time -> its row, and the frames that never came.
+
+    Frame time t belongs to the episode whose span holds it, as frame `round((t - from_timestamp)
+    * fps)` of that episode; times must come in increasing order."""
+
+    def __init__(self, path: Path, key: str, eps: list[Episode], fps: float):
+        self.path, self.key, self.fps = path, key, fps
+        self.spans = [(e.videos[key][1], e) for e in sorted(eps, key=lambda e: e.videos[key][1])]
+        self.found = dict.fromkeys((e.index for _, e in self.spans), 0)
+        self.j = 0
+
+    def row(self, t: float) -> int | None:
+        """The row of the frame at time `t`, or None for a frame outside every listed episode."""
+        tol, spans = TIME_TOLERANCE_S, self.spans
+        while self.j + 1 < len(spans) and t >= spans[self.j + 1][0] - tol:
+            self.j += 1
+        start, e = spans[self.j]
+        rel = (t - start) * self.fps
+        i = round(rel)
+        if i < 0 or i >= e.length or abs(rel - i) / self.fps > tol:
+            return None  # a frame outside every listed episode (e.g. an unsaved one)
+        self.found[e.index] += 1
+        return e.start + i
+
+    def check_complete(self) -> None:
+        """Every episode got each of its frames once."""
+        short = [
+            (e.index, self.found[e.index], e.length) for _, e in self.spans if self.found[e.index] != e.length
+        ]
+        if short:
+            detail = ", ".join(f"episode {i}: {n} of {length}" for i, n, length in short)
+            raise DatasetError(
+                f"frames missing for {self.key} ({detail}); the video file is truncated or misaligned",
+                where=str(self.path),
+                fix=f"{COPY_AGAIN}; if the file is whole, its episodes' from_timestamp and length in meta/ "
+                "disagree with it: record them again",
+            )
 
 
 def _checked_frames(path: Path, key: str, feature: dict) -> Iterator[tuple[float, object]]:
@@ -314,7 +409,7 @@ def _checked_frames(path: Path, key: str, feature: dict) -> Iterator[tuple[float
     meta/info.json states would silently shift every crop."""
     want = image_hw(feature)
     first = True
-    try:
+    with _decodable(path, key):
         for t, frame in decode_frames(path):
             if first and want is not None and (frame.height, frame.width) != want:
                 raise DatasetError(
@@ -323,11 +418,20 @@ def _checked_frames(path: Path, key: str, feature: dict) -> Iterator[tuple[float
                 )
             first = False
             yield t, frame
+
+
+@contextlib.contextmanager
+def _decodable(path: Path, key: str):
+    """A video file that PyAV cannot open or read (missing, cut, not a video) as a DatasetError naming it."""
+    try:
+        yield
+    except DatasetError:
+        raise
     except (FileNotFoundError, ValueError, av.error.FFmpegError) as e:
-        if isinstance(e, DatasetError):
-            raise
         raise DatasetError(
-            f"{path}: cannot decode {key} ({' '.join(str(e).split())[:200]}); the video is missing or damaged"
+            f"cannot decode {key} ({' '.join(str(e).split())[:200]}); the video is missing or damaged",
+            where=str(path),
+            fix=COPY_AGAIN,
         ) from None
 
 
@@ -340,6 +444,31 @@ def image_hw(feature: dict) -> tuple[int, int] | None:
     if names[:1] in (["channel"], ["channels"]) or (shape[0] == 3 and shape[2] != 3):
         return int(shape[1]), int(shape[2])
     return int(shape[0]), int(shape[1])
+
+
+def _check_width(path: Path, name: str, col: pa.ChunkedArray, feature: dict) -> None:
+    """A vector column's rows hold the values meta/info.json's shape says (conversion and the
+    networks size every input from info.json, so a shorter row would shift every value)."""
+    shape = feature.get("shape") or []
+    kind = col.type
+    if len(shape) != 1 or not (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
+        return
+    if pa.types.is_fixed_size_list(kind):
+        sizes = {kind.list_size}
+    else:
+        lengths = pc.list_value_length(col).drop_null().to_numpy(zero_copy_only=False)
+        sizes = set(np.unique(lengths).tolist())
+    want = int(shape[0])
+    wrong = sorted(int(n) for n in sizes if n != want)
+    if wrong:
+        got = " to ".join(map(str, dict.fromkeys([wrong[0], wrong[-1]])))
+        raise DatasetError(
+            f"{path}: {name!r} rows hold {got} values, meta/info.json says {want} (shape {list(shape)}); "
+            f"the data and meta/info.json must agree: record the dataset again, or set features[{name!r}].shape "
+            "in meta/info.json to what was recorded"
+        )
 
 
 def _to_numpy(col: pa.Array, feature: dict, name: str) -> np.ndarray:

@@ -12,7 +12,8 @@ just move the leader: once it leaves the pose where it was last handed back (epi
 hand-back) by more than `pipeline.intervention.leader_divergence_deg` on any joint, the human
 has control. The leader never follows the follower (its torque stays off), so the reference is
 the leader's own resting pose, not the follower's. Control returns on the toggle key or at the
-next episode. Keys (s/f/r for success/failure/re-record) are optional: without pynput or a
+next episode. `record` opens it with `from_start`: the leader drives from every episode's first
+step (a demonstration is the person's from step 0, as LeRobot's record with a teleoperator). Keys (s/f/r for success/failure/re-record) are optional: without pynput or a
 desktop the source still works by divergence.
 """
 
@@ -90,8 +91,10 @@ class LeaderSource:
         params: JointActionParams,
         divergence_deg: float,
         keys: KeyboardListener | None = None,
+        from_start: bool = False,
     ):
         self.leader, self.kin = leader, kinematics
+        self.from_start = from_start
         self.params, self.divergence_deg = params, divergence_deg
         self.control = KeyEvents(keys) if keys is not None else None
         self.engaged = False
@@ -102,7 +105,8 @@ class LeaderSource:
     def reset(self) -> None:
         if self.control is not None:
             self.control.reset()
-        self.engaged = self._key_engaged = False
+            self.control.engaged = self.from_start  # the toggle key still hands back
+        self.engaged = self._key_engaged = self.from_start
         self.reference = self.leader.read()
 
     def _update_engagement(self, q_leader: np.ndarray) -> None:
@@ -151,9 +155,13 @@ class LeaderSource:
 
 
 def make_leader_source(
-    cfg: TrainConfig, keys: KeyboardListener | None = None, use_keyboard: bool = True
+    cfg: TrainConfig,
+    keys: KeyboardListener | None = None,
+    use_keyboard: bool = True,
+    from_start: bool = False,
 ) -> LeaderSource:
-    """Connect the leader arm named by `pipeline.intervention.leader_*`; keys if pynput works."""
+    """Connect the leader arm named by `pipeline.intervention.leader_*`; keys if pynput works.
+    from_start: the leader drives from each episode's first step (`record`'s demonstrations)."""
     it = cfg.pipeline.intervention
     if not it.leader_port:
         raise ValueError("pipeline.intervention.leader_port: the leader arm's serial port is required")
@@ -177,4 +185,5 @@ def make_leader_source(
         params=JointActionParams.from_config(cfg),
         divergence_deg=it.leader_divergence_deg,
         keys=keys,
+        from_start=from_start,
     )

@@ -200,9 +200,10 @@ class GamepadSource:
 
 
 # -------------------------------------------------------------------------------- factory
-def make_teleop_source(cfg: TrainConfig):
+def make_teleop_source(cfg: TrainConfig, demonstrating: bool = False):
     """The human intervention source named by `pipeline.intervention.source` (keyboard, gamepad,
-    leader). Devices open here, so a missing one fails before the first episode."""
+    leader). Devices open here, so a missing one fails before the first episode. demonstrating:
+    the leader drives from each episode's first step (`record`); keys and pads act when touched."""
     source = cfg.pipeline.intervention.source
     if source in ("keyboard", "gamepad"):  # the leader arm gives joint targets: either action format
         check_action_format(cfg, source)
@@ -215,7 +216,7 @@ def make_teleop_source(cfg: TrainConfig):
         # here, not at the top: the leader's bus and kinematics stay out of the sim and the console
         from hilserl_ray.hardware.leader import make_leader_source
 
-        return make_leader_source(cfg)
+        return make_leader_source(cfg, from_start=demonstrating)
     raise ValueError(
         f"pipeline.intervention.source: {source!r} is not a human device (keyboard, gamepad, leader)"
     )

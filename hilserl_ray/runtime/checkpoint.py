@@ -9,10 +9,15 @@ Rotation (`keep_last`) counts only checkpoints whose files read back: a damaged 
 `<name>.damaged` (kept for a look, never loaded, never counted) and reported in one line, so
 it never takes the place of a good one, and a checkpoint is deleted only once `keep_last`
 newer good ones are complete.
+
+A final save that finds the disk full may `make_room`: the oldest good checkpoint goes, one at a
+time, never the newest. Where the new `last` pointer does not fit, the old one is removed
+instead: without a pointer, the newest complete checkpoint (the one just written) is the last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -26,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
+from hilserl_ray.errors import NO_SPACE
 from hilserl_ray.fsutil import fsync_dir
 
 COMPLETE = "COMPLETE"  # marker written last inside a checkpoint dir
@@ -99,21 +105,45 @@ def exchange(a: Path, b: Path) -> None:
 
 
 def _write_pointer(root: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".last-")
-    with os.fdopen(fd, "w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / POINTER)
+    """`last` names `name` (the newest complete checkpoint). On a full disk the old pointer goes
+    (freeing its block) and the new one is tried again; if it still does not fit, no pointer is
+    left, which `latest_checkpoint` reads as the newest complete checkpoint: `name` all the same."""
+    try:
+        _replace_pointer(root, name)
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        (root / POINTER).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            _replace_pointer(root, name)
     fsync_dir(root)
+
+
+def _replace_pointer(root: Path, name: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".last-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / POINTER)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def pointed_at(root: Path) -> str | None:
+    """The checkpoint name the `last` pointer file holds; None without one."""
+    pointer = Path(root) / POINTER
+    return pointer.read_text().strip() if pointer.is_file() else None
 
 
 def latest_checkpoint(root: Path) -> Path | None:
     """The checkpoint `last` points at, if complete; else the newest complete one; else None."""
     root = Path(root)
-    pointer = root / POINTER
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
+    name = pointed_at(root)
+    if name is not None:
+        candidate = root / name
         if (candidate / COMPLETE).is_file():
             return candidate
     complete = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
@@ -130,6 +160,22 @@ def _prune(root: Path, keep_last: int, keep: str, check, report: Callable[[str],
     for old in good[:-keep_last]:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def make_room(root: Path, check: Callable[[Path], str | None] | None = None) -> Path | None:
+    """Delete the oldest good checkpoint (`check`: what is damaged in one, as in rotation) to make
+    room for a new one on a full disk; never the one `last` names, so one always stays. Returns
+    it, or None when there is none to spare. It leaves the checkpoints' names first, so a kill
+    during the deletion leaves no half-deleted checkpoint that looks complete."""
+    root = Path(root)
+    good = [p for p in complete_checkpoints(root) if check is None or check(p) is None]
+    if len(good) < 2:
+        return None
+    oldest = min(good[1:], key=lambda p: p.name)  # good[0]: the one `last` names
+    aside = root / f".tmp-room-{oldest.name}-{uuid.uuid4().hex[:8]}"
+    os.replace(oldest, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    return oldest
 
 
 def damaged_file(ckpt: Path) -> str | None:
@@ -193,8 +239,8 @@ def set_aside_damaged(
     if moved:
         fsync_dir(root)
         pointer = root / POINTER
-        named = root / pointer.read_text().strip() if pointer.is_file() else None
-        if named is None or not (named / COMPLETE).is_file():
+        name = pointed_at(root)
+        if name is None or not (root / name / COMPLETE).is_file():
             newest = sorted(p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file())
             if newest:
                 _write_pointer(root, newest[-1].name)
@@ -207,9 +253,9 @@ def complete_checkpoints(root: Path) -> list[Path]:
     """Every complete checkpoint, newest first, the one `last` points at leading (resume fallback)."""
     root = Path(root)
     done = sorted((p for p in root.glob("[0-9]" * 10) if (p / COMPLETE).is_file()), reverse=True)
-    pointer = root / POINTER
-    if pointer.is_file():
-        target = root / pointer.read_text().strip()
+    name = pointed_at(root)
+    if name is not None:
+        target = root / name
         if target in done:
             done.remove(target)
             done.insert(0, target)

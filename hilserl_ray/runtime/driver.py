@@ -6,8 +6,12 @@ Ctrl+C (SIGINT) or `ray job stop` (SIGTERM, or SIGINT with RAY_JOB_STOP_SIGNAL=S
 event; the loop then stops the robot actors (hold, torque off), takes a final checkpoint and
 exits within `shutdown_timeout_s`. During start-up it abandons the start (exit 130, nothing
 saved). A second signal exits at once. A robot actor that fails for good, or no env step for
-`actors.no_step_timeout_s`, ends the run the same safe way with its error as one line; in a fleet
-with `actors.on_robot_failure: continue` the other arms train on.
+`actors.no_step_timeout_s`, ends the run the same safe way with its error as one line (exit 1,
+2 when the cause is a setting); in a fleet with `actors.on_robot_failure: continue` the other arms
+train on. A full disk under `output_dir` (replay rows, a checkpoint, metrics) ends it the same safe
+way, exit 2, with one line naming the directory and the fix: the replay store keeps every
+acknowledged transition, and the final checkpoint is written if it fits (older checkpoints making
+room for it, one at a time, the newest of them always kept), else the newest complete one stands.
 """
 
 from __future__ import annotations
@@ -25,22 +29,20 @@ from pathlib import Path
 
 import ray
 
-from hilserl_ray.buffer.chunk import chunk_layout
-from hilserl_ray.buffer.store import check_store
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import write_config
-from hilserl_ray.envs.pipeline import pipeline_spec
-from hilserl_ray.errors import UserError, user_error
+from hilserl_ray.errors import DiskFull, UserError, disk_full_as, no_space, user_error
 from hilserl_ray.fleet.arms import Arm, fleet, local_node_placement
-from hilserl_ray.preflight import check_cluster, check_dataset_readable
+from hilserl_ray.preflight import check_cluster, check_inputs
 from hilserl_ray.runtime import rundir
 from hilserl_ray.runtime.checkpoint import (
     damaged_file,
     latest_checkpoint,
+    make_room,
     set_aside_damaged,
     write_checkpoint,
 )
-from hilserl_ray.runtime.learner import LearnerActor, replay_dir
+from hilserl_ray.runtime.learner import LearnerActor
 from hilserl_ray.runtime.metrics import MetricsLogger, console_line
 from hilserl_ray.runtime.procs import descendants
 from hilserl_ray.runtime.resume import CheckpointLoadError, choose_checkpoint
@@ -176,6 +178,7 @@ class Run:
         self.last_try_updates = 0  # updates at the last save, failed or not: the next is every_updates on
         self.unloadable: dict[Path, str] = {}  # checkpoints the learner could not load: why
         self.resumed_from: Path | None = None
+        self.no_final: DiskFull | None = None  # the final checkpoint found the disk full
 
     def list_consoles(self, timeout_s: float = 120.0) -> list[dict]:
         """Print each robot actor's console page (one per actor; a restarted actor prints its own
@@ -291,9 +294,10 @@ class Run:
     def checkpoint(self, restart: bool = True) -> Path | None:
         """Save now; named for the update count the learner saved at. None if nothing new or failed.
 
-        A failed save (disk full, read-only directory) costs only that checkpoint: training
-        goes on, the previous one stands and the next try is `every_updates` later. A learner
-        that dies during the save is restarted (`restart`), like one that dies at any other time.
+        A failed save (read-only directory, ...) costs only that checkpoint: training goes on,
+        the previous one stands and the next try is `every_updates` later; a full disk raises
+        DiskFull (the run stops). A learner that dies during the save is restarted (`restart`),
+        like one that dies at any other time.
         """
         try:
             now = ray.get(self.learner.counters_now.remote())
@@ -315,6 +319,8 @@ class Run:
             return None
         except (OSError, ray.exceptions.RayTaskError) as e:
             cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) else e
+            if no_space(cause):
+                raise DiskFull(self.out, "writing a checkpoint") from None
             say(
                 f"warning: checkpoint failed ({type(cause).__name__}: {cause}); training goes on, the "
                 f"previous checkpoint stands, next try in {self.cfg.checkpoint.every_updates} updates"
@@ -326,6 +332,24 @@ class Run:
         say(f"checkpoint {path} (updates {counters['updates']}, env steps {counters['env_steps']})")
         return path
 
+    def final_checkpoint(self) -> None:
+        """The last save. On a full disk the oldest checkpoints make room for it, one at a time
+        (it holds what the replay store holds; they are older), never the newest, which stands
+        if it still does not fit."""
+        while True:
+            try:
+                self.checkpoint(restart=False)
+                self.no_final = None
+                return
+            except DiskFull as e:
+                self.no_final = e
+            spared = make_room(self.ckpt_root, check=damaged_file)
+            if spared is None:
+                break
+            say(f"disk full: deleted the oldest checkpoint {spared.name} to make room for the final one")
+        last = latest_checkpoint(self.ckpt_root)
+        say(f"warning: no room for a final checkpoint; {last.name if last else 'no checkpoint'} stands")
+
     def _restart_learner(self) -> None:
         last = latest_checkpoint(self.ckpt_root)
         say(f"learner died: restarting it from {last or 'scratch'}")
@@ -333,28 +357,37 @@ class Run:
         self._await_name_free()
         self.learner = self._start_learner([last] if last else [])  # same name: robots reconnect
 
-    def loop(self) -> RunFailed | bool:
-        """Poll until total_env_steps (True), a stop signal (False) or a failure (RunFailed)."""
+    def loop(self) -> RunFailed | DiskFull | bool:
+        """Poll until total_env_steps (True), a stop signal (False) or a failure (RunFailed, or
+        DiskFull: the learner could not store a chunk). A checkpoint or metrics line that finds
+        the disk full raises DiskFull.
+
+        `idle_s`: seconds without a new env step, counted only while no robot is paused from its
+        console (`actors.no_step_timeout_s`): a pause holds the count where it was."""
         cfg = self.cfg
         next_log = 0.0
-        last_steps, last_progress = -1, time.monotonic()
+        last_steps, idle_s, last_poll = -1, 0.0, time.monotonic()
         while not self.stop.event.wait(POLL_S):
             try:
                 s = ray.get(self.learner.stats.remote(), timeout=60)
             except ray.exceptions.RayActorError:
                 self._restart_learner()
-                last_progress = time.monotonic()
+                idle_s, last_poll = 0.0, time.monotonic()
                 continue
+            full = s.pop("disk_full", None)
+            if full is not None:
+                return full
             failed = self._watch_fleet()
             if failed is not None:
                 return failed
             s.update(self.robots.metrics())
             now = time.monotonic()
             if s["env_steps"] != last_steps:
-                last_steps, last_progress = s["env_steps"], now
-            elif now - last_progress > cfg.actors.no_step_timeout_s and self.robots.any_paused():
-                last_progress = now  # paused from the console: no steps on purpose
-            elif now - last_progress > cfg.actors.no_step_timeout_s:
+                last_steps, idle_s = s["env_steps"], 0.0
+            elif not self.robots.any_paused():  # paused from the console: no steps on purpose
+                idle_s += now - last_poll
+            last_poll = now
+            if idle_s > cfg.actors.no_step_timeout_s:
                 detail = self.robots.summary()
                 return RunFailed(
                     f"no env step for {cfg.actors.no_step_timeout_s:g} s (actors.no_step_timeout_s)"
@@ -397,23 +430,12 @@ class Run:
         self.stop_robots((deadline - time.monotonic()) / 3)
         try:
             ray.get(self.learner.stop.remote(), timeout=max(1.0, (deadline - time.monotonic()) / 2))
-            self.checkpoint(restart=False)
+            self.final_checkpoint()
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
             say(f"warning: no final checkpoint ({type(e).__name__}); the previous one stands")
         if self.metrics is not None:
             self.metrics.close()
         ray.kill(self.learner, no_restart=True)
-
-
-def check_replay(cfg: TrainConfig) -> None:
-    """A resumed run's replay stores, their files checked against each other before Ray starts
-    (StoreDamaged naming the file and the fix), as the learner would find them after."""
-    if not cfg.storage.durable:
-        return
-    spec = pipeline_spec(cfg)
-    layout, root = chunk_layout(spec), replay_dir(cfg.output_dir)
-    check_store(root / "online", spec.fingerprint(), cfg.buffer.online_capacity, layout)
-    check_store(root / "interventions", spec.fingerprint(), 0, layout)  # sized by the datasets
 
 
 def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
@@ -422,12 +444,9 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
     if resume and not candidates:
         say(f"warning: --resume but no checkpoint in {Path(cfg.output_dir) / 'checkpoints'}: starting fresh")
     rundir.prepare(cfg, resume, overwrite)
-    if resume:
-        check_replay(cfg)
-    if cfg.dataset.path is not None and cfg.dataset.cache:
-        # every problem the reader can name, before any actor exists; the learner then loads the
-        # cache this leaves (without a cache it would convert twice: the learner names them then)
-        check_dataset_readable(cfg)
+    # the replay store and every dataset, before any actor exists (after prepare: an --overwrite
+    # clears the output dir, which may hold the offline cache this converts into)
+    check_inputs(cfg, resume)
     stop = StopSignal()
     stop.install()  # a Ctrl+C while Ray starts abandons the start instead of breaking it half-way
     started = False
@@ -444,21 +463,28 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
         except BaseException:
             r.abort()
             raise
-        rundir.claim(cfg)  # started: from here on the dir is this run's
-        if resume:  # what was skipped as damaged never counts as one of checkpoint.keep_last
-            loaded = r.resumed_from.name if r.resumed_from else None
-            set_aside_damaged(r.ckpt_root, say, r.unloadable, trusted=loaded, check=damaged_file)
-        write_config(cfg, out / "config.yaml")
-        if cfg.console.enabled:
-            r.list_consoles()
+        try:
+            with disk_full_as(out, "starting the run"):
+                rundir.claim(cfg)  # started: from here on the dir is this run's
+                if resume:  # what was skipped as damaged never counts as one of checkpoint.keep_last
+                    loaded = r.resumed_from.name if r.resumed_from else None
+                    set_aside_damaged(r.ckpt_root, say, r.unloadable, trusted=loaded, check=damaged_file)
+                write_config(cfg, out / "config.yaml")
+                if cfg.console.enabled:
+                    r.list_consoles()
+        except DiskFull:
+            r.abort()
+            raise
         stop.starting = False
-        outcome: RunFailed | bool = False
+        outcome: RunFailed | DiskFull | bool = False
         try:
             outcome = r.loop()
         finally:
             r.shutdown()
-        if isinstance(outcome, RunFailed):
+        if isinstance(outcome, UserError):
             raise outcome
+        if r.no_final is not None:  # the run ended well, but its final checkpoint did not fit
+            raise r.no_final
         say("done" if outcome else f"stopped by {stop.reason}")
         return EXIT_OK if outcome else EXIT_INTERRUPTED
     finally:

@@ -8,11 +8,16 @@ committed there: a learner killed at any moment comes back (restarted by the dri
 `--resume`) with every acknowledged transition and the counters that go with them. So a
 checkpoint holds only the agent, the update count, the RNG states and the position in the
 stored data: small, and quick to write.
+
+A write that finds the disk full ends storing for good: that chunk is not acknowledged, every
+later one is refused with the same `DiskFull`, and `stats()` carries it to the driver, which
+stops the run. The replay store keeps its last commit, so nothing acknowledged is lost.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +35,7 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.data.convert import load_offline_datasets
 from hilserl_ray.device import resolve_device
 from hilserl_ray.envs.pipeline import pipeline_spec
-from hilserl_ray.errors import deferred_init
+from hilserl_ray.errors import DiskFull, deferred_init, disk_full_as
 from hilserl_ray.fleet.stats import ArmStats, episode_summary
 from hilserl_ray.policy import SACAgent
 from hilserl_ray.policy.normalize import data_stats
@@ -41,6 +46,12 @@ log = logging.getLogger(__name__)
 
 EPISODE_WINDOW = 50  # episodes behind the "recent" success/return/intervention figures
 DATA_COUNTERS = ("env_steps", "episodes", "intervention_steps")  # committed with the stored rows
+
+
+def stored_state(counters: dict, recent: list[dict], arms: ArmStats) -> dict:
+    """What the learner commits with the stored rows (the replay store's meta): its counters, the
+    recent episodes overall and per arm; a restarted learner starts from it."""
+    return {"counters": counters, "recent": recent, "arms": arms.state()}
 
 
 class Learner:
@@ -65,12 +76,13 @@ class Learner:
         cap = cfg.buffer.offline_capacity
         ring_cap = cap - offline_rows if isinstance(cap, int) else cfg.buffer.online_capacity
         replay = replay_dir(cfg.output_dir) if cfg.storage.durable else None
-        self.online = ReplayBuffer(
-            spec, cfg.buffer.online_capacity, self.device, cfg.seed, storage=replay and replay / "online"
-        )
-        ring = ReplayBuffer(
-            spec, ring_cap, self.device, cfg.seed + 1, storage=replay and replay / "interventions"
-        )
+        with disk_full_as(cfg.output_dir, "creating the replay store"):
+            self.online = ReplayBuffer(
+                spec, cfg.buffer.online_capacity, self.device, cfg.seed, storage=replay and replay / "online"
+            )
+            ring = ReplayBuffer(
+                spec, ring_cap, self.device, cfg.seed + 1, storage=replay and replay / "interventions"
+            )
         self.offline = OfflineBuffer(ring, datasets, seed=cfg.seed + 3)
         self.sampler = MixedSampler(self.online, self.offline, cfg.buffer.online_ratio)
 
@@ -91,6 +103,7 @@ class Learner:
         self._ingest = threading.Lock()  # one chunk at a time: dedup check, both buffers, counters
         self._stop = threading.Event()
         self._updates_per_s = 0.0
+        self._disk_full: DiskFull | None = None  # a store write found no space: nothing more is stored
         if resume_from:
             try:
                 self._restore(Path(resume_from))
@@ -136,6 +149,9 @@ class Learner:
         it comes from (per-arm figures)."""
         episodes = list(episodes or [])
         with self._ingest:
+            full = self._disk_full
+            if full is not None:  # the commit stays as the last write that fitted left it
+                raise DiskFull(full.directory, full.doing)
             if source is not None and self.online.is_stored(tuple(source)):
                 return self.counters_now()["env_steps"]
             with self._lock:
@@ -153,26 +169,39 @@ class Learner:
             # Offline first: the online commit (with the counters) is the one that marks the chunk
             # stored; if the learner dies between the two, the chunk comes again and the offline
             # ring skips it by its own sequence number.
-            self.offline.add_chunk(chunk, only_interventions=True, source=src)
-            self.online.add_chunk(
-                chunk,
-                source=src,
-                meta={"counters": {**c, "updates": updates}, "recent": recent, "arms": arms.state()},
-            )
+            with self._storing("storing replay rows"):
+                self.offline.add_chunk(chunk, only_interventions=True, source=src)
+                self.online.add_chunk(
+                    chunk, source=src, meta=stored_state({**c, "updates": updates}, recent, arms)
+                )
             with self._lock:
                 self.counters.update(c)
                 self.recent.extend(episodes)
                 self.arms = arms
             return c["env_steps"]
 
+    @contextlib.contextmanager
+    def _storing(self, doing: str):
+        """A replay-store write: one that finds the disk full is a DiskFull, kept for good."""
+        try:
+            with disk_full_as(self.cfg.output_dir, doing):
+                yield
+        except DiskFull as e:
+            self._disk_full = self._disk_full or e
+            raise
+
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.cfg.storage.sync_every_s):
-            self.sync()
+            try:
+                self.sync()
+            except DiskFull:
+                return  # `stats()` tells the driver, which stops the run
 
     def sync(self) -> None:
         """Flush the replay store to the disk: a power loss then costs nothing committed before."""
-        self.online.sync()
-        self.offline.ring.sync()
+        with self._storing("flushing replay rows"):
+            self.online.sync()
+            self.offline.ring.sync()
 
     # -------------------------------------------------------------------------- training
     def _train_loop(self) -> None:
@@ -202,7 +231,23 @@ class Learner:
             return None
         return w[0], [w[1]]
 
+    def _commit_counters(self) -> None:
+        """Commit the counters as they are now (the update count moves between chunks): a count
+        the driver has shown survives a kill -9, so a restarted learner never counts back."""
+        if self._disk_full is not None:  # nothing more is stored; stats() reports why
+            return
+        with self._ingest:
+            with self._lock:
+                state = stored_state(dict(self.counters), list(self.recent), self.arms)
+            if state["counters"] != self.online.meta.get("counters"):
+                try:
+                    with self._storing("storing the counters"):
+                        self.online.commit_meta(state)
+                except DiskFull:
+                    return
+
     def stats(self) -> dict:
+        self._commit_counters()  # before it is reported
         with self._lock:
             s = dict(self.counters)
             pending, self._pending_metrics = self._pending_metrics, None
@@ -226,6 +271,8 @@ class Learner:
             s["classifier_prob_max"] = float(np.mean([e["classifier_prob_max"] for e in judged]))
             s["classifier_disagreements"] = float(sum(e["classifier_disagreements"] for e in judged))
         s.update({f"loss/{k}": v for k, v in self.last_metrics.items()})
+        if self._disk_full is not None:
+            s["disk_full"] = self._disk_full  # the driver stops the run with it
         return s
 
     # ------------------------------------------------------------------------ checkpoint
@@ -233,8 +280,12 @@ class Learner:
         """Write the agent (+ optimizers, targets, temperature), counters, RNG states and the position
         in the stored data into `directory`; return the counters (with the training stall in s).
 
-        The replay rows are already on disk (`<output_dir>/replay/`): they are flushed, not copied."""
-        d = Path(directory)
+        The replay rows are already on disk (`<output_dir>/replay/`): they are flushed, not copied.
+        No space for it: DiskFull."""
+        with disk_full_as(self.cfg.output_dir, "writing a checkpoint"):
+            return self._save(Path(directory))
+
+    def _save(self, d: Path) -> dict:
         t0 = time.perf_counter()
         with self._lock:
             self.agent.save(d / "agent")
@@ -301,7 +352,8 @@ class Learner:
         self._stop.set()
         self._thread.join(timeout=60)
         self._syncer.join(timeout=60)
-        self.sync()
+        with contextlib.suppress(DiskFull):  # kept: stats() reports it; the rows stay committed
+            self.sync()
         return self.counters_now()
 
     def close(self) -> None:

@@ -1,13 +1,18 @@
 """Metrics a user can plot: one JSON line per log event in `<output_dir>/metrics.jsonl`, the same
-scalars as TensorBoard events in `<output_dir>/tb/`, and a short console line."""
+scalars as TensorBoard events in `<output_dir>/tb/`, and a short console line.
+
+A line that does not fit on the disk is taken back (the file ends with a whole line) and is a
+`DiskFull`: the driver stops the run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from pathlib import Path
 
+from hilserl_ray.errors import disk_full_as
 from hilserl_ray.fleet.stats import ARM_PREFIX, arm_names
 
 
@@ -15,7 +20,7 @@ class MetricsLogger:
     def __init__(self, output_dir: Path, tensorboard: bool = True):
         self.path = Path(output_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a")
+        self._file = self.path.open("ab", buffering=0)  # unbuffered: nothing left to fail at close
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -24,8 +29,16 @@ class MetricsLogger:
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in scalars.items() if v is not None and math.isfinite(float(v))}
-        self._file.write(json.dumps({"time": time.time(), "env_steps": step, **clean}) + "\n")
-        self._file.flush()
+        line = memoryview((json.dumps({"time": time.time(), "env_steps": step, **clean}) + "\n").encode())
+        end = self._file.seek(0, 2)
+        try:
+            with disk_full_as(self.path.parent, "writing metrics"):
+                while line:
+                    line = line[self._file.write(line) :]
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self._file.truncate(end)
+            raise
         if self._tb is not None:
             for k, v in clean.items():
                 self._tb.add_scalar(k, v, step)

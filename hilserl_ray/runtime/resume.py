@@ -1,4 +1,5 @@
-"""`--resume`, checked before Ray starts: which checkpoint loads, and whether it fits the config.
+"""`--resume`, checked before Ray starts: which checkpoint loads, whether it fits the config, and
+whether the run's replay store reads back.
 
 The newest complete checkpoint whose agent files read back is used; a damaged one is skipped
 with a warning naming the file (the learner falls back the same way for what only a full load
@@ -11,12 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hilserl_ray.buffer.chunk import chunk_layout
 from hilserl_ray.buffer.persist import spec_diff
+from hilserl_ray.buffer.store import check_store
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.pipeline import pipeline_spec
 from hilserl_ray.errors import ConfigError, UserError
 from hilserl_ray.features import FeatureSpec
-from hilserl_ray.runtime.checkpoint import complete_checkpoints, damaged_file
+from hilserl_ray.runtime.checkpoint import COMPLETE, POINTER, complete_checkpoints, damaged_file, pointed_at
+from hilserl_ray.runtime.rundir import replay_dir
 
 # policy fields that change the networks' shapes: a checkpoint cannot be loaded into others
 NETWORK_FIELDS = ("hidden_dims", "latent_dim", "num_critics", "encoder", "image_head")
@@ -41,6 +45,11 @@ def loadable_checkpoints(root: Path, warn=print) -> list[Path]:
             f"no checkpoint in {root} can be loaded: {'; '.join(bad)}",
             fix="start over with --overwrite, or restore the files",
         )
+    named = pointed_at(root)
+    if named is not None and not (root / named / COMPLETE).is_file():
+        what = "missing" if not (root / named).exists() else "incomplete (no COMPLETE marker)"
+        instead = f"using {good[0].name} instead" if good else "no other complete checkpoint"
+        warn(f"warning: {root / POINTER} names checkpoint {named!r}, which is {what}; {instead}")
     return good
 
 
@@ -91,3 +100,16 @@ def choose_checkpoint(cfg: TrainConfig, warn=print) -> list[Path]:
         for change in changed_settings(candidates[0], cfg):
             warn(f"resume: {change} (the config's setting applies from now on)")
     return candidates
+
+
+def check_replay(cfg: TrainConfig) -> str | None:
+    """A resumed run's replay stores, their files checked against each other (StoreDamaged naming
+    the file and the fix) as the learner would find them; what was read, or None (not durable)."""
+    if not cfg.storage.durable:
+        return None
+    spec = pipeline_spec(cfg)
+    layout, root = chunk_layout(spec), replay_dir(cfg.output_dir)
+    sizes = {"online": cfg.buffer.online_capacity, "interventions": 0}  # 0: sized by the datasets
+    found = [n for n, cap in sizes.items() if check_store(root / n, spec.fingerprint(), cap, layout)]
+    what = " and ".join(found) + " checked (manifest, commit record, ring files)" if found else "none yet"
+    return f"replay store {root}: {what}"

@@ -9,13 +9,13 @@ fails before the claim leaves nothing that stops the same command from running a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.errors import ConfigError
+from hilserl_ray.fsutil import unwritable
 
 MARKER = ".hilserl_run"
 # What a run, its evaluation and its plots write into the output dir (one list, extend it here).
@@ -67,8 +67,8 @@ def check_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> list[st
     key = f"output_dir: got '{raw}'"
     if out.exists() and not out.is_dir():
         return [f"{key}, which is a file; a directory for the run (--output_dir=outputs/<name>)"]
-    existing = next((p for p in [out, *out.parents] if p.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+    existing = unwritable(out)
+    if existing is not None:
         return [f"{key}; '{existing}' is not writable by this user: pick a directory you can write"]
     if resume or not out.exists():
         return []

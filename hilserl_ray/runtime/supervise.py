@@ -6,7 +6,9 @@ raising what ended it. A failure costs one restart (the driver restarts the proc
 `ray.kill(no_restart=False)`; a process that died by itself Ray restarts on its own); after
 `actors.max_restarts` restarts the next failure is final: that actor is dead for good (killed,
 skipped from then on) and `poll` returns its index; whether the run goes on with the other arms
-is the driver's call (`actors.on_robot_failure`). Generic over N actors.
+is the driver's call (`actors.on_robot_failure`). A loop that ended because the learner found
+the disk full is no robot's failure and no restart helps: `poll` raises that `DiskFull` for the
+driver to stop the run. Generic over N actors.
 
 Each also has one standing `stats()` call: its answers give the per-arm figures (weights version,
 alive), tell a new actor incarnation (a restart) by its pid, and show a robot paused from its
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from hilserl_ray.errors import EXIT_FAILED, UserError, user_error
+from hilserl_ray.errors import EXIT_FAILED, DiskFull, UserError, user_error
 
 
 class RunFailed(UserError):
@@ -124,7 +126,8 @@ class RobotSupervisor:
         Ray 2.60 fails the watch of a process that died while Ray restarts it with
         `ActorUnavailableError`, and may fail the watches asked during the restart the same way:
         one death counts once (`down` until `poll_stats` hears from the new process). An actor
-        that will not come back fails them with `ActorDiedError` (final)."""
+        that will not come back fails them with `ActorDiedError` (final). Raises the learner's
+        `DiskFull` that ended a control loop (the run must stop, see the module docstring)."""
         for r in self.alive:
             if r.watch is None:
                 continue
@@ -148,6 +151,10 @@ class RobotSupervisor:
             except ray.exceptions.RayActorError as e:
                 final, failure = True, e  # not coming back (Ray's restarts used up, or killed)
             except Exception as e:
+                full = user_error(e)
+                if isinstance(full, DiskFull):
+                    r.watch = None
+                    raise full from None
                 failure = e
             if not (final and r.restarting):  # else: the failure we restarted it for, counted
                 r.failures += 1

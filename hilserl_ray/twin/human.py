@@ -19,7 +19,8 @@ are), and only acts through the leader arm's servos and key presses:
 
 What it does in an episode is its `mode` (`POST /person?mode=...`, from the next episode on), the
 modes a real session needs: `oracle` (intervene by the rule while a policy trains), `demo`
-(demonstrate whole episodes from step 0), `label` (as demo, then hold `l` while the cube is up:
+(demonstrate whole episodes from step 0: `record`'s leader drives from the first step, so it
+leads the leader from the reset on and never presses space), `label` (as demo, then hold `l` while the cube is up:
 classifier positives), `near_miss` / `slip` / `hover` (fail on purpose: classifier negatives),
 `mix` (label and the three failures in turn, as record's EXPERT_MIX shares them) and `hands_off` (`evaluate`).
 When `calibrate` asks, it poses an arm mid-range and moves every joint through the range the
@@ -49,6 +50,7 @@ HAND_S = 0.02  # while engaged the hand follows the arm this often, between the 
 MODES = ("oracle", "demo", "label", *FAILURE_MODES, "mix", "hands_off")
 MIX = ("label", "near_miss", "label", "slip", "hover")  # mix: in turn (record's EXPERT_MIX shares)
 LABEL_STEPS = 8  # label mode: steps it holds `l` with the cube up before pressing `s`
+LABEL_END_STEPS = 2  # ...or fewer when this few steps are left: `s` must land before the time limit
 SWEEP_HOLD_S = 0.15  # calibration: how long it holds each joint at each end of its range...
 SWEEP_READS = 3  # ...and until calibrate has read the bus this often since
 
@@ -172,7 +174,7 @@ class ScriptedHuman:
             self.expert = FailingExpert(self.sim, mode, self.rng)
         else:
             self.expert = None
-        self.labelled = 0
+        self._let_go_of_label()  # the robot reset early: nothing held over
         self.episodes += 1
         self.steps = 0
         self.phase = "running"
@@ -185,8 +187,17 @@ class ScriptedHuman:
             cube=[round(float(x), 4) for x in self.sim.cube_pos()],
             mode=mode,
         )
+        if self.expert is not None:  # `record`: the leader drives from the first step; lead it now
+            with self.arm.bus.lock:
+                self._act()
+
+    def _let_go_of_label(self) -> None:
+        if self.labelled:
+            self.keys.release("l")
+            self.labelled = 0
 
     def _end(self, why: str) -> None:
+        self._let_go_of_label()  # a key held over the reset would label the next episode's frames
         self.phase = "wait_reset"
         self.engaged, self.hand = False, None  # the robot's leader source hands back at its reset
         self.report.event("episode_end", episode=self.episodes, steps=self.steps, why=why)
@@ -194,20 +205,19 @@ class ScriptedHuman:
     def _act(self) -> None:
         """One episode step (under the follower's bus lock: a consistent view of the scene)."""
         if self.sim.is_success():
-            if self.episode_mode == "label" and self.labelled < LABEL_STEPS:
+            time_left = self.max_steps - self.steps > LABEL_END_STEPS
+            if self.episode_mode == "label" and self.labelled < LABEL_STEPS and time_left:
                 if self.labelled == 0:
                     self.keys.press("l")  # held while success is visible: per-frame labels
                 self.labelled += 1
-            else:
-                if self.labelled:
-                    self.keys.release("l")
+            else:  # labelled enough, or the time limit is near: a person says so before it ends
+                self._let_go_of_label()
                 self.successes += 1
                 self.tap("s")
                 self._end("success")
                 return
-        elif self.labelled:  # the cube dropped while it labelled: let go of `l`
-            self.keys.release("l")
-            self.labelled = 0
+        else:  # the cube dropped while it labelled: let go of `l`
+            self._let_go_of_label()
         if self.episode_mode == "hands_off" or self.handed_back:
             return
         a = self.oracle.action(None, self.sim) if self.expert is None else self.expert.act(None)
@@ -217,7 +227,8 @@ class ScriptedHuman:
             self.engaged = True
             self.engaged_steps = 0
             self.interventions += 1
-            self.tap("space")  # take over, then move the leader
+            if self.expert is None:  # by the rule: take over, then move the leader (in `record`
+                self.tap("space")  # the leader drives from the first step: space would hand back)
         self.hand = (self.sim.ee_pos() + np.clip(a[:3], -1, 1) * self.step_size, float(a[3]))
         self.set_leader(self._leader_pose(self.hand))
         self.engaged_steps += 1

@@ -151,7 +151,8 @@ class TwinServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for a serve_forever that never started
+            self.httpd.shutdown()
         self.httpd.server_close()
 
 
