@@ -65,8 +65,9 @@ class GymEnvConfig(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")
     wrappers: list[str] = Field(
         default_factory=list,
-        description="gymnasium wrappers, 'module:Class' (built with the env), applied in order before its spaces "
-        "are read: e.g. a measurement the env leaves out of its observation",
+        description="'module:Class' of gymnasium.Wrapper subclasses, each called with the env in order before its "
+        "spaces are read; the policy and a 'module:function' expert see their observation (e.g. a measurement "
+        "the env leaves out)",
     )
     observation: dict[str, str] = Field(
         default_factory=lambda: dict(GYM_OBSERVATION),

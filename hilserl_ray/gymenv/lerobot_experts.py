@@ -27,7 +27,8 @@ class _Resumable(PickPlaceController):
 
     def resume(self, table_z: float, held: bool, lifted: bool) -> None:
         self._table_z = table_z
-        if held:  # carried: on to the lift (then traverse, lower); on the table: grip first, then lift
+        if held:  # on the table: grip (10 still steps), then lift; carried: the jaws are shut already,
+            # so on with the lift, traverse and lower (a grip in the air spent half a 20-step correction)
             self._phase = Phase.LIFT if lifted else Phase.CLOSE
 
 

@@ -23,13 +23,18 @@ class MeasuredJaw(gym.ObservationWrapper):
         super().__init__(env)
         box = env.observation_space[self.KEY]
         spaces = dict(env.observation_space.spaces)
-        spaces[self.KEY] = gym.spaces.Box(-np.inf, np.inf, (box.shape[0] + 1,), np.float32)
+        low, high = (
+            np.append(box.low, -np.inf).astype(np.float32),
+            np.append(box.high, np.inf).astype(np.float32),
+        )
+        spaces[self.KEY] = gym.spaces.Box(low, high, dtype=np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
         base = env.unwrapped
         self._joint = base.model.joint("gripper").qposadr[0]
         self._range = base.model.actuator("gripper").ctrlrange
 
     def opening(self) -> float:
+        """As the env's own success check reads it (the joint, not the command), rescaled to agent_pos's units."""
         return 2.0 * float(ctrl_to_normalized(self.env.unwrapped.data.qpos[self._joint], self._range)) - 1.0
 
     def observation(self, obs: dict) -> dict:
