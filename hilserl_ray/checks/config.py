@@ -11,8 +11,8 @@ from __future__ import annotations
 from hilserl_ray.config import EE_ONLY_SOURCES, SIM_CAMERAS, TrainConfig
 from hilserl_ray.errors import InvalidConfig, Problem
 from hilserl_ray.fleet.expand import arm_config, arm_path, arm_placement
-from hilserl_ray.gymenv.expert import load_expert
-from hilserl_ray.gymenv.spaces import gym_problems, is_gym
+from hilserl_ray.gymenv.expert import load_named
+from hilserl_ray.gymenv.spaces import gym_problems, is_gym, load_wrapper
 from hilserl_ray.so101 import JOINT_NAMES
 
 
@@ -159,12 +159,22 @@ def _gym_env(cfg: TrainConfig) -> list[Problem]:
         )
     if expert is not None:
         try:
-            load_expert(expert)
+            load_named(expert)
         except ValueError as e:
             problems.append(
                 Problem("env.gym.expert", expert, f"an importable 'module:function' or 'module:Class' ({e})")
             )
-    return problems + gym_problems(cfg)
+    wrappers = []
+    for wrapper in cfg.env.gym.wrappers if cfg.env.gym is not None else []:
+        try:
+            load_wrapper(wrapper)
+        except ValueError as e:
+            wrappers.append(
+                Problem(
+                    "env.gym.wrappers", wrapper, f"an importable 'module:Class' of a gymnasium.Wrapper ({e})"
+                )
+            )
+    return problems + wrappers + ([] if wrappers else gym_problems(cfg))  # the env is made with them
 
 
 def _sim_robot(cfg: TrainConfig) -> list[Problem]:

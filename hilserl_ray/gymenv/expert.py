@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 
-def load_expert(name: str):
-    """The object `module:attr` names; ValueError saying why when it does not resolve."""
+def load_named(name: str):
+    """The object `module:attr` names (an expert, a wrapper); ValueError saying why when it does not resolve."""
     module, _, attr = name.partition(":")
     if not module or not attr:
         raise ValueError("no ':' between module and name")
@@ -31,7 +31,7 @@ class GymExpert:
 
     def __init__(self, name: str, env: Any):
         self.base = env.unwrapped  # the GymRobotEnv: native_obs, action_map, inner
-        obj = load_expert(name)
+        obj = load_named(name)
         self.fn = obj(self.base.inner.unwrapped) if inspect.isclass(obj) else obj
 
     def reset(self) -> None:

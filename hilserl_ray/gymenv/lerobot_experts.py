@@ -13,21 +13,23 @@ from lerobot_env_so101.scripted import PickPlaceController, scripted_reach_close
 from lerobot_env_so101.scripted.pick_place import Phase
 
 HELD_M = 0.02  # the block this close to the grasp point, jaws commanded shut: it is in the jaws
+LIFTED_M = 0.01  # ...and this high above its rest height: carried
 
 
 class _Resumable(PickPlaceController):
     """The controller started from where a takeover finds the task, not only from its beginning.
 
-    It reads the table's height from the block's first position and always starts by opening the
-    jaws above the block: taken over while the block is held, it dropped it and aimed its next
-    grasp at the height the block had been carried to (0 of 10 placed after a takeover in its
-    lift phase). Its phase and table height are private; lerobot-env-so101 0.4.0's names.
-    """
+    The env's controller reads the table's height from the block's first position and always
+    starts by opening the jaws above the block: taken over while the block is held, it dropped
+    it and aimed its next grasp at the height the block had been carried to (0 of 10 placed
+    after a takeover in its lift phase). Its phase and table height are private attributes
+    (lerobot-env-so101 0.4.0's names)."""
 
-    def resume(self, table_z: float, held: bool) -> None:
+    def resume(self, table_z: float, held: bool, lifted: bool) -> None:
         self._table_z = table_z
-        if held:  # grip (its close phase holds still for the jaws), then lift from here
-            self._phase = Phase.CLOSE
+        if held:  # on the table: grip (10 still steps), then lift; carried: the jaws are shut already,
+            # so on with the lift, traverse and lower (a grip in the air spent half a 20-step correction)
+            self._phase = Phase.LIFT if lifted else Phase.CLOSE
 
 
 class PickPlace:
@@ -58,7 +60,8 @@ class PickPlace:
     def __call__(self, obs) -> np.ndarray:
         if self.resuming:
             self.resuming = False
-            self.ctrl.resume(float(self.env.goal_pos[2]), self.held())  # the goal rests on the table
+            table_z = float(self.env.goal_pos[2])  # the goal is where the block rests on the table
+            self.ctrl.resume(table_z, self.held(), self.block()[2] > table_z + LIFTED_M)
         return self.ctrl.act(self.env.ik_point_pos, self.block(), self.env.goal_pos)
 
     def score(self) -> float:

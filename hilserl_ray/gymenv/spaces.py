@@ -1,6 +1,6 @@
 """A gym env's feature spec, computed from its spaces, and every way those spaces miss the config.
 
-The env is made once per (id, kwargs) in a process to read its spaces (`probe`), so the spec is
+The env is made once per (id, kwargs, wrappers) in a process to read its spaces (`probe`), so the spec is
 known before any actor starts (`train` computes it first); `gym_problems` names each mismatch
 (an unmapped observation key, a non-Box action, ...) as a `Problem` the config checks report.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import json
 from functools import lru_cache
 
@@ -18,6 +19,7 @@ import numpy as np
 from hilserl_ray.config import GymEnvConfig, TrainConfig
 from hilserl_ray.errors import ConfigError, Problem
 from hilserl_ray.features import ACTION, ENV_STATE, IMAGE_PREFIX, STATE, Feature, FeatureSpec
+from hilserl_ray.gymenv.expert import load_named
 
 VECTOR_FEATURES = (STATE, ENV_STATE)
 _WILDCARD = "*"
@@ -27,18 +29,43 @@ def is_gym(cfg: TrainConfig) -> bool:
     return cfg.env.type == "gym"
 
 
+class WrapperFailed(Exception):
+    """An `env.gym.wrappers` entry that resolved but did not take the env: the entry is the user's to fix."""
+
+    def __init__(self, name: str, cause: Exception):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.name = name
+
+
+def load_wrapper(name: str) -> type[gym.Wrapper]:
+    """The gymnasium Wrapper class `module:Class` names; ValueError saying why when it is not one."""
+    obj = load_named(name)
+    if not (inspect.isclass(obj) and issubclass(obj, gym.Wrapper)):
+        what = f"class {obj.__name__}" if inspect.isclass(obj) else f"a {type(obj).__name__}"
+        raise ValueError(f"{what}, not a gymnasium.Wrapper subclass")
+    return obj
+
+
 def make_inner(g: GymEnvConfig, max_episode_steps: int | None = None) -> gym.Env:
-    """`gymnasium.make(id, **kwargs)`, importing the id's namespace module first if it is not registered."""
+    """`gymnasium.make(id, **kwargs)` inside `env.gym.wrappers`, importing the id's namespace
+    module first if it is not registered."""
     if g.id not in gym.registry and "/" in g.id:
         with contextlib.suppress(ImportError):  # gymnasium names the unknown id below
             importlib.import_module(g.id.split("/")[0])
     extra = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    return gym.make(g.id, disable_env_checker=True, **extra, **g.kwargs)
+    env = gym.make(g.id, disable_env_checker=True, **extra, **g.kwargs)
+    for name in g.wrappers:
+        try:
+            env = load_wrapper(name)(env)
+        except Exception as e:  # e.g. a wrapper for another env's observation keys
+            env.close()
+            raise WrapperFailed(name, e) from e
+    return env
 
 
 @lru_cache(maxsize=16)
-def _probe(env_id: str, kwargs_json: str) -> tuple[gym.Space, gym.Space]:
-    env = make_inner(GymEnvConfig(id=env_id, kwargs=json.loads(kwargs_json)))
+def _probe(env_id: str, kwargs_json: str, wrappers: tuple[str, ...]) -> tuple[gym.Space, gym.Space]:
+    env = make_inner(GymEnvConfig(id=env_id, kwargs=json.loads(kwargs_json), wrappers=list(wrappers)))
     try:
         return env.observation_space, env.action_space
     finally:
@@ -46,8 +73,8 @@ def _probe(env_id: str, kwargs_json: str) -> tuple[gym.Space, gym.Space]:
 
 
 def probe(g: GymEnvConfig) -> tuple[gym.Space, gym.Space]:
-    """(observation space, action space) of the env, made once per id and kwargs in this process."""
-    return _probe(g.id, json.dumps(g.kwargs, sort_keys=True, default=str))
+    """(observation space, action space) of the env, made once per id, kwargs and wrappers in this process."""
+    return _probe(g.id, json.dumps(g.kwargs, sort_keys=True, default=str), tuple(g.wrappers))
 
 
 def flat_keys(space: gym.Space, prefix: str = "") -> dict[str, gym.Space]:
@@ -90,7 +117,7 @@ def _observation_problems(g: GymEnvConfig, space: gym.Space) -> list[Problem]:
             Problem(
                 "env.gym.id",
                 g.id,
-                f"an env with dict observations; its observation space is {space} (wrap it)",
+                f"an env with dict observations; its observation space is {space} (wrap it: env.gym.wrappers)",
             )
         ]
     problems = []
@@ -168,6 +195,8 @@ def gym_problems(cfg: TrainConfig) -> list[Problem]:
         return [Problem("env.gym", None, "env.type gym needs env.gym.id (a registered gymnasium id)")]
     try:
         obs_space, act_space = probe(g)
+    except WrapperFailed as e:
+        return [Problem("env.gym.wrappers", e.name, f"a gymnasium.Wrapper that takes this env alone ({e})")]
     except Exception as e:  # an unknown id, a missing package, a bad kwarg: the user's to fix
         return [
             Problem(
