@@ -2,7 +2,8 @@
 
 Runs the twin until Ctrl+C and prints where everything is: the config keys to point a training
 run at it (configs/so101_twin.yaml already does, for the defaults). Two twins at once: give each
-its own --dir and --port, and train each robot with the printed overrides.
+its own --dir and --port, and train each robot with the printed overrides. `--time-scale S` runs
+the twin's world at S x the wall clock; the printed overrides then include env.fps x S.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from hilserl_ray.configio import load_config
 from hilserl_ray.errors import ConfigError, command
+from hilserl_ray.twin.clock import fmt_hz, parse_time_scale
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, nargs=3, default=None, help="reach: a fixed target x y z (metres)")
     p.add_argument("--hand-back-steps", type=int, default=None, help="the person hands back after N steps")
     p.add_argument("--no-intervene", action="store_true", help="the person never takes over (keys only)")
+    p.add_argument(
+        "--time-scale",
+        default="1",
+        metavar="S",
+        help="0 < S <= 1: the twin's world (physics, servos, person, cameras) runs at S x the wall "
+        "clock; run the robot at env.fps x S (a CPU learner then gives more updates per env step)",
+    )
     return p
 
 
@@ -50,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         TwinOptions,
     )
 
+    time_scale = parse_time_scale(args.time_scale)
     if not 0 <= args.drop_rate < 1:
         raise ConfigError("command line", [f"--drop-rate: got {args.drop_rate}; a probability in [0, 1)"])
     cfg = load_config(args.config, rest)
@@ -62,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         target=tuple(args.target) if args.target else None,
         hand_back_steps=args.hand_back_steps,
         intervene=not args.no_intervene,
+        time_scale=time_scale,
     )
     twin = Twin(cfg, opts, source=args.config)
     with contextlib.suppress(OSError):  # root only: hardware answers in time, whatever the CPU load
@@ -75,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key:<42} {value}")
         print("[twin] train against it with these overrides (configs/so101_twin.yaml has the defaults):")
         print("  " + " ".join(twin.overrides()), flush=True)
+        if time_scale != 1:
+            fps, real = twin.rate_overrides()["env.fps"], cfg.env.fps
+            print(
+                f"[twin] its clock runs at {time_scale:g} x the wall clock: run the robot with "
+                f"--env.fps={fmt_hz(fps)} (the real {fmt_hz(real)} Hz x {time_scale:g}), so each step "
+                f"is 1/{fmt_hz(real)} s of twin time (the overrides above include it)",
+                flush=True,
+            )
         stop.wait()
         print("[twin] stopping", flush=True)
     return 0

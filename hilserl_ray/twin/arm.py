@@ -1,6 +1,6 @@
 """The twin's follower: the sim's MuJoCo SO-101 and scene, driven in real time by STS3215 servos.
 
-Each physics tick (the scene's 4 ms timestep, paced to the wall clock) reads every servo's
+Each physics tick (the scene's 4 ms timestep, paced to the twin's clock) reads every servo's
 torque flag and goal (clamped to its position limits by the firmware) into the position
 actuators, steps MuJoCo, and writes the joint angles back as encoder positions through the
 calibration the twin wrote, so Present_Position, Present_Velocity and Present_Load are what the
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Mapping
 
 import mujoco
@@ -22,6 +21,7 @@ from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.sim import SO101SimEnv
 from hilserl_ray.hardware.calibration import FULL_TURN, HALF_TURN, MAX_RES, MotorCalibration, Normalizer
 from hilserl_ray.so101 import JOINT_NAMES
+from hilserl_ray.twin.clock import WALL, TwinClock
 from hilserl_ray.twin.sts3215 import GOAL, HOMING, MAX_LIMIT, MIN_LIMIT, ServoBus, sm_encode
 
 STEPS_PER_RAD = 4096 / (2 * math.pi)
@@ -88,7 +88,10 @@ class TwinArm:
     human read a consistent state there. Everything touching `sim.data` holds `bus.lock`.
     """
 
-    def __init__(self, cfg: TrainConfig, bus: ServoBus, servo_map: ServoMap, seed: int = 0):
+    def __init__(
+        self, cfg: TrainConfig, bus: ServoBus, servo_map: ServoMap, seed: int = 0, clock: TwinClock = WALL
+    ):
+        self.clock = clock
         sim_cfg = cfg.model_copy(deep=True)
         sim_cfg.robot.type = "sim"
         sim_cfg.env.environment_state = False
@@ -181,17 +184,18 @@ class TwinArm:
         self._thread.start()
 
     def _run(self) -> None:
-        """Keep simulated time with the wall clock, TICK_S at a time (fewer wake-ups leave the
+        """Keep simulated time with the twin's clock, TICK_S at a time (fewer wake-ups leave the
         CPU and the GIL to the bus threads); at most 0.1 s of catch-up after a stall."""
-        sim_t = time.monotonic()
+        clock = self.clock
+        sim_t = clock.now()
         per_tick = max(1, round(TICK_S / self.timestep))
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = clock.now()
             steps = min(int((now - sim_t) / self.timestep), 25)
             if steps >= per_tick:
                 self.tick(steps)
                 sim_t = max(sim_t + steps * self.timestep, now - 25 * self.timestep)
-            self._stop.wait(max(0.001, sim_t + per_tick * self.timestep - time.monotonic()))
+            clock.wait(self._stop, max(0.001, sim_t + per_tick * self.timestep - clock.now()))
 
     def stop(self) -> None:
         self._stop.set()

@@ -25,6 +25,8 @@ classifier positives), `near_miss` / `slip` / `hover` (fail on purpose: classifi
 `mix` (label and the three failures in turn, as record's EXPERT_MIX shares them) and `hands_off` (`evaluate`).
 When `calibrate` asks, it poses an arm mid-range and moves every joint through the range the
 arm was calibrated with (`POST /person/calibrate?bus=follower&step=mid|sweep`).
+Its timed actions (the hand's pace, the calibration holds) keep the arm's clock (`twin/clock.py`);
+it times the robot's steps against it too (`RateCheck`: a robot at the wrong env.fps is warned of).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 from hilserl_ray.config import TrainConfig
 from hilserl_ray.envs.oracle import FAILURE_MODES, FailingExpert, OracleSource, ScriptedExpert
 from hilserl_ray.so101 import ARM, CLOSE, GRIPPER, OPEN
+from hilserl_ray.twin.clock import RateCheck
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class ScriptedHuman:
         intervene: bool = True,
     ):
         self.cfg, self.arm, self.sim = cfg, arm, arm.sim
+        self.clock = arm.clock
+        self.rate = RateCheck(self.clock, cfg.env.fps, report)
         self.leader_bus, self.leader_map = leader_bus, leader_map
         self.keys, self.report = keys, report
         self.rng = np.random.default_rng(seed)
@@ -107,7 +112,7 @@ class ScriptedHuman:
     # ------------------------------------------------------------------ loop
     def on_goal(self, kind: str, goal: np.ndarray) -> None:
         """From the follower's bus thread: one Goal_Position write (`goal` in state units)."""
-        self._goals.put((kind, goal))
+        self._goals.put((kind, goal, time.monotonic()))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="twin-human", daemon=True)
@@ -122,7 +127,7 @@ class ScriptedHuman:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                item = self._goals.get(timeout=HAND_S)
+                item = self._goals.get(timeout=self.clock.wall(HAND_S))
             except queue.Empty:
                 item = ()
             if item is None:
@@ -140,8 +145,9 @@ class ScriptedHuman:
             with self.arm.bus.lock:
                 self.set_leader(self._leader_pose(self.hand))
 
-    def _process(self, kind: str, goal: np.ndarray) -> None:
-        """Every write is an episode step, holds too (a policy that keeps still commands a hold)."""
+    def _process(self, kind: str, goal: np.ndarray, wall_t: float | None = None) -> None:
+        """Every write is an episode step, holds too (a policy that keeps still commands a hold);
+        `wall_t`: when it was written."""
         at_reset = float(np.max(np.abs(goal - self.reset_pose))) <= RESET_TOL
         if self.phase == "wait_reset":
             if at_reset:
@@ -153,6 +159,7 @@ class ScriptedHuman:
             return  # the end of the reset ramp, or its settling: not an episode step
         self.was_away |= float(np.max(np.abs(goal[ARM] - self.reset_pose[ARM]))) > AWAY_DEG
         self.steps += 1
+        self.rate.step(time.monotonic() if wall_t is None else wall_t)
         with self.arm.bus.lock:
             self._act()
         if self.phase == "running" and self.steps >= self.max_steps:
@@ -163,6 +170,7 @@ class ScriptedHuman:
         with self.arm.bus.lock:
             self.sim.place_objects(self.rng, self.target)
         self.oracle.reset()
+        self.rate.new_episode()
         mode = self.mode
         if mode == "mix":
             mode = MIX[self.mixed % len(MIX)]
@@ -287,16 +295,18 @@ class ScriptedHuman:
 
     def _hold(self, which: str, pose: np.ndarray, seconds: float) -> None:
         """Hold a pose until `calibrate` has read it (as a person watches its live display): at
-        least `seconds` and SWEEP_READS packets on that bus, re-setting the pose every few ms."""
+        least `seconds` (twin time) and SWEEP_READS packets on that bus, re-setting the pose every
+        few ms."""
         bus = self.arm.bus if which == "follower" else self.leader_bus
-        end, reads = time.monotonic() + seconds, bus.transactions + SWEEP_READS
+        clock = self.clock
+        end, reads = clock.now() + seconds, bus.transactions + SWEEP_READS
         give_up = end + 10.0
-        while (time.monotonic() < end or bus.transactions < reads) and time.monotonic() < give_up:
+        while (clock.now() < end or bus.transactions < reads) and clock.now() < give_up:
             if which == "follower":
                 self.arm.hold_pose(pose)
             else:
                 self.set_leader(pose)
-            time.sleep(0.005)
+            clock.sleep(0.005)
 
     def status(self) -> dict:
         return {

@@ -1,7 +1,7 @@
 """The real-arm journey, whole, on the twin: the user's own commands in the order docs/real_arm.md
 gives them, from calibration to an exported run.
 
-    python -m hilserl_ray.twin.journey [--smoke] [--out outputs/journey] [--seed 0] [--print-commands]
+    python -m hilserl_ray.twin.journey [--smoke] [--out outputs/journey] [--seed 0] [--time-scale S] [--print-commands]
 
 It starts a twin and plays the owner: runs each command of the guide as a subprocess, spelled as
 the guide spells it with the twin's ports, URLs and the journey's paths in place of a user's
@@ -10,7 +10,10 @@ config as the guide says (ports, calibration files, camera), and tells the twin'
 person would do at each step (demonstrate, fail on purpose, intervene, keep hands off). Prints one
 table: stage, command, wall time, figure. `--smoke` is the CI size (`make journey-smoke`);
 without it the sizes of issue 24's benchmark. `--print-commands` prints the commands only (what
-tests/test_journey.py compares with the guide).
+tests/test_journey.py compares with the guide). `--time-scale S` runs the twin's world at S x the
+wall clock and the config's env.fps (and camera fps) at S x theirs: each step is still 1/env.fps s
+of twin time, and the learner has 1/S x the wall time per step (a CPU learner's updates per env
+step as a GPU learner's at the real rate); the table's head says the scale and the rates.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from hilserl_ray.errors import ConfigError, command
+from hilserl_ray.twin.clock import TwinClock, fmt_hz, parse_time_scale
 from hilserl_ray.twin.launch import TwinProcess
 
 CONFIG = "configs/so101_twin.yaml"  # configs/so101_real.yaml as the twin stands in for the arm
@@ -138,8 +142,11 @@ class Stage:
 
 
 class Journey:
-    def __init__(self, out: Path, sizes: Sizes, seed: int = 0, twin_port: int | None = None):
+    def __init__(
+        self, out: Path, sizes: Sizes, seed: int = 0, twin_port: int | None = None, time_scale: float = 1.0
+    ):
         self.out, self.sizes, self.seed = out, sizes, seed
+        self.clock = TwinClock(time_scale)  # the twin's; here for the rates the config gets
         self.twin: TwinProcess | None = None
         self.twin_port = twin_port
         self.cfg_path = out / "so101.yaml"
@@ -175,7 +182,8 @@ class Journey:
     # ------------------------------------------------------------------ the config the owner edits
     def write_config(self, devices: dict[str, str]) -> None:
         """configs/so101_twin.yaml with what the guide says to edit: ports, calibration files, the
-        camera (steps 1 and 2), and the journey's sizes and output dir."""
+        camera (steps 1 and 2), and the journey's sizes and output dir; with a slowed twin the
+        rates x its scale."""
         cfg = yaml.safe_load(Path(CONFIG).read_text())
         edits = {
             "output_dir": str(self.p["run"]),
@@ -189,7 +197,9 @@ class Journey:
             "env.cameras.0.device": devices["camera"],
             # a frame may be 5/fps s old before the robot stops (hardware/robot_env.py): on a
             # loaded 2-core machine the twin's renderer lags by a second; it still streams at 5
-            "env.cameras.0.fps": 2,
+            # (x the scale, as every rate of a slowed twin)
+            "env.cameras.0.fps": self.clock.wall_hz(2),
+            "env.fps": self.rates(cfg)["env.fps"],
             "robot.bus_timeout_ms": TIMEOUT_MS,  # as make twin-test: a starved twin, wait, don't crash
             "logging.progress_bar": False,
             **self.sizes.config,
@@ -202,10 +212,28 @@ class Journey:
             node[int(last) if isinstance(node, list) else last] = value
         self.cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
+    def rates(self, cfg: dict | None = None) -> dict[str, float]:
+        """The control rate on the twin's clock (the config's) and on the wall clock (the run's)."""
+        cfg = yaml.safe_load(Path(CONFIG).read_text()) if cfg is None else cfg
+        real = float(cfg["env"]["fps"])
+        return {"real": real, "env.fps": self.clock.wall_hz(real)}
+
+    def summary(self) -> str:
+        r = self.rates()
+        if self.clock.scale == 1:
+            return f"time scale 1: the twin keeps the wall clock; env.fps {fmt_hz(r['real'])} Hz"
+        return (
+            f"time scale {self.clock.scale:g}: the twin's clock runs at {self.clock.scale:g} x the wall clock; "
+            f"env.fps {fmt_hz(r['env.fps'])} Hz on the wall clock = {fmt_hz(r['real'])} Hz of twin time "
+            f"(the learner has {1 / self.clock.scale:g} x the wall time per env step)"
+        )
+
     # ------------------------------------------------------------------ running
     def run(self) -> list[Stage]:
         self.out.mkdir(parents=True, exist_ok=True)
         twin_args = ["--seed", str(self.seed), f"--env.max_episode_steps={self.sizes.episode_steps}"]
+        twin_args += ["--time-scale", f"{self.clock.scale:g}"]
+        print(f"[journey] {self.summary()}", flush=True)
         self.twin = TwinProcess(CONFIG, self.out / "twin", *twin_args, port=self.twin_port).wait_ready()
         paths = self.twin.paths
         devices = {
@@ -324,8 +352,11 @@ def _reward_eval(j: Journey, text, before, after) -> str:
 def _train(j: Journey, text, before, after) -> str:
     rows = [json.loads(x) for x in (j.p["run"] / "metrics.jsonl").read_text().splitlines() if x.strip()]
     last = {k: int(v) for k, v in rows[-1].items() if k in ("env_steps", "episodes", "updates")}
+    per_step = last["updates"] / last["env_steps"] if last.get("env_steps") and "updates" in last else None
     return (
-        f"{last.get('env_steps')} env steps, {last.get('episodes')} episodes, {last.get('updates')} updates; "
+        f"{last.get('env_steps')} env steps, {last.get('episodes')} episodes, {last.get('updates')} updates"
+        + (f" ({per_step:.2f} per env step)" if per_step is not None else "")
+        + "; "
         f"the person took over in {after['interventions'] - before['interventions']} episodes, "
         f"twin successes {after['successes'] - before['successes']}"
     )
@@ -362,12 +393,12 @@ FIGURES = {
 }
 
 
-def table(stages: list[Stage], total_s: float) -> str:
+def table(stages: list[Stage], total_s: float, summary: str = "") -> str:
     rows = [("stage", "command", "wall s", "figure")]
     rows += [(s.name, s.spelled(), f"{s.seconds:.0f}" if s.rc is not None else "-", s.figure) for s in stages]
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}  {r[3]}" for r in rows]
-    return "\n".join([*lines, f"total {total_s:.0f} s"])
+    return "\n".join([*([summary] if summary else []), *lines, f"total {total_s:.0f} s"])
 
 
 @command
@@ -379,9 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="CI sizes: 2 demos, 200 env steps, 2 eval episodes")
     p.add_argument("--seed", type=int, default=0, help="the twin's seed (scene, person)")
     p.add_argument("--port", type=int, default=None, help="the twin's HTTP port (default: a free one)")
+    p.add_argument(
+        "--time-scale",
+        default="1",
+        metavar="S",
+        help="0 < S <= 1: the twin's clock runs at S x the wall clock and env.fps is set to S x its own",
+    )
     p.add_argument("--print-commands", action="store_true", help="print the commands, run nothing")
     args = p.parse_args(argv)
-    journey = Journey(args.out, SMOKE if args.smoke else FULL, args.seed, args.port)
+    time_scale = parse_time_scale(args.time_scale)
+    journey = Journey(args.out, SMOKE if args.smoke else FULL, args.seed, args.port, time_scale)
     if args.print_commands:
         devices = {"follower": "<follower>", "leader": "<leader>", "camera": "<camera>", "keys": "<keys>"}
         for st in journey.stages(devices):
@@ -396,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     marker.touch()
     t0 = time.monotonic()
     stages = journey.run()
-    print(table(stages, time.monotonic() - t0), flush=True)
+    print(table(stages, time.monotonic() - t0, journey.summary()), flush=True)
     return 0 if all(s.rc == 0 for s in stages) else 1
 
 

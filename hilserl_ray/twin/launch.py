@@ -17,6 +17,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from hilserl_ray.twin.clock import rate_flags
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -37,6 +39,7 @@ class TwinProcess:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ})
         self.paths: dict = {}
+        self.rates: dict = {}  # env.fps etc. for a slowed twin (--time-scale)
 
     def wait_ready(self, timeout: float = 60.0) -> TwinProcess:
         deadline = time.monotonic() + timeout
@@ -46,7 +49,8 @@ class TwinProcess:
                     f"the twin exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
                 )
             try:
-                self.paths = self.status()["paths"]
+                status = self.status()
+                self.paths, self.rates = status["paths"], status["clock"]["rate_overrides"]
                 return self
             except OSError:
                 time.sleep(0.2)
@@ -65,7 +69,8 @@ class TwinProcess:
             return json.load(r)
 
     def overrides(self) -> list[str]:
-        return [f"--{k}={v}" for k, v in self.paths.items() if k not in ("status", "log")]
+        paths = [f"--{k}={v}" for k, v in self.paths.items() if k not in ("status", "log")]
+        return paths + rate_flags(self.rates)
 
     def events(self, kinds: tuple[str, ...] | None = None) -> list[dict]:
         path = self.dir / "twin.jsonl"

@@ -3,8 +3,8 @@
 Cameras are MJPEG over HTTP (`multipart/x-mixed-replace`), which opencv-python-headless's FFmpeg
 backend opens as `cv2.VideoCapture("http://127.0.0.1:PORT/<camera>.mjpg")` with no system
 package and no v4l2loopback kernel module: the robot's `OpenCVCamera` reads it like a webcam.
-Each camera is rendered from the arm's state at its configured size and fps on one render
-thread (a GL context belongs to the thread that made it).
+Each camera is rendered from the arm's state at its configured size and fps (of the twin's
+clock) on one render thread (a GL context belongs to the thread that made it).
 
   GET  /<camera>.mjpg         the camera stream
   GET  /keys                  key presses as `press <key>` / `release <key>` lines (empty line: alive)
@@ -74,10 +74,12 @@ class KeyHub:
 
 
 class Cameras:
-    """Renders `cameras` [(name, height, width, fps)] from the arm's state; newest JPEG of each."""
+    """Renders `cameras` [(name, height, width, fps)] from the arm's state; newest JPEG of each.
+    fps in the seconds of the arm's clock."""
 
     def __init__(self, arm, cameras: list[tuple[str, int, int, float]], quality: int = 85):
         self.arm, self.cameras, self.quality = arm, cameras, quality
+        self.clock = arm.clock
         self.frames: dict[str, tuple[int, bytes]] = {}
         self.rendered = 0
         self.render_s = 0.0
@@ -94,13 +96,14 @@ class Cameras:
         model = self.arm.model
         data = mujoco.MjData(model)
         renderers = {(h, w): make_renderer(model, h, w) for _, h, w, _ in self.cameras}
-        due = dict.fromkeys((c[0] for c in self.cameras), time.monotonic())
+        clock = self.clock
+        due = dict.fromkeys((c[0] for c in self.cameras), clock.now())
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
+                now = clock.now()
                 name, h, w, fps = min(self.cameras, key=lambda c: due[c[0]])
                 if due[name] > now:
-                    self._stop.wait(due[name] - now)
+                    clock.wait(self._stop, due[name] - now)
                     continue
                 due[name] = max(due[name] + 1.0 / fps, now)
                 t0 = time.monotonic()

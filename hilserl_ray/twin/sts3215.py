@@ -12,6 +12,7 @@ steps/s), as the byte-level tests need; the twin sets `external=True` and drives
 velocity and load from MuJoCo. Reply timing: `reply_delay` (USB adapter latency) plus
 `byte_time` per byte on the wire plus each servo's Return_Delay_Time; `drop_rate` loses a
 reply now and then (seeded). `unplug()`/`plug()` close and reopen the pty, like a USB cable.
+Both the motion model and the reply timing keep the bus's `clock` (the twin's, `twin/clock.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hilserl_ray.hardware.feetech import CONTROL_TABLE, STS3215_MODEL, decode_sign_magnitude
+from hilserl_ray.twin.clock import WALL, TwinClock
 
 INST_PING, INST_READ, INST_WRITE, INST_SYNC_READ, INST_SYNC_WRITE = 0x01, 0x02, 0x03, 0x82, 0x83
 BROADCAST = 0xFE
@@ -83,9 +85,10 @@ class Servo:
     load: int = 0  # Present_Load to report (sign bit 10)
     error: int = 0  # error byte of every status packet (bit 0 voltage, 1 angle, 2 heat, 3 current, 5 load)
     mem: bytearray = field(default_factory=lambda: bytearray(256))
-    _last_t: float = field(default_factory=time.monotonic)
+    clock: TwinClock = field(default=WALL, repr=False)  # speed and dt are in its seconds
 
     def __post_init__(self):
+        self._last_t = self.clock.now()
         self.poke(MODEL, self.model)
         self.poke(ID, self.id)
         self.poke(MAX_LIMIT, 4095)
@@ -130,7 +133,7 @@ class Servo:
 
     # --- firmware behaviour
     def update(self) -> None:
-        now = time.monotonic()
+        now = self.clock.now()
         dt, self._last_t = now - self._last_t, now
         velocity = 0
         if self.torque and not self.external:
@@ -174,10 +177,12 @@ class ServoBus:
         seed: int | None = None,
         keep_packets: int | None = None,
         on_packet: PacketHook | None = None,
+        clock: TwinClock = WALL,
     ):
+        self.clock = clock
         self.servos: dict[int, Servo] = {}
         for i in ids:
-            self.servos[i] = Servo(i, actual=(actual or {}).get(i, 2048))
+            self.servos[i] = Servo(i, actual=(actual or {}).get(i, 2048), clock=clock)
         self.lock = threading.RLock()
         self.packets: deque[tuple[int, int, bytes]] = deque(maxlen=keep_packets)  # valid packets
         self.transactions = 0  # instruction packets handled (a sync read of 6 counts once)
@@ -185,8 +190,8 @@ class ServoBus:
         self.corrupt_replies = 0  # the next N status packets go out with a wrong checksum
         self.drop_replies = 0  # the next N status packets are not sent
         self.dropped = 0  # replies lost so far (by drop_replies or drop_rate)
-        self.reply_delay = reply_delay  # seconds before answering (USB adapter latency, long bus)
-        self.byte_time = byte_time  # seconds per byte on the wire (BYTE_TIME_1M at 1 Mbaud)
+        self.reply_delay = reply_delay  # seconds (of the clock) before answering (USB adapter latency)
+        self.byte_time = byte_time  # seconds (of the clock) per byte on the wire (BYTE_TIME_1M at 1 Mbaud)
         self.drop_rate = drop_rate  # probability that a status packet is lost
         self.on_packet = on_packet
         self._rng = random.Random(seed)
@@ -293,7 +298,7 @@ class ServoBus:
                 delay = self.reply_delay + self.byte_time * (wire_bytes + len(replies))
                 delay += sum(s.peek(RETURN_DELAY) for s in self._answered) * 2e-6  # 2 us units
                 if delay > 0:
-                    time.sleep(max(0.0, t_in + delay - time.monotonic()))
+                    time.sleep(max(0.0, t_in + self.clock.wall(delay) - time.monotonic()))
                 with contextlib.suppress(OSError):
                     os.write(master, bytes(replies))
 

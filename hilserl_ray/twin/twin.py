@@ -11,6 +11,9 @@ config can name them (configs/so101_twin.yaml) and two twins run side by side wi
   http://127.0.0.1:<port>/<camera>.mjpg   env.cameras.<i>.device
   http://127.0.0.1:<port>/keys            pipeline.intervention.keys_url
   http://127.0.0.1:<port>/status          what the arm feels (also <dir>/twin.jsonl, every event)
+
+With `time_scale` < 1 its world runs slower than the wall clock (`twin/clock.py`) and a run
+against it sets the rates `rate_overrides()` gives (env.fps x the scale).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from hilserl_ray.envs.kinematics import Kinematics
 from hilserl_ray.errors import ConfigError
 from hilserl_ray.hardware.calibration import save_calibration
 from hilserl_ray.twin.arm import ServoMap, TwinArm, make_calibration
+from hilserl_ray.twin.clock import TwinClock, rate_flags
 from hilserl_ray.twin.human import ScriptedHuman
 from hilserl_ray.twin.report import Reporter
 from hilserl_ray.twin.server import Cameras, KeyHub, TwinServer
@@ -44,6 +48,7 @@ class TwinOptions:
     target: tuple[float, float, float] | None = None  # reach: a fixed target (a state policy can't see it)
     hand_back_steps: int | None = None
     intervene: bool = True
+    time_scale: float = 1.0  # the twin's clock runs at this x the wall clock
 
 
 def check_config(cfg: TrainConfig, source: str) -> None:
@@ -67,6 +72,7 @@ class Twin:
         self.dir = Path(opts.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stopping = False
+        self.clock = TwinClock(opts.time_scale)
         kin = Kinematics(cfg.robot.mjcf)
         rng = np.random.default_rng(opts.seed)
         self.calibration = {
@@ -82,6 +88,7 @@ class Twin:
             "reply_delay": opts.latency_ms / 1000,
             "byte_time": BYTE_TIME_1M,
             "drop_rate": opts.drop_rate,
+            "clock": self.clock,
         }
         self.bus = ServoBus(
             cfg.robot.motor_ids, link=self.dir / "follower.tty", seed=opts.seed, keep_packets=256, **timing
@@ -94,7 +101,7 @@ class Twin:
         self.leader_map.program(self.leader_bus)
         for s in self.leader_bus.servos.values():
             s.external = True  # moved by the person's hand, never by its own motor
-        self.arm = TwinArm(cfg, self.bus, self.map, seed=opts.seed)
+        self.arm = TwinArm(cfg, self.bus, self.map, seed=opts.seed, clock=self.clock)
         self.report = Reporter(self.dir / "twin.jsonl", cfg, self.map, kin, self.bus)
         self.keys = KeyHub()
         self.human = ScriptedHuman(
@@ -194,15 +201,25 @@ class Twin:
             "log": str(self.report.path),
         }
 
+    def rate_overrides(self) -> dict[str, float]:
+        """The rates a run against a slowed twin sets (none at scale 1): env.fps and the cameras'
+        fps x the scale, so each control step is still 1/env.fps s of twin time."""
+        if self.clock.scale == 1:
+            return {}
+        cams = {f"env.cameras.{i}.fps": self.clock.wall_hz(c.fps) for i, c in enumerate(self.cfg.env.cameras)}
+        return {"env.fps": self.clock.wall_hz(self.cfg.env.fps), **cams}
+
     def overrides(self) -> list[str]:
         """Command-line flags that point a training run at this twin."""
-        return [f"--{k}={v}" for k, v in self.paths().items() if k not in ("status", "log")]
+        paths = {k: v for k, v in self.paths().items() if k not in ("status", "log")}
+        return [f"--{k}={v}" for k, v in paths.items()] + rate_flags(self.rate_overrides())
 
     def status(self) -> dict:
         with self.bus.lock:
             commanded = self.arm.goals().round(2).tolist()
             reached = self.arm.joints().round(2).tolist()
             physics_ticks = self.arm.ticks
+            physics_s = float(self.arm.data.time)
         frames = self.cameras.rendered
         return {
             "time": round(time.time(), 3),
@@ -224,4 +241,11 @@ class Twin:
                 "key_clients": self.keys.clients,
             },
             "paths": self.paths(),
+            "clock": {
+                "time_scale": self.clock.scale,
+                "twin_s": round(self.clock.now(), 3),
+                "physics_s": round(physics_s, 3),
+                "rate_overrides": self.rate_overrides(),
+                "robot_hz": self.human.rate.measured_hz,
+            },
         }
