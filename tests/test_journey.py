@@ -10,9 +10,11 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from run_helpers import ROOT
 
 from hilserl_ray.twin.journey import CONFIG, SMOKE, Journey
+from hilserl_ray.twin.journey import main as journey_main
 from hilserl_ray.twin.launch import TwinProcess
 
 GUIDE = ROOT / "docs" / "real_arm.md"
@@ -39,9 +41,10 @@ def guide_commands() -> list[str]:
 
 
 @pytest.mark.subprocess
-def test_the_guide_spells_the_commands_the_journey_runs():
+@pytest.mark.parametrize("scale", [[], ["--time-scale", "0.5"]], ids=["real_time", "slowed"])
+def test_the_guide_spells_the_commands_the_journey_runs(scale):
     out = subprocess.run(
-        [sys.executable, "-m", "hilserl_ray.twin.journey", "--print-commands"],
+        [sys.executable, "-m", "hilserl_ray.twin.journey", "--print-commands", *scale],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -77,3 +80,26 @@ def test_calibrate_against_the_twin_gives_the_arms_own_ranges(tmp_path, monkeypa
     finally:
         journey.twin.stop()
     assert json.loads(journey.p["leader_cal"].read_text())["gripper"]["range_max"] > 0
+
+
+def test_a_slowed_journey_runs_the_robot_at_env_fps_times_the_scale(tmp_path, monkeypatch):
+    """--time-scale 0.5: the twin's clock at half the wall clock, so the config the journey edits
+    carries env.fps 5 (10 Hz of twin time) and the camera's fps halved; the table's head says so."""
+    monkeypatch.chdir(ROOT)
+    devices = {"follower": "/dev/f", "leader": "/dev/l", "camera": "http://c", "keys": "http://k"}
+    for scale, fps, cam_fps in ((1.0, 10, 2), (0.5, 5, 1)):
+        journey = Journey(tmp_path / str(scale), SMOKE, time_scale=scale)
+        journey.cfg_path.parent.mkdir(parents=True)
+        journey.write_config(devices)
+        cfg = yaml.safe_load(journey.cfg_path.read_text())
+        assert cfg["env"]["fps"] == fps and cfg["env"]["cameras"][0]["fps"] == cam_fps, cfg["env"]
+    assert journey.summary().startswith("time scale 0.5:") and "env.fps 5 Hz" in journey.summary()
+    assert "= 10 Hz of twin time" in journey.summary()
+
+
+@pytest.mark.parametrize("value", ["0", "2", "x"])
+def test_a_bad_time_scale_for_the_journey_is_one_line_and_exit_2(value, tmp_path, capsys):
+    assert journey_main(["--out", str(tmp_path / "j"), "--time-scale", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --time-scale: got "), err
+    assert not (tmp_path / "j").exists()

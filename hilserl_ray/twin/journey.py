@@ -358,8 +358,14 @@ def _train(j: Journey, text, before, after) -> str:
         + (f" ({per_step:.2f} per env step)" if per_step is not None else "")
         + "; "
         f"the person took over in {after['interventions'] - before['interventions']} episodes, "
-        f"twin successes {after['successes'] - before['successes']}"
+        f"twin successes {after['successes'] - before['successes']}" + _robot_hz(j)
     )
+
+
+def _robot_hz(j: Journey) -> str:
+    """The rate the twin saw the robot step at (its last 20 steps, wall clock)."""
+    hz = j.twin.status()["clock"]["robot_hz"] if j.twin is not None else None
+    return "" if hz is None else f"; the twin saw it step at {hz:g} Hz"
 
 
 def _evaluate(j: Journey, text, before, after) -> str:
