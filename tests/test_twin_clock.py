@@ -134,7 +134,7 @@ def test_a_robot_at_the_wrong_rate_is_warned_of_once(tmp_path, caplog):
     assert len(warnings) == 1 and "--env.fps=5" in warnings[0], warnings
 
 
-def test_at_scale_one_nothing_is_checked_or_added(tmp_path):
+def test_at_scale_one_the_robots_rate_is_left_to_it():
     check = RateCheck(TwinClock(1.0), 10.0)
     for k in range(40):
         check.step(k * 0.05)  # 20 Hz: the twin at scale 1 leaves the robot's rate to it, as before
