@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -305,6 +306,55 @@ def test_supervisor_tells_a_restart_from_death_for_good(arm_cluster):
         assert sup.metrics() == {"arms_alive": 0, "arm/arm0/alive": 0.0, "arm/arm0/weights_version": 3}
     finally:
         ray.shutdown()
+
+
+@pytest.mark.ray
+def test_one_restart_counts_once_when_a_watch_asked_during_it_fails_late(local_ray):
+    """Ray may fail a watch asked while an actor restarts after the new process has answered:
+    the same restart, not a second failure (counted twice, a run spent actors.max_restarts on
+    half as many deaths; bench/chaos.py showed it after each robot kill)."""
+    from hilserl_ray.runtime.supervise import RobotSupervisor
+
+    @ray.remote(num_cpus=0, max_concurrency=8)
+    class Arm:  # scripted: watch 1 is the death, watch 2 (asked during the restart) fails late
+        def __init__(self):
+            self.pid, self.watches, self.late = 1, 0, threading.Event()
+
+        def ready(self):
+            return True
+
+        def watch(self):
+            self.watches += 1
+            if self.watches == 1:
+                raise ray.exceptions.ActorUnavailableError("the process died", None)
+            if self.watches == 2:
+                self.late.wait(60)
+                raise ray.exceptions.ActorUnavailableError("asked during the restart", None)
+            time.sleep(3600)  # the new process's watch: returns when its loop ends
+
+        def restarted(self):
+            self.pid = 2
+
+        def fail_late(self):
+            self.late.set()
+
+        def stats(self):
+            return {"pid": self.pid}
+
+    handle = Arm.remote()
+    sup = RobotSupervisor(lambda i: handle, 1, max_restarts=1, arms=["arm0"])
+    sup.await_start(60)
+    (r,) = sup.robots
+    wait_for(lambda: sup.poll_stats() and r.stats["pid"] == 1, 30, "the arm up")
+    wait_for(lambda: sup.poll() is None and r.failures == 1, 30, "the death seen")
+    ray.get(handle.restarted.remote())
+    wait_for(lambda: sup.poll_stats() and r.stats["pid"] == 2, 30, "the new process up")
+    ray.get(handle.fail_late.remote())
+    time.sleep(1.0)
+    for _ in range(10):
+        assert sup.poll() is None
+        time.sleep(0.1)
+    assert r.failures == 1 and r.dead is None and sup.alive
 
 
 def driver(cluster, out: Path, log: Path, *extra: str) -> subprocess.Popen:

@@ -124,8 +124,9 @@ class RobotSupervisor:
         failed for good (its RunFailed in `.robots[i].dead`), else None.
 
         Ray 2.60 fails the watch of a process that died while Ray restarts it with
-        `ActorUnavailableError`, and may fail the watches asked during the restart the same way:
-        one death counts once (`down` until `poll_stats` hears from the new process). An actor
+        `ActorUnavailableError`, and may fail the watches asked during the restart the same way,
+        even after the new process is up: one death counts once (`down` until `poll_stats` hears
+        from the new process, which then gets a watch of its own). An actor
         that will not come back fails them with `ActorDiedError` (final). Raises the learner's
         `DiskFull` that ended a control loop (the run must stop, see the module docstring)."""
         for r in self.alive:
@@ -197,6 +198,9 @@ class RobotSupervisor:
                 if new is not None:
                     if new.get("pid") != r.stats.get("pid"):
                         up.append(r)
+                        if r.down and r.watch is not None:
+                            # a watch asked during the restart may still fail for it: ask the new process
+                            r.watch = r.handle.watch.remote()
                         r.down = False  # the restart is over: the next death is a new failure
                     r.stats = new
             r.stats_call = r.handle.stats.remote()
