@@ -75,7 +75,7 @@ SMOKE = Sizes(
 FULL = Sizes(
     demos=10,
     labelled=100,  # 40 label + 60 failures
-    labelled_test=50,
+    labelled_test=70,  # 28 label + 42 failures: the bound is judged on >= 40 negative episodes
     classifier_steps=1500,
     env_steps=10000,
     eval_episodes=10,
