@@ -75,6 +75,13 @@ def waiter(proc: subprocess.Popen, log: Timeline):
     return wait
 
 
+def reach_run(out, checkpoint_every: int) -> list[str]:
+    """A small reach run of short episodes that goes on until stopped, a progress line every 0.5 s."""
+    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
+    cmd += [f"--env.max_episode_steps={EPISODE}", "--total_env_steps=100000"]
+    return cmd + [f"--checkpoint.every_updates={checkpoint_every}", "--logging.every_seconds=0.5"]
+
+
 def start(cmd: list[str]) -> tuple[subprocess.Popen, Timeline]:
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -110,13 +117,9 @@ def end(proc: subprocess.Popen) -> None:
 @pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_robots_send_again_within_5_s_of_a_restarted_learner_being_up(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
     # paced one update per env step (sim_reach.yaml); no checkpoint before the kill, so the
     # restarted learner starts from scratch with the stored rows: the most updates to make up
-    cmd += [f"--env.max_episode_steps={EPISODE}", "--total_env_steps=100000"]
-    cmd += ["--checkpoint.every_updates=100000", "--logging.every_seconds=0.5"]
-    proc, log = start(cmd)
+    proc, log = start(reach_run(tmp_path / "run", checkpoint_every=100000))
     wait = waiter(proc, log)
     try:
         (_, pid), *_ = wait(log.learners, 300, "the learner")
@@ -148,9 +151,7 @@ def test_a_resumed_runs_robots_send_within_5_s_of_its_learner_being_up(tmp_path)
     """The driver killed with kill -9 (its Ray and actors with it), then `--resume`: the robot
     actor opens its env while the learner loads and starts with the resumed policy's weights."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hilserl_ray.train", *SMALL_REACH, f"--output_dir={out}"]
-    cmd += [f"--env.max_episode_steps={EPISODE}", "--total_env_steps=100000"]
-    cmd += ["--checkpoint.every_updates=50", "--logging.every_seconds=0.5"]
+    cmd = reach_run(out, checkpoint_every=50)
     proc, log = start(cmd)
     wait = waiter(proc, log)
     try:
