@@ -11,11 +11,18 @@ ARM_PREFIX = "arm/"
 
 
 def episode_summary(episodes: list[dict]) -> dict[str, float]:
-    """Mean success, return, intervention rate, length and policy rate over `episodes`."""
+    """Mean success, return, intervention rate, length and policy rate over `episodes`.
+
+    `unassisted_success_rate`: the share of them that succeeded with no intervention step. An
+    oracle or a person finishing what the policy could not counts in `success_rate`: a run at 90%
+    there had its policy alone placing 24% (12 of the last 50), as its deterministic eval did (20%)."""
     if not episodes:
         return {}
     return {
         "success_rate": float(np.mean([e["success"] for e in episodes])),
+        "unassisted_success_rate": float(
+            np.mean([e["success"] and e["intervention_steps"] == 0 for e in episodes])
+        ),
         "episode_return": float(np.mean([e["return"] for e in episodes])),
         "intervention_rate": float(
             np.mean([e["intervention_steps"] / max(e["length"], 1) for e in episodes])

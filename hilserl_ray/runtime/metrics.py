@@ -67,6 +67,7 @@ def console_line(s: dict) -> str:
     for key, fmt in (
         ("episodes", "episodes {:.0f}"),
         ("success_rate", "success {:.0%}"),
+        ("unassisted_success_rate", "unassisted {:.0%}"),
         ("env_success_rate", "(env's own {:.0%})"),
         ("episode_return", "return {:+.2f}"),
         ("intervention_rate", "intervention {:.0%}"),
