@@ -89,6 +89,7 @@ def main() -> None:
         "env_steps": int(last["env_steps"]),
         "env_steps_to_90pct_last_50": reached,
         "success_last_50": last.get("success_rate"),
+        "unassisted_success_last_50": last.get("unassisted_success_rate"),  # no intervention step
         "eval_success": ev["success_rate"],
         "eval_episodes": args.eval_episodes,
         "intervention_rate_last_50": last.get("intervention_rate"),
@@ -100,7 +101,7 @@ def main() -> None:
     (out / "bench_result.json").write_text(json.dumps(result, indent=1))
     print(
         f"\n== {CONFIG} seed {args.seed}: env steps to {TARGET:.0%} (last 50 episodes): "
-        f"{reached_text}; deterministic eval "
+        f"{reached_text}; the policy alone over the last 50: {last.get('unassisted_success_rate', 0):.0%}; deterministic eval "
         f"{ev['success_rate']:.0%} ({args.eval_episodes} episodes); interventions {result['intervention_rate_overall']:.1%} "
         f"of all env steps ({last.get('intervention_rate', 0):.0%} over the last 50 episodes); wall time "
         f"{minutes:.1f} min (training {train_minutes:.1f})"
