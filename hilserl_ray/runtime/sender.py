@@ -130,10 +130,7 @@ class RayLearner:
             reply = ray.get(self.handle.get_weights.remote(-1))
         except ray.exceptions.RayActorError:
             return None  # lost again at once: the weights come with the next poll
-        if reply is None:
-            return None
-        version, (ref,) = reply
-        return version, ray.get(ref)
+        return _weights_of(reply)
 
     def _reconnect(self):
         """Find the learner by name and wait until it is up (its constructor done); after a
@@ -183,10 +180,7 @@ class RayLearner:
             reply = None  # learner restarting: keep the current policy
             self._reconnect()
         self._weights_req = None
-        if reply is None:
-            return None
-        version, (ref,) = reply
-        return version, ray.get(ref)
+        return _weights_of(reply)
 
     def counters(self) -> dict | None:
         """The learner's counters, asked about once a second; never blocks (None: no new answer)."""
@@ -212,3 +206,11 @@ class RayLearner:
         except ray.exceptions.RayActorError:
             self._reconnect()
             return None
+
+
+def _weights_of(reply) -> tuple[int, dict[str, np.ndarray]] | None:
+    """`(version, state)` from the learner's `get_weights` answer (None: nothing newer)."""
+    if reply is None:
+        return None
+    version, (ref,) = reply
+    return version, ray.get(ref)
